@@ -1,0 +1,44 @@
+# userdest: `make run` to bring the stack up here, `make test` to check it. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/userdest
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+PORT ?= 8000
+
+.PHONY: help install run test lint migrate bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "userdest needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## make the virtual environment from pyproject.toml
+
+migrate: install ## create the database if needed and migrate it to the newest schema
+	$(BIN)/userdest db upgrade
+
+run: migrate ## start the receiver (gunicorn) and a worker, and print how to send a first call
+	@bash scripts/run.sh
+
+test: install ## run the whole test suite against local Postgres and Redis
+	$(BIN)/pytest
+
+lint: install ## ruff and mypy on the packages
+	$(BIN)/ruff check api workers shared tests
+	$(BIN)/ruff format --check api workers shared tests
+	$(BIN)/mypy
+
+bench: install ## the fixed, seeded workload of SPEC 9 against the real stack
+	$(BIN)/python -m bench
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

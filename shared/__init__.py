@@ -1,0 +1,1 @@
+"""What the receiver and the workers share: settings, models, the envelope, queue names, the CLI."""

@@ -1,0 +1,71 @@
+"""The versioned JSON message that carries one accepted request from the receiver to a worker.
+
+JSON only (never pickle, never ORM objects), so a message survives deploys and can be exported,
+read by people and replayed:
+
+    {"v": 1, "app_id": 3, "key_id": "k_ab12...", "received_at": "2026-11-28T09:15:01.031Z",
+     "request_id": "…", "remote_addr": "198.51.100.23", "source": "http",
+     "sent_at": "…" | null,                      # the batch's sentAt, for calls without their own
+     "defaults": {"context": {...}, "integrations": {...}},   # the batch's, merged under each call
+     "calls": [{...raw Segment call...}, ...],   # exactly as sent, never modified
+     "message_ids": ["…", ...],                  # each call's messageId, a UUID where it had none
+     "rejected": [{"index": 4, "call": {...}, "errors": [{"code": …, "message": …}]}]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+VERSION = 1
+
+
+class EnvelopeError(ValueError):
+    """A queued message that is not an envelope this code understands."""
+
+
+@dataclass(slots=True)
+class Envelope:
+    app_id: int
+    received_at: str
+    request_id: str
+    calls: list[Any] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    key_id: str | None = None
+    remote_addr: str | None = None
+    source: str = "http"
+    sent_at: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Envelope:
+        if not isinstance(data, dict):
+            raise EnvelopeError("a message must be a JSON object")
+        if data.get("v") != VERSION:
+            raise EnvelopeError(f"unknown envelope version {data.get('v')!r}")
+        try:
+            env = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except TypeError as exc:
+            raise EnvelopeError(f"malformed envelope: {exc}") from None
+        if not isinstance(env.app_id, int) or not isinstance(env.calls, list):
+            raise EnvelopeError("an envelope needs an integer app_id and a list of calls")
+        if len(env.message_ids) != len(env.calls):
+            raise EnvelopeError("an envelope needs one message id per call")
+        return env
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Envelope:
+        try:
+            return cls.from_dict(orjson.loads(raw))
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError(f"a message must be JSON: {exc}") from None

@@ -1,0 +1,31 @@
+"""Alembic environment: the URL comes from Settings, and every migration runs with a lock_timeout."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import text
+
+from shared.db import make_engine
+from shared.models import Base
+from shared.settings import Settings
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    url = config.attributes.get("database_url") or Settings.from_env().database_url
+    engine = make_engine(Settings(database_url=url))
+    with engine.connect() as connection:
+        # A migration waiting behind live traffic should fail fast, not queue every writer behind it.
+        connection.execute(text("SET lock_timeout = '10s'"))
+        connection.commit()  # SET is per session; end its implicit transaction before Alembic's
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("userdest migrations run online only: set DATABASE_URL and run `userdest db upgrade`")
+run_migrations_online()

@@ -1,0 +1,315 @@
+"""The Postgres schema, in SQLAlchemy 2 declarative style.
+
+Every table below an app carries `app_id`, so tenants never meet. Per-field event times live beside
+the values they protect (`field_times`), so an older call never rolls a profile back (SPEC 5.8).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SCOPES = ("user", "company", "event")
+TYPES = ("string", "integer", "float", "boolean", "date", "datetime", "fixed", "json")
+ORIGINS = ("operator", "traffic")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB, Any: JSONB}
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def _app_fk() -> Any:
+    return mapped_column(
+        BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+
+
+class App(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, comment="unique app name")
+    webhook_secret: Mapped[str | None] = mapped_column(
+        Text, comment="HMAC-SHA1 secret that POST /webhook bodies must be signed with"
+    )
+    max_user_attributes: Mapped[int] = mapped_column(Integer, server_default="1000")
+    max_company_attributes: Mapped[int] = mapped_column(Integer, server_default="1000")
+    max_event_names: Mapped[int] = mapped_column(Integer, server_default="1000")
+    max_event_attributes: Mapped[int] = mapped_column(
+        Integer, server_default="200", comment="attribute definitions per event name"
+    )
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, comment="public key id")
+    app_id: Mapped[int] = _app_fk()
+    key_hash: Mapped[str] = mapped_column(
+        String(64), unique=True, comment="sha256 hex of the secret; the secret is never stored"
+    )
+    prefix: Mapped[str] = mapped_column(String(16), comment="first characters, to recognise a key")
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="written by workers from the envelope, never by requests"
+    )
+
+
+class TrustedDomain(Base):
+    __tablename__ = "trusted_domains"
+    __table_args__ = (UniqueConstraint("app_id", "host"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = _app_fk()
+    host: Mapped[str] = mapped_column(String(255), comment="exact host or *.wildcard, lower case")
+    created_at: Mapped[datetime] = _now()
+
+
+class AttributeDefinition(Base):
+    __tablename__ = "attribute_definitions"
+    __table_args__ = (
+        UniqueConstraint("app_id", "scope", "event", "name"),
+        CheckConstraint("scope in ('user', 'company', 'event')", name="scope"),
+        CheckConstraint(
+            "type in ('string','integer','float','boolean','date','datetime','fixed','json')",
+            name="type",
+        ),
+        CheckConstraint("origin in ('operator', 'traffic')", name="origin"),
+        CheckConstraint("char_length(name) between 1 and 64", name="name_length"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = _app_fk()
+    scope: Mapped[str] = mapped_column(String(10))
+    event: Mapped[str] = mapped_column(
+        Text, server_default="", comment="event name for the event scope, '' otherwise"
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(10))
+    choices: Mapped[list[Any] | None] = mapped_column(JSONB, comment="for fixed: allowed values")
+    multiple: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    origin: Mapped[str] = mapped_column(String(10), comment="operator or traffic")
+    created_at: Mapped[datetime] = _now()
+
+
+class EventDefinition(Base):
+    __tablename__ = "event_definitions"
+    __table_args__ = (UniqueConstraint("app_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = _app_fk()
+    name: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(10), server_default="traffic")
+    created_at: Mapped[datetime] = _now()
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("app_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = _app_fk()
+    user_id: Mapped[str | None] = mapped_column(Text, comment="Segment userId; null if anonymous")
+    email: Mapped[str | None] = mapped_column(Text)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    gender: Mapped[str | None] = mapped_column(String(10))
+    country: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    os: Mapped[str | None] = mapped_column(Text)
+    device_name: Mapped[str | None] = mapped_column(Text)
+    device_type: Mapped[str | None] = mapped_column(String(10))
+    language: Mapped[str | None] = mapped_column(Text)
+    resolution: Mapped[str | None] = mapped_column(Text)
+    ip_address: Mapped[str | None] = mapped_column(Text)
+    browser_family: Mapped[str | None] = mapped_column(Text)
+    browser_version: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str | None] = mapped_column(Text)
+    current_url: Mapped[str | None] = mapped_column(Text)
+    page_views: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default="{}", comment="custom attribute name to typed value"
+    )
+    field_times: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default="{}", comment="field or attribute name to the event time of its last write"
+    )
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Identity(Base):
+    """Every id a profile answers to: its userId, ids merged into it, and its anonymous ids."""
+
+    __tablename__ = "identities"
+    __table_args__ = (
+        CheckConstraint("kind in ('user', 'anonymous')", name="kind"),
+        Index("ix_identities_user_pk", "user_pk"),
+    )
+
+    app_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True, comment="user or anonymous")
+    value: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_pk: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), comment="the profile it names"
+    )
+    created_at: Mapped[datetime] = _now()
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    __table_args__ = (UniqueConstraint("app_id", "group_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = _app_fk()
+    group_id: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    employees: Mapped[int | None] = mapped_column(BigInteger)
+    phone: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    field_times: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_user_pk", "user_pk"),)
+
+    company_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_pk: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_since: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), comment="the earliest event time of a group call linking them"
+    )
+
+
+class PageView(Base):
+    __tablename__ = "page_views"
+    __table_args__ = (Index("ix_page_views_user_time", "user_pk", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("apps.id", ondelete="CASCADE"))
+    user_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(10), comment="page or screen")
+    url: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    referrer: Mapped[str | None] = mapped_column(Text)
+    search: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[str] = mapped_column(Text)
+
+
+class EventOccurrence(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_user_time", "user_pk", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("apps.id", ondelete="CASCADE"))
+    user_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("event_definitions.id", ondelete="CASCADE"), index=True
+    )
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[str] = mapped_column(Text)
+
+
+class ProcessedMessage(Base):
+    """One row per applied messageId: the dedupe record, written in the effects' transaction."""
+
+    __tablename__ = "processed_messages"
+    __table_args__ = (Index("ix_processed_messages_processed_at", "processed_at"),)
+
+    app_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    processed_at: Mapped[datetime] = _now()
+
+
+class IgnoredValue(Base):
+    """Counts of values coercion ignored and names the caps turned away, per attribute."""
+
+    __tablename__ = "ignored_values"
+    __table_args__ = (UniqueConstraint("app_id", "scope", "event", "name", "reason"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int] = _app_fk()
+    scope: Mapped[str] = mapped_column(String(10))
+    event: Mapped[str] = mapped_column(Text, server_default="")
+    name: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(40), comment="uncoercible or over_cap")
+    count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_at: Mapped[datetime] = _now()
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_app_created", "app_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    app_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), comment="null if the app is unknown"
+    )
+    reason: Mapped[str] = mapped_column(String(60), index=True, comment="stable reason code")
+    error: Mapped[str] = mapped_column(Text, comment="human explanation")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="1")
+    call: Mapped[Any] = mapped_column(JSONB, comment="the raw call exactly as received")
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default="{}", comment="envelope metadata: received_at, request_id, message_id"
+    )
+    message_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,122 @@
+"""One typed settings object, built from the environment by `Settings.from_env()`.
+
+Nothing here runs at import time: every entry point builds its own settings, and `verify()` turns a
+bad value into one clear line at start-up instead of a traceback on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line meant for an operator."""
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """Accept the usual `postgresql://` form and pick the psycopg 3 driver for it."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of userdest, each read from the environment variable of the same name."""
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/userdest"
+    """DATABASE_URL: the Postgres database, in the usual postgresql://user@host:port/db form."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """REDIS_URL: the Redis that carries the queues and the receiver's short-lived caches."""
+
+    max_call_bytes: int = 32 * 1024
+    """MAX_CALL_BYTES: the largest single call accepted, after decompression."""
+    max_batch_bytes: int = 500 * 1024
+    """MAX_BATCH_BYTES: the largest batch body accepted, after decompression."""
+    max_batch_calls: int = 2500
+    """MAX_BATCH_CALLS: the most calls one batch may hold."""
+    max_depth: int = 64
+    """MAX_DEPTH: the deepest JSON nesting accepted."""
+    auth_cache_ttl: float = 5.0
+    """AUTH_CACHE_TTL: seconds a receiver trusts its cached view of keys and domains (<= 10)."""
+    trusted_proxies: int = 0
+    """TRUSTED_PROXIES: how many X-Forwarded-For hops to trust when recording the remote address."""
+    rate_limit_per_second: float = 0.0
+    """RATE_LIMIT_PER_SECOND: requests a key may make a second before 429 (0 turns it off)."""
+    rate_limit_burst: int = 0
+    """RATE_LIMIT_BURST: requests a key may make at once above the rate (0 means one second's worth)."""
+    retry_after_seconds: int = 5
+    """RETRY_AFTER_SECONDS: what a 503 or 429 answer tells the sender to wait."""
+    broker_timeout: float = 2.0
+    """BROKER_TIMEOUT: seconds the receiver waits for Redis before answering 503."""
+
+    worker_concurrency: int = 2
+    """WORKER_CONCURRENCY: worker processes per `celery worker` (its -c option wins)."""
+    worker_prefetch: int = 4
+    """WORKER_PREFETCH: messages each worker process reserves ahead."""
+    worker_queues: str = "ingest,replay"
+    """WORKER_QUEUES: the queues a worker consumes, comma separated (its -Q option wins)."""
+    task_max_retries: int = 8
+    """TASK_MAX_RETRIES: retries of a transient database failure before a dead letter."""
+    task_time_limit: int = 300
+    """TASK_TIME_LIMIT: seconds one message may take before its worker process is replaced."""
+    visibility_timeout: int = 3600
+    """VISIBILITY_TIMEOUT: seconds before Redis hands an unacknowledged message to another worker."""
+    dedupe_days: int = 30
+    """DEDUPE_DAYS: how long a messageId is remembered per app."""
+
+    log_level: str = "INFO"
+    """LOG_LEVEL: the lowest level logged (DEBUG, INFO, WARNING, ERROR)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default `os.environ`); unknown variables are ignored."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw.strip())
+            except ValueError:
+                raise SettingsError(
+                    f"{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def verify(self) -> Settings:
+        """Check every value; raise SettingsError with one line naming the first bad one."""
+        db = urlsplit(self.database_url)
+        if db.scheme not in ("postgresql", "postgres", "postgresql+psycopg") or not db.path.strip("/"):
+            raise SettingsError(
+                f"DATABASE_URL must look like postgresql://user@host:5432/dbname, got {self.database_url!r}"
+            )
+        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(f"REDIS_URL must look like redis://host:6379/0, got {self.redis_url!r}")
+        for name in ("max_call_bytes", "max_batch_bytes", "max_batch_calls", "max_depth"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be positive")
+        if not 0 < self.auth_cache_ttl <= 10:
+            raise SettingsError("AUTH_CACHE_TTL must be above 0 and at most 10 seconds")
+        if self.trusted_proxies < 0 or self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
+            raise SettingsError("TRUSTED_PROXIES and RATE_LIMIT_* must not be negative")
+        if self.visibility_timeout <= self.task_time_limit:
+            raise SettingsError("VISIBILITY_TIMEOUT must be above TASK_TIME_LIMIT")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """DATABASE_URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
+        return _sqlalchemy_url(self.database_url)
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]

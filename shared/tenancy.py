@@ -1,0 +1,159 @@
+"""Apps, API keys, trusted domains and webhook secrets: the operator's side of tenancy.
+
+The receiver only reads through `load_auth_view()`; everything that writes is called by the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.models import ApiKey, App, TrustedDomain
+from shared.timeparse import utcnow
+
+KEY_PREFIX = "ud_"
+
+
+class TenancyError(LookupError):
+    """An operator asked for an app, key or domain that does not exist or already exists."""
+
+
+def hash_key(secret: str) -> str:
+    """sha256 hex of an API key. Keys carry 192 random bits, so a fast hash is enough."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def normalize_host(host: str) -> str:
+    """A trusted-domain entry as stored: lower case, no scheme, port or trailing dot."""
+    host = host.strip().lower()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0].rsplit("@", 1)[-1]
+    if not host.startswith("["):
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def get_app(session: Session, name: str) -> App:
+    app = session.scalar(select(App).where(App.name == name))
+    if app is None:
+        raise TenancyError(f"no app named {name!r}")
+    return app
+
+
+def create_app(session: Session, name: str) -> App:
+    name = name.strip()
+    if not name:
+        raise TenancyError("an app name must not be empty")
+    if session.scalar(select(App.id).where(App.name == name)) is not None:
+        raise TenancyError(f"an app named {name!r} already exists")
+    app = App(name=name)
+    session.add(app)
+    session.flush()
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: str
+    api_key: str
+    """The secret: shown once, never stored."""
+
+
+def create_key(session: Session, app: App) -> NewKey:
+    secret = KEY_PREFIX + secrets.token_urlsafe(24)
+    key = ApiKey(
+        id="key_" + secrets.token_hex(8),
+        app_id=app.id,
+        key_hash=hash_key(secret),
+        prefix=secret[:10],
+    )
+    session.add(key)
+    session.flush()
+    return NewKey(key_id=key.id, api_key=secret)
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise TenancyError(f"no API key with id {key_id!r}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return key
+
+
+def add_domain(session: Session, app: App, host: str) -> str:
+    host = normalize_host(host)
+    valid_wildcard = host.startswith("*.") and "*" not in host[2:] and len(host) > 2
+    if not host or ("*" in host and not valid_wildcard):
+        raise TenancyError(f"{host!r} is not a host name or a *.wildcard")
+    exists = session.scalar(
+        select(TrustedDomain.id).where(TrustedDomain.app_id == app.id, TrustedDomain.host == host)
+    )
+    if exists is None:
+        session.add(TrustedDomain(app_id=app.id, host=host))
+        session.flush()
+    return host
+
+
+def remove_domain(session: Session, app: App, host: str) -> str:
+    host = normalize_host(host)
+    domain = session.scalar(
+        select(TrustedDomain).where(TrustedDomain.app_id == app.id, TrustedDomain.host == host)
+    )
+    if domain is None:
+        raise TenancyError(f"{host!r} is not a trusted domain of {app.name!r}")
+    session.delete(domain)
+    return host
+
+
+@dataclass(frozen=True, slots=True)
+class AuthView:
+    """What the receiver needs to know about one key: read-only, cached for a few seconds."""
+
+    key_id: str
+    key_hash: str
+    app_id: int
+    revoked: bool
+    webhook_secret: str | None
+    domains: tuple[str, ...]
+
+
+def load_auth_view(session: Session, key_hash: str) -> AuthView | None:
+    """The key with this hash, its app's webhook secret and trusted domains; None if unknown."""
+    row = session.execute(
+        select(ApiKey.id, ApiKey.key_hash, ApiKey.app_id, ApiKey.revoked_at, App.webhook_secret)
+        .join(App, App.id == ApiKey.app_id)
+        .where(ApiKey.key_hash == key_hash)
+    ).first()
+    if row is None:
+        return None
+    domains = session.scalars(
+        select(TrustedDomain.host).where(TrustedDomain.app_id == row.app_id).order_by(TrustedDomain.host)
+    ).all()
+    revoked_at: datetime | None = row.revoked_at
+    return AuthView(
+        key_id=row.id,
+        key_hash=row.key_hash,
+        app_id=row.app_id,
+        revoked=revoked_at is not None,
+        webhook_secret=row.webhook_secret,
+        domains=tuple(domains),
+    )
+
+
+def host_matches(host: str, trusted: tuple[str, ...] | list[str]) -> bool:
+    """Exact entries match themselves; `*.example.com` matches sub-domains, not example.com."""
+    host = normalize_host(host)
+    for entry in trusted:
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif host == entry:
+            return True
+    return False

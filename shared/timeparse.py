@@ -1,0 +1,39 @@
+"""ISO-8601 parsing as Segment's sources write it, shared by the receiver's checks and the workers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_ISO = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?$"
+)
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An aware UTC datetime from an ISO-8601 string (no offset means UTC), else None."""
+    if not isinstance(value, str) or not _ISO.match(value.strip()):
+        return None
+    text = value.strip().replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python's parser takes at most microseconds; nanosecond digits from some SDKs are cut.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    if re.search(r"[+-]\d{2}$", text):
+        text += ":00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    """The canonical way userdest writes a time: UTC with milliseconds and a Z."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

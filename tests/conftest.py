@@ -1,0 +1,90 @@
+"""Shared fixtures: a Postgres database and a Redis database number of the test run's own.
+
+The database is created and migrated once per run, named after the process so that two runs on one
+machine never meet, and dropped at the end. Tests that can take a rolled-back transaction (`db`) do;
+tests that need committed data across processes use `engine` and the `clean_db` fixture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from shared.db import make_engine
+from shared.migrate import upgrade
+from shared.settings import Settings
+
+ADMIN_URL = os.environ.get("USERDEST_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("USERDEST_TEST_REDIS", "redis://127.0.0.1:6379")
+# Redis 0 is what `make run` uses; a test run takes one of 9..15 so parallel runs rarely share one.
+REDIS_DB = int(os.environ.get("USERDEST_TEST_REDIS_DB", str(9 + os.getpid() % 7)))
+TEST_DB = f"userdest_test_{os.getpid()}"
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    return Settings(
+        database_url=f"{base}/{TEST_DB}",
+        redis_url=f"{REDIS_BASE}/{REDIS_DB}",
+        auth_cache_ttl=0.5,
+    ).verify()
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
+    _admin(f'CREATE DATABASE "{TEST_DB}"')
+    upgrade(settings)
+    eng = make_engine(settings)
+    yield eng
+    eng.dispose()
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test; commits become savepoints."""
+    with engine.connect() as conn:
+        trans = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+            trans.rollback()
+
+
+TABLES = (
+    "dead_letters, ignored_values, processed_messages, events, page_views, memberships, companies, "
+    "identities, users, event_definitions, attribute_definitions, trusted_domains, api_keys, apps"
+)
+
+
+@pytest.fixture
+def clean_db(engine: Engine) -> Iterator[Engine]:
+    """The migrated database, emptied before the test, for tests whose data must really commit."""
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    yield engine
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """The test run's own Redis database, emptied before the test."""
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
