@@ -310,6 +310,9 @@ class DeadLetter(Base):
         JSONB, server_default="{}", comment="envelope metadata: received_at, request_id, message_id"
     )
     message_id: Mapped[str | None] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(
+        Text, unique=True, comment="one dead letter per failing call, however often it is redelivered"
+    )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,561 @@
+"""Applying calls to real Postgres: every rule of SPEC 5 that needs a database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, text
+
+from shared.envelope import Envelope
+from tests.workers.conftest import envelope, fixture_call
+from workers.apply import batch
+from workers.apply.batch import Outcome
+
+Apply = Callable[..., Outcome]
+
+
+def profile(conn: Connection, app_id: int, some_id: str) -> dict[str, Any]:
+    """The profile a userId or anonymousId names, with its anonymous ids."""
+    pk = conn.scalar(
+        text(
+            "SELECT user_pk FROM identities WHERE app_id = :a AND value = :v ORDER BY kind DESC LIMIT 1"
+        ),
+        {"a": app_id, "v": some_id},
+    )
+    assert pk is not None, f"no profile for {some_id!r}"
+    row = dict(
+        conn.execute(text("SELECT * FROM users WHERE id = :pk"), {"pk": pk}).mappings().one()
+    )
+    row["anonymous_ids"] = sorted(
+        conn.scalars(
+            text("SELECT value FROM identities WHERE user_pk = :pk AND kind = 'anonymous'"),
+            {"pk": pk},
+        )
+    )
+    return row
+
+
+def count(conn: Connection, sql: str, **params: Any) -> int:
+    return int(conn.scalar(text(sql), params) or 0)
+
+
+def define(
+    conn: Connection, app_id: int, scope: str, name: str, type_: str, event: str = "", **kw: Any
+) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO attribute_definitions (app_id, scope, event, name, type, choices, multiple, origin) "
+            "VALUES (:a, :s, :e, :n, :t, CAST(:c AS jsonb), :m, 'operator')"
+        ),
+        {
+            "a": app_id,
+            "s": scope,
+            "e": event,
+            "n": name,
+            "t": type_,
+            "c": kw.get("choices"),
+            "m": kw.get("multiple", False),
+        },
+    )
+
+
+def identify(
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    ts: str = "2026-11-28T10:00:00Z",
+    **traits: Any,
+) -> dict[str, Any]:
+    call: dict[str, Any] = {"type": "identify", "traits": traits, "timestamp": ts}
+    if user_id:
+        call["userId"] = user_id
+    if anonymous_id:
+        call["anonymousId"] = anonymous_id
+    return call
+
+
+def page(
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    ts: str = "2026-11-28T10:00:00Z",
+    url: str = "https://shop.example.com/",
+) -> dict[str, Any]:
+    call: dict[str, Any] = {"type": "page", "properties": {"url": url}, "timestamp": ts}
+    if user_id:
+        call["userId"] = user_id
+    if anonymous_id:
+        call["anonymousId"] = anonymous_id
+    return call
+
+
+def test_reference_example_defined_number_converts_undefined_becomes_string(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    define(conn, app_id, "user", "custom_integer", "float")  # "number" in User.com's words
+    apply(identify("u1", custom_integer="123", custom_integer_new=999))
+    attrs = profile(conn, app_id, "u1")["attributes"]
+    assert attrs["custom_integer"] == 123
+    assert attrs["custom_integer_new"] == "999"
+    origin = conn.execute(
+        text(
+            "SELECT type, origin FROM attribute_definitions WHERE app_id = :a AND name = 'custom_integer_new'"
+        ),
+        {"a": app_id},
+    ).one()
+    assert tuple(origin) == ("string", "traffic")
+
+
+def test_uncoercible_value_is_ignored_counted_and_keeps_the_stored_one(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    define(conn, app_id, "user", "logins", "integer")
+    apply(identify("u1", ts="2026-11-28T10:00:00Z", logins=3))
+    outcome = apply(identify("u1", ts="2026-11-28T11:00:00Z", logins="many", plan="pro"))
+    p = profile(conn, app_id, "u1")
+    assert p["attributes"] == {"logins": 3, "plan": "pro"}
+    assert outcome.ignored[("user", "", "logins", "uncoercible")] == 1
+    assert (
+        count(
+            conn, "SELECT count FROM ignored_values WHERE app_id = :a AND name = 'logins'", a=app_id
+        )
+        == 1
+    )
+
+
+def test_operator_definitions_are_never_changed_by_traffic(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    define(conn, app_id, "user", "vip", "boolean")
+    apply(identify("u1", vip="yes"), identify("u2", vip={"not": "a boolean"}))
+    row = conn.execute(
+        text("SELECT type, origin FROM attribute_definitions WHERE name = 'vip'")
+    ).one()
+    assert tuple(row) == ("boolean", "operator")
+    assert profile(conn, app_id, "u1")["attributes"] == {"vip": True}
+    assert profile(conn, app_id, "u2")["attributes"] == {}
+
+
+def test_browser_identify_fixture_maps_traits_and_context(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(fixture_call("browser-identify.json"))
+    p = profile(conn, app_id, "97980cfea0067")
+    assert (p["email"], p["first_name"], p["last_name"]) == ("zofia@example.com", "Zofia", "Nowak")
+    assert (p["gender"], p["country"], p["region"], p["city"]) == (
+        "female",
+        "Poland",
+        "Mazowieckie",
+        "Warszawa",
+    )
+    assert p["phone"] == "+48 600 100 200"
+    assert p["anonymous_ids"] == ["507f191e810c19729de860ea"]
+    assert p["browser_family"] == "Chrome"
+    assert p["device_type"] == "desktop"
+    assert (p["language"], p["resolution"], p["ip_address"]) == (
+        "pl-PL",
+        "2560x1440",
+        "198.51.100.23",
+    )
+    assert (p["timezone"], p["current_url"]) == ("Europe/Warsaw", "https://www.example.com/welcome")
+    assert p["attributes"] == {
+        "createdAt": "2026-11-28T09:15:00Z",
+        "plan": "trial",
+        "logins": "1",
+        "newsletter": "true",
+    }
+
+
+def test_page_counters_with_out_of_order_timestamps(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(page(anonymous_id="a1", ts="2026-11-28T10:00:00Z"))
+    apply(
+        page(anonymous_id="a1", ts="2026-11-28T08:00:00Z"),
+        page(anonymous_id="a1", ts="2026-11-28T12:00:00Z"),
+    )
+    apply(page(anonymous_id="a1", ts="2026-11-28T09:00:00Z"))
+    p = profile(conn, app_id, "a1")
+    assert p["page_views"] == 4
+    assert p["first_seen"].isoformat() == "2026-11-28T08:00:00+00:00"
+    assert p["last_seen"].isoformat() == "2026-11-28T12:00:00+00:00"
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :pk", pk=p["id"]) == 4
+
+
+def test_page_fixture_records_the_view(apply: Apply, conn: Connection, app_id: int) -> None:
+    apply(fixture_call("browser-page.json"))
+    view = conn.execute(text("SELECT * FROM page_views")).mappings().one()
+    assert (view["kind"], view["name"], view["category"]) == ("page", "Pricing", "Marketing")
+    assert (view["path"], view["title"], view["referrer"], view["search"]) == (
+        "/pricing",
+        "Pricing - Example",
+        "https://www.google.com/",
+        "?plan=pro",
+    )
+    assert view["message_id"] == "ajs-next-1f2e3d4c5b6a79887766554433221100"
+    assert (
+        profile(conn, app_id, "507f191e810c19729de860ea")["current_url"]
+        == "https://www.example.com/pricing?plan=pro"
+    )
+
+
+def test_screen_is_a_page_view_of_kind_screen(apply: Apply, conn: Connection, app_id: int) -> None:
+    apply(fixture_call("android-screen.json"))
+    p = profile(conn, app_id, "6f1e8f5a-2b1c-4d3e-9f80-1a2b3c4d5e6f")
+    assert p["page_views"] == 1
+    assert (p["device_type"], p["os"], p["resolution"]) == ("mobile", "Android 14", "1080x2400")
+    assert conn.scalar(text("SELECT kind || ':' || name FROM page_views")) == "screen:Cart"
+
+
+def test_same_message_id_twice_counts_once(apply: Apply, conn: Connection, app_id: int) -> None:
+    call = {**page(anonymous_id="a1"), "messageId": "m-1"}
+    first = apply(call, dict(call))  # twice in one batch
+    second = apply(dict(call))  # and redelivered later
+    assert first.duplicates == 1 and second.duplicates == 1
+    assert profile(conn, app_id, "a1")["page_views"] == 1
+
+
+def test_message_ids_are_per_app(apply: Apply, conn: Connection, app_id: int) -> None:
+    other = int(conn.scalar(text("INSERT INTO apps (name) VALUES ('other') RETURNING id")))
+    call = {**page(anonymous_id="a1"), "messageId": "m-1"}
+    apply(call)
+    apply(envelope(other, [dict(call)]))
+    assert count(conn, "SELECT count(*) FROM users WHERE page_views = 1") == 2
+
+
+def test_older_identify_never_overwrites_a_newer_one(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(identify("u1", ts="2026-11-28T12:00:00Z", email="new@example.com", plan="pro"))
+    apply(
+        identify("u1", ts="2026-11-28T09:00:00Z", email="old@example.com", plan="free", phone="123")
+    )
+    p = profile(conn, app_id, "u1")
+    assert p["email"] == "new@example.com"
+    assert p["attributes"]["plan"] == "pro"
+    assert p["phone"] == "123"  # never written before: the older call may fill it
+
+
+def test_null_clears_an_attribute_and_a_field(apply: Apply, conn: Connection, app_id: int) -> None:
+    apply(identify("u1", ts="2026-11-28T10:00:00Z", email="a@example.com", plan="pro"))
+    apply(identify("u1", ts="2026-11-28T11:00:00Z", email=None, plan=None))
+    p = profile(conn, app_id, "u1")
+    assert p["email"] is None and p["attributes"] == {}
+
+
+def test_anonymous_history_is_carried_into_the_identified_profile(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(
+        page(anonymous_id="a1", ts="2026-11-28T09:00:00Z"),
+        page(anonymous_id="a1", ts="2026-11-28T09:05:00Z"),
+    )
+    apply(identify("u1", "a1", ts="2026-11-28T09:10:00Z", email="z@example.com"))
+    p = profile(conn, app_id, "u1")
+    assert p["user_id"] == "u1" and p["anonymous_ids"] == ["a1"]
+    assert p["page_views"] == 2
+    assert count(conn, "SELECT count(*) FROM users") == 1
+
+
+def test_merge_of_two_existing_profiles(apply: Apply, conn: Connection, app_id: int) -> None:
+    define(conn, app_id, "user", "score", "integer")
+    apply(
+        identify("u1", ts="2026-11-28T10:00:00Z", email="u1@example.com"),
+        page("u1", ts="2026-11-28T10:00:00Z"),
+    )
+    apply(
+        page(anonymous_id="a1", ts="2026-11-27T10:00:00Z"),
+        identify(
+            anonymous_id="a1",
+            ts="2026-11-27T10:00:00Z",
+            phone="555",
+            score=5,
+            email="anon@example.com",
+        ),
+        {
+            "type": "track",
+            "anonymousId": "a1",
+            "event": "Viewed",
+            "timestamp": "2026-11-27T10:01:00Z",
+        },
+        {
+            "type": "group",
+            "anonymousId": "a1",
+            "groupId": "g1",
+            "timestamp": "2026-11-27T10:02:00Z",
+        },
+    )
+    apply(page("u1", "a1", ts="2026-11-28T11:00:00Z"))
+    p = profile(conn, app_id, "a1")
+    assert p["user_id"] == "u1"
+    assert p["page_views"] == 3
+    assert p["first_seen"].isoformat() == "2026-11-27T10:00:00+00:00"
+    assert p["last_seen"].isoformat() == "2026-11-28T11:00:00+00:00"
+    assert p["email"] == "u1@example.com"  # the target's own value stays
+    assert p["phone"] == "555" and p["attributes"] == {
+        "score": 5
+    }  # empty fields filled from the source
+    assert count(conn, "SELECT count(*) FROM users") == 1
+    assert count(conn, "SELECT count(*) FROM events WHERE user_pk = :pk", pk=p["id"]) == 1
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :pk", pk=p["id"]) == 3
+    assert count(conn, "SELECT count(*) FROM memberships WHERE user_pk = :pk", pk=p["id"]) == 1
+
+
+def test_an_identified_profile_is_never_merged_away(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(identify("alice", "device-1", email="alice@example.com"))
+    apply(page("bob", "device-1"))  # bob signs in on alice's device
+    alice, bob = profile(conn, app_id, "alice"), profile(conn, app_id, "bob")
+    assert alice["id"] != bob["id"]
+    assert alice["anonymous_ids"] == ["device-1"] and bob["anonymous_ids"] == []
+    assert (alice["page_views"], bob["page_views"]) == (0, 1)
+    assert bob["email"] is None
+
+
+def test_placeholder_ids_are_treated_as_absent(apply: Apply, conn: Connection, app_id: int) -> None:
+    apply(page("u1", "undefined"), page("u2", '"null"'), page("u3", "0"))
+    assert count(conn, "SELECT count(*) FROM identities WHERE kind = 'anonymous'") == 0
+    assert count(conn, "SELECT count(*) FROM users") == 3
+
+
+def test_alias_merges_previous_into_user(apply: Apply, conn: Connection, app_id: int) -> None:
+    apply(
+        page(anonymous_id="507f191e810c19729de860ea"),
+        identify("97980cfea0067", email="z@example.com"),
+    )
+    apply(fixture_call("alias.json"))
+    p = profile(conn, app_id, "97980cfea0067")
+    assert p["anonymous_ids"] == ["507f191e810c19729de860ea"]
+    assert p["page_views"] == 1 and p["email"] == "z@example.com"
+    assert count(conn, "SELECT count(*) FROM users") == 1
+
+
+@pytest.mark.parametrize(
+    ("existing", "expect_user_id", "expect_anon"),
+    [
+        ("previous-only", "new-id", ["prev"]),
+        ("user-only", "new-id", ["prev"]),
+        ("neither", "new-id", ["prev"]),
+    ],
+)
+def test_alias_when_only_one_or_neither_exists(
+    apply: Apply,
+    conn: Connection,
+    app_id: int,
+    existing: str,
+    expect_user_id: str,
+    expect_anon: list[str],
+) -> None:
+    if existing == "previous-only":
+        apply(page(anonymous_id="prev"))
+    elif existing == "user-only":
+        apply(page("new-id"))
+    apply({"type": "alias", "previousId": "prev", "userId": "new-id"})
+    p = profile(conn, app_id, "new-id")
+    assert p["user_id"] == expect_user_id and p["anonymous_ids"] == expect_anon
+    assert profile(conn, app_id, "prev")["id"] == p["id"]
+    assert count(conn, "SELECT count(*) FROM users") == 1
+
+
+def test_alias_of_a_changed_user_id_keeps_the_old_id_working(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(identify("old-id", email="x@example.com"))
+    apply({"type": "alias", "previousId": "old-id", "userId": "new-id"})
+    apply(page("old-id"))
+    p = profile(conn, app_id, "new-id")
+    assert p["user_id"] == "new-id" and p["page_views"] == 1 and p["email"] == "x@example.com"
+
+
+def test_group_with_membership(apply: Apply, conn: Connection, app_id: int) -> None:
+    define(conn, app_id, "company", "plan", "fixed", choices='["free", "pro", "enterprise"]')
+    later = {
+        **fixture_call("group.json"),
+        "messageId": "g-2",
+        "timestamp": "2026-11-29T09:20:00.000Z",
+    }
+    apply(later, fixture_call("group.json"))
+    company = conn.execute(text("SELECT * FROM companies")).mappings().one()
+    assert (company["group_id"], company["name"], company["employees"]) == (
+        "0e8c78ea9d97a7b8185e8632",
+        "Initech",
+        329,
+    )
+    assert (company["email"], company["phone"], company["description"]) == (
+        "office@initech.example",
+        "+1 555 0100",
+        "Software for banks",
+    )
+    assert (company["country"], company["region"], company["city"]) == ("USA", "TX", "Austin")
+    assert company["attributes"] == {
+        "industry": "Technology",
+        "plan": "enterprise",
+        "website": "https://initech.example",
+        "createdAt": "2019-03-01T00:00:00Z",
+    }
+    membership = conn.execute(text("SELECT * FROM memberships")).mappings().one()
+    assert membership["user_pk"] == profile(conn, app_id, "97980cfea0067")["id"]
+    assert membership["member_since"].isoformat() == "2026-11-28T09:20:00+00:00"
+
+
+def test_track_records_typed_properties_and_defines_new_ones(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    define(conn, app_id, "event", "total", "float", event="Order Completed")
+    define(conn, app_id, "event", "revenue", "float", event="Order Completed")
+    apply(fixture_call("ios-track.json"), fixture_call("server-track.json"))
+    props = conn.scalar(
+        text(
+            "SELECT e.properties FROM events e JOIN event_definitions d ON d.id = e.event_id WHERE d.name = 'Order Completed'"
+        )
+    )
+    assert props["total"] == 27.5 and props["revenue"] == 25.0
+    assert props["currency"] == "EUR"
+    assert props["products"] == '[{"sku":"45790-32","price":19.0,"quantity":1}]'
+    names = set(conn.scalars(text("SELECT name FROM event_definitions")))
+    assert names == {"Order Completed", "Subscription Renewed"}
+    renewed = conn.execute(
+        text(
+            "SELECT name, type, origin FROM attribute_definitions WHERE event = 'Subscription Renewed' ORDER BY name"
+        )
+    ).all()
+    assert [tuple(r) for r in renewed] == [
+        ("amount", "string", "traffic"),
+        ("plan", "string", "traffic"),
+        ("renewed_at", "string", "traffic"),
+        ("seats", "string", "traffic"),
+    ]
+
+
+def test_engage_audience_identify_and_track(apply: Apply, conn: Connection, app_id: int) -> None:
+    define(conn, app_id, "user", "order_completed_last_30days", "boolean")
+    apply(fixture_call("engage-audience-identify.json"), fixture_call("engage-audience-track.json"))
+    p = profile(conn, app_id, "97980cfea0067")
+    assert p["attributes"] == {"order_completed_last_30days": True}
+    assert p["email"] == "zofia@example.com"
+    exited = {
+        **fixture_call("engage-audience-identify.json"),
+        "messageId": "exit",
+        "timestamp": "2026-11-29T12:00:00.000Z",
+    }
+    exited["traits"] = {"order_completed_last_30days": False}
+    apply(exited)
+    assert profile(conn, app_id, "97980cfea0067")["attributes"] == {
+        "order_completed_last_30days": False
+    }
+    assert count(conn, "SELECT count(*) FROM events") == 1
+
+
+def test_webhook_forwarded_call_uses_its_corrected_timestamp(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(fixture_call("webhook-forwarded.json"), received_at="2026-11-28T13:00:00.000Z")
+    occurred = conn.scalar(text("SELECT occurred_at FROM events"))
+    assert occurred.isoformat() == "2026-11-28T09:15:59.500000+00:00"
+
+
+def test_a_bad_call_in_a_good_batch(
+    apply: Apply, conn: Connection, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_identify = batch.APPLY["identify"]
+
+    def crashing_identify(state: Any, call: Any) -> None:
+        if call.user_id == "boom":
+            raise RuntimeError("worker code crashed on this call")
+        real_identify(state, call)
+
+    monkeypatch.setitem(batch.APPLY, "identify", crashing_identify)
+    outcome = apply(
+        page(anonymous_id="a1"),
+        {"type": "track", "anonymousId": "a1"},  # no event name
+        identify("boom", email="x@example.com"),
+        "not even an object",
+        identify("u2", email="u2@example.com"),
+        page(anonymous_id="a1", ts="2026-11-28T10:05:00Z"),
+    )
+    assert profile(conn, app_id, "a1")["page_views"] == 2
+    assert profile(conn, app_id, "u2")["email"] == "u2@example.com"
+    letters = conn.execute(
+        text("SELECT reason, error, call FROM dead_letters ORDER BY reason")
+    ).all()
+    assert [r.reason for r in letters] == ["apply_failed", "missing_event", "not_an_object"]
+    assert "worker code crashed" in letters[0].error and letters[0].call["userId"] == "boom"
+    assert sum(outcome.dead_letters.values()) == 3
+    assert outcome.applied == {"page": 2, "identify": 1}
+    # The crashed call's messageId was not claimed, so a dead-letter replay after a fix applies it.
+    monkeypatch.setitem(batch.APPLY, "identify", real_identify)
+    apply(
+        letters[0].call
+        | {
+            "messageId": conn.scalar(
+                text("SELECT message_id FROM dead_letters WHERE reason = 'apply_failed'")
+            )
+        }
+    )
+    assert profile(conn, app_id, "boom")["email"] == "x@example.com"
+
+
+def test_rejected_calls_from_the_receiver_become_dead_letters_once(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    env = envelope(
+        app_id,
+        [page(anonymous_id="a1")],
+        rejected=[
+            {
+                "index": 1,
+                "call": {"type": "page"},
+                "errors": [{"code": "missing_user_id", "message": "no id"}],
+            }
+        ],
+    )
+    apply(env)
+    apply(Envelope.from_dict(env.to_dict()))  # redelivered
+    row = conn.execute(text("SELECT reason, error, attempts, call FROM dead_letters")).one()
+    assert tuple(row) == ("missing_user_id", "no id", 2, {"type": "page"})
+    assert profile(conn, app_id, "a1")["page_views"] == 1
+
+
+def test_batch_defaults_merge_under_each_call(apply: Apply, conn: Connection, app_id: int) -> None:
+    env = envelope(
+        app_id,
+        [{"type": "identify", "userId": "u1", "context": {"timezone": "UTC"}}],
+        defaults={"context": {"locale": "fr-FR", "timezone": "Europe/Paris"}},
+    )
+    apply(env)
+    p = profile(conn, app_id, "u1")
+    assert (p["language"], p["timezone"]) == ("fr-FR", "UTC")
+
+
+def test_cap_on_user_attributes_ignores_and_counts_new_names(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    conn.execute(text("UPDATE apps SET max_user_attributes = 2 WHERE id = :a"), {"a": app_id})
+    outcome = apply(identify("u1", a="1", b="2", c="3"))
+    assert profile(conn, app_id, "u1")["attributes"] == {"a": "1", "b": "2"}
+    assert outcome.ignored[("user", "", "c", "over_cap")] == 1
+
+
+def test_cap_on_event_names(apply: Apply, conn: Connection, app_id: int) -> None:
+    conn.execute(text("UPDATE apps SET max_event_names = 1 WHERE id = :a"), {"a": app_id})
+    apply(
+        {"type": "track", "userId": "u1", "event": "First"},
+        {"type": "track", "userId": "u1", "event": "Second"},
+        {"type": "track", "userId": "u1", "event": "First"},
+    )
+    assert count(conn, "SELECT count(*) FROM events") == 2
+    assert count(conn, "SELECT count(*) FROM event_definitions") == 1
+
+
+def test_key_last_used_is_written_by_the_worker(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO api_keys (id, app_id, key_hash, prefix) VALUES ('key_1', :a, 'h', 'ud_x')"
+        ),
+        {"a": app_id},
+    )
+    apply(envelope(app_id, [page("u1")], key_id="key_1"))
+    assert conn.scalar(text("SELECT last_used_at FROM api_keys WHERE id = 'key_1'")) is not None

@@ -1,0 +1,29 @@
+"""Alias calls (SPEC 5.7): `previousId` and `userId` become one profile."""
+
+from __future__ import annotations
+
+from shared.ids import normalize_id
+from workers.apply.call import Call
+from workers.apply.state import BatchState
+
+
+def apply_alias(state: BatchState, call: Call) -> None:
+    user_id = call.user_id
+    previous_id = normalize_id(call.body.get("previousId"))
+    assert user_id is not None and previous_id is not None  # parse_call guarantees both
+    previous = state.lookup(("user", previous_id)) or state.lookup(("anonymous", previous_id))
+    current = state.lookup(("user", user_id))
+
+    if previous is not None and current is not None:
+        if previous is not current:
+            state.merge(previous, current)
+    elif previous is not None:
+        # The profile known by previousId is now known by userId; the old id keeps naming it.
+        previous.user_id = user_id
+        previous.dirty = True
+        state.link(("user", user_id), previous)
+    elif current is not None:
+        state.link(("anonymous", previous_id), current)
+    else:
+        profile = state.create(user_id)
+        state.link(("anonymous", previous_id), profile)

@@ -1,0 +1,85 @@
+"""One Segment call as the workers see it: defaults merged, ids normalised, event time fixed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.envelope import Envelope
+from shared.ids import normalize_id
+from shared.timeparse import parse_iso
+from workers.eventtime import event_time
+
+TYPES = ("identify", "page", "screen", "track", "group", "alias")
+
+
+class BadCall(ValueError):
+    """A call a worker cannot apply at all; it becomes a dead letter with `code` as its reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class Call:
+    index: int
+    """Position in its message, so dead letters and logs can name it."""
+    raw: Any
+    """The call exactly as received."""
+    body: dict[str, Any]
+    """The call with the batch's defaults merged under it."""
+    type: str
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    time: datetime
+    """The event time after Segment's clock-skew rule (SPEC 5.2)."""
+
+    def obj(self, key: str) -> dict[str, Any]:
+        """`traits`, `properties` or `context` as a dict, empty where absent or not an object."""
+        value = self.body.get(key)
+        return value if isinstance(value, dict) else {}
+
+
+def merged_body(raw: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The batch's top-level fields under the call's own; `context` is merged one level deep."""
+    if not defaults:
+        return raw
+    body = {**defaults, **raw}
+    base_ctx, own_ctx = defaults.get("context"), raw.get("context")
+    if isinstance(base_ctx, dict) and isinstance(own_ctx, dict):
+        body["context"] = {**base_ctx, **own_ctx}
+    return body
+
+
+def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at: datetime) -> Call:
+    """Interpret one raw call of `env`; raises BadCall for what the receiver should have refused."""
+    if not isinstance(raw, dict):
+        raise BadCall("not_an_object", "a call must be a JSON object")
+    body = merged_body(raw, env.defaults)
+    kind = body.get("type")
+    if kind not in TYPES:
+        raise BadCall("unknown_type", f"unknown call type {kind!r}")
+    user_id = normalize_id(body.get("userId"))
+    anonymous_id = normalize_id(body.get("anonymousId"))
+    if kind == "alias":
+        if user_id is None or normalize_id(body.get("previousId")) is None:
+            raise BadCall("missing_previous_id", "alias needs userId and previousId")
+    elif user_id is None and anonymous_id is None:
+        raise BadCall("missing_user_id", "a call needs a userId or an anonymousId")
+    if kind == "track" and not (isinstance(body.get("event"), str) and body["event"].strip()):
+        raise BadCall("missing_event", "track needs a non-empty event name")
+    if kind == "group" and normalize_id(body.get("groupId")) is None:
+        raise BadCall("missing_group_id", "group needs a groupId")
+    return Call(
+        index=index,
+        raw=raw,
+        body=body,
+        type=kind,
+        message_id=message_id,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        time=event_time(body, received_at, parse_iso(env.sent_at)),
+    )

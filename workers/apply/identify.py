@@ -1,0 +1,27 @@
+"""Identify calls (SPEC 5.3): standard traits to profile fields, context to profile fields, the rest
+to custom user attributes."""
+
+from __future__ import annotations
+
+from shared.timeparse import iso
+from workers.apply.call import Call
+from workers.apply.resolve import resolve
+from workers.apply.state import BatchState, Profile
+from workers.profile import map_context, map_user_traits
+
+
+def apply_identify(state: BatchState, call: Call) -> None:
+    profile = resolve(state, call)
+    when = iso(call.time)
+    standard, custom = map_user_traits(call.obj("traits"))
+    for name, value in standard.items():
+        profile.write(name, value, when)
+    write_context(profile, call, when)
+    for name, value in state.definitions.coerce("user", custom).items():
+        profile.write_attribute(name, value, when)
+
+
+def write_context(profile: Profile, call: Call, when: str) -> None:
+    """Context fields (user agent, device, locale, ...) of identify, page and screen calls."""
+    for name, value in map_context(call.body, call.type).items():
+        profile.write(name, value, when)

@@ -1,0 +1,45 @@
+"""Page and screen calls (SPEC 5.4): counters, first and last seen, and a recorded page view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.timeparse import iso
+from workers.apply.call import Call
+from workers.apply.identify import write_context
+from workers.apply.resolve import resolve
+from workers.apply.state import BatchState
+
+PAGE_KEYS = ("url", "path", "title", "referrer", "search")
+
+
+def apply_page(state: BatchState, call: Call) -> None:
+    """Apply a `page` or a `screen` call; the call's type is recorded as the view's kind."""
+    profile = resolve(state, call)
+    profile.page_views += 1
+    profile.seen(call.time)
+    write_context(profile, call, iso(call.time))
+
+    properties = call.obj("properties")
+    page = call.obj("context").get("page")
+    page = page if isinstance(page, dict) else {}
+    row: dict[str, Any] = {
+        "user_pk": profile.pk,
+        "kind": call.type,
+        "name": _text(call.body.get("name")) or _text(properties.get("name")),
+        "category": _text(call.body.get("category")) or _text(properties.get("category")),
+        "properties": properties,
+        "occurred_at": call.time,
+        "message_id": call.message_id,
+    }
+    for key in PAGE_KEYS:
+        # The page's own properties describe this view; context.page is the fallback.
+        row[key] = _text(properties.get(key)) or _text(page.get(key))
+    state.page_views.append(row)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value)
+    return text or None

@@ -1,0 +1,406 @@
+"""Loading a message's state from Postgres and writing it back, in a fixed number of statements.
+
+Concurrency: before reading any profile, a transaction takes an advisory lock on every id its calls
+name (sorted, so two transactions never wait on each other in a cycle), then locks the profile rows
+in primary-key order. Two workers creating the same new user therefore serialise on the id's lock,
+and the second finds the first's profile. New names go in with `ON CONFLICT DO NOTHING`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, insert, text
+
+from shared.ids import normalize_id
+from shared.models import EventOccurrence, PageView
+from workers.apply.attributes import Caps, Definition, Definitions
+from workers.apply.call import Call
+from workers.apply.state import (
+    COMPANY_FIELDS,
+    PROFILE_FIELDS,
+    BatchState,
+    CompanyState,
+    IdKey,
+    Profile,
+)
+
+
+class UnknownApp(LookupError):
+    """The message names an app that no longer exists."""
+
+
+class ProfileVanished(RuntimeError):
+    """A profile was merged away by a concurrent transaction between two reads; load again."""
+
+
+def lock_key(app_id: int, kind: str, value: str) -> int:
+    """A signed 64-bit advisory-lock key for one id of one app."""
+    digest = hashlib.blake2b(f"{app_id}\0{kind}\0{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def id_keys(calls: Iterable[Call]) -> set[IdKey]:
+    keys: set[IdKey] = set()
+    for call in calls:
+        if call.user_id is not None:
+            keys.add(("user", call.user_id))
+        if call.anonymous_id is not None:
+            keys.add(("anonymous", call.anonymous_id))
+        if call.type == "alias":
+            previous = normalize_id(call.body.get("previousId"))
+            if previous is not None:
+                keys.update({("user", previous), ("anonymous", previous)})
+    return keys
+
+
+def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
+    """Insert the dedupe records; the ids returned are the ones never applied before."""
+    if not message_ids:
+        return set()
+    rows = conn.execute(
+        text(
+            "INSERT INTO processed_messages (app_id, message_id) "
+            "SELECT :app, m FROM unnest(CAST(:ids AS text[])) AS m ORDER BY m "
+            "ON CONFLICT DO NOTHING RETURNING message_id"
+        ),
+        {"app": app_id, "ids": sorted(message_ids)},
+    )
+    return {r[0] for r in rows}
+
+
+def load(conn: Connection, app_id: int, calls: list[Call]) -> BatchState:
+    """Lock and read everything `calls` will touch: profiles, companies, definitions."""
+    state = BatchState(app_id=app_id, definitions=_load_definitions(conn, app_id, calls))
+    keys = id_keys(calls)
+    conn.execute(
+        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+        {"keys": sorted({lock_key(app_id, kind, value) for kind, value in keys})},
+    )
+    for _ in range(3):
+        try:
+            _load_profiles(conn, state, keys)
+            break
+        except ProfileVanished:
+            state.ids.clear()
+            state.profiles.clear()
+    else:
+        raise ProfileVanished("profiles kept moving under concurrent merges")
+    _load_companies(conn, state, calls)
+    return state
+
+
+def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> None:
+    users = [v for k, v in keys if k == "user"]
+    anons = [v for k, v in keys if k == "anonymous"]
+    rows = conn.execute(
+        text(
+            "SELECT kind, value, user_pk FROM identities WHERE app_id = :app AND ("
+            "(kind = 'user' AND value = ANY(:users)) OR (kind = 'anonymous' AND value = ANY(:anons)))"
+        ),
+        {"app": state.app_id, "users": users, "anons": anons},
+    ).all()
+    for kind, value, pk in rows:
+        state.ids[kind, value] = pk
+    pks = sorted(set(state.ids.values()))
+    if not pks:
+        return
+    columns = ", ".join(PROFILE_FIELDS)
+    found = conn.execute(
+        text(
+            f"SELECT id, user_id, page_views, first_seen, last_seen, attributes, field_times, "  # noqa: S608 (fixed column names)
+            f"{columns} FROM users WHERE id = ANY(:pks) ORDER BY id FOR UPDATE"
+        ),
+        {"pks": pks},
+    ).mappings()
+    for row in found:
+        state.profiles[row["id"]] = Profile(
+            pk=row["id"],
+            fields={name: row[name] for name in PROFILE_FIELDS},
+            attributes=dict(row["attributes"]),
+            field_times=dict(row["field_times"]),
+            user_id=row["user_id"],
+            page_views=row["page_views"],
+            first_seen=row["first_seen"],
+            last_seen=row["last_seen"],
+        )
+    if len(state.profiles) != len(pks):
+        raise ProfileVanished("an identity pointed at a profile merged away meanwhile")
+
+
+def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> None:
+    group_ids = sorted(
+        {g for c in calls if c.type == "group" and (g := normalize_id(c.body.get("groupId")))}
+    )
+    if not group_ids:
+        return
+    params = {"app": state.app_id, "gids": group_ids}
+    conn.execute(
+        text(
+            "INSERT INTO companies (app_id, group_id) SELECT :app, g "
+            "FROM unnest(CAST(:gids AS text[])) AS g ORDER BY g ON CONFLICT DO NOTHING"
+        ),
+        params,
+    )
+    columns = ", ".join(COMPANY_FIELDS)
+    rows = conn.execute(
+        text(
+            f"SELECT id, group_id, attributes, field_times, {columns} FROM companies "  # noqa: S608 (fixed column names)
+            "WHERE app_id = :app AND group_id = ANY(:gids) ORDER BY group_id FOR UPDATE"
+        ),
+        params,
+    ).mappings()
+    for row in rows:
+        state.companies[row["group_id"]] = CompanyState(
+            pk=row["id"],
+            fields={name: row[name] for name in COMPANY_FIELDS},
+            attributes=dict(row["attributes"]),
+            field_times=dict(row["field_times"]),
+            group_id=row["group_id"],
+        )
+
+
+def _load_definitions(conn: Connection, app_id: int, calls: list[Call]) -> Definitions:
+    app = conn.execute(
+        text(
+            "SELECT max_user_attributes, max_company_attributes, max_event_names, "
+            "max_event_attributes FROM apps WHERE id = :app"
+        ),
+        {"app": app_id},
+    ).first()
+    if app is None:
+        raise UnknownApp(f"app {app_id} does not exist")
+    defs = Definitions(caps=Caps(*app))
+    events = sorted({str(c.body["event"]).strip() for c in calls if c.type == "track"})
+    rows = conn.execute(
+        text(
+            "SELECT scope, event, name, type, choices, multiple FROM attribute_definitions "
+            "WHERE app_id = :app AND (scope <> 'event' OR event = ANY(:events))"
+        ),
+        {"app": app_id, "events": events},
+    )
+    for scope, event, name, type_, choices, multiple in rows:
+        defs.add(scope, event, name, Definition(type_, choices, multiple))
+    for event_id, name in conn.execute(
+        text("SELECT id, name FROM event_definitions WHERE app_id = :app"), {"app": app_id}
+    ):
+        defs.event_ids[name] = event_id
+    return defs
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    return orjson.dumps(rows).decode()
+
+
+def flush(conn: Connection, state: BatchState, key_id: str | None = None) -> None:
+    """Write the state back: new profiles, merges, profile and company updates, new rows."""
+    real = _insert_new_profiles(conn, state)
+
+    def pk(temp: int) -> int:
+        found = state.find(temp)
+        return real.get(found, found)
+
+    for source, target in state.merges:
+        _merge_rows(conn, source, pk(target))
+    _update_profiles(conn, state, pk)
+    _write_identities(conn, state, pk)
+    _update_companies(conn, state)
+    _write_memberships(conn, state, pk)
+    event_ids = _write_definitions(conn, state)
+    if state.page_views:
+        rows = [{**r, "app_id": state.app_id, "user_pk": pk(r["user_pk"])} for r in state.page_views]
+        conn.execute(insert(PageView), rows)
+    if state.events:
+        rows = [
+            {**r, "app_id": state.app_id, "user_pk": pk(r["user_pk"]), "event_id": event_ids[name]}
+            for name, r in state.events
+        ]
+        conn.execute(insert(EventOccurrence), rows)
+    _count_ignored(conn, state)
+    if key_id is not None:
+        conn.execute(
+            text("UPDATE api_keys SET last_used_at = now() WHERE id = :key"), {"key": key_id}
+        )
+
+
+def _insert_new_profiles(conn: Connection, state: BatchState) -> dict[int, int]:
+    new = sorted((p for p in state.profiles.values() if p.new), key=lambda p: -p.pk)
+    if not new:
+        return {}
+    ids = conn.scalars(
+        text("SELECT nextval('users_id_seq') FROM generate_series(1, :n)"), {"n": len(new)}
+    ).all()
+    real = {p.pk: i for p, i in zip(new, ids, strict=True)}
+    conn.execute(
+        text(
+            "INSERT INTO users (id, app_id, user_id) SELECT r.id, :app, r.user_id "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, user_id text)"
+        ),
+        {"app": state.app_id, "rows": _json_rows([{"id": real[p.pk], "user_id": p.user_id} for p in new])},
+    )
+    return real
+
+
+def _merge_rows(conn: Connection, source: int, target: int) -> None:
+    """Move an existing profile's history to `target` and delete it (SPEC 5.7)."""
+    params = {"s": source, "t": target}
+    conn.execute(text("UPDATE page_views SET user_pk = :t WHERE user_pk = :s"), params)
+    conn.execute(text("UPDATE events SET user_pk = :t WHERE user_pk = :s"), params)
+    conn.execute(
+        text(
+            "INSERT INTO memberships (company_id, user_pk, member_since) "
+            "SELECT company_id, :t, member_since FROM memberships WHERE user_pk = :s "
+            "ON CONFLICT (company_id, user_pk) DO UPDATE "
+            "SET member_since = LEAST(memberships.member_since, EXCLUDED.member_since)"
+        ),
+        params,
+    )
+    conn.execute(text("UPDATE identities SET user_pk = :t WHERE user_pk = :s"), params)
+    conn.execute(text("DELETE FROM users WHERE id = :s"), params)
+
+
+_PROFILE_RECORD = ", ".join(
+    ["id bigint", "user_id text", "page_views bigint", "first_seen timestamptz",
+     "last_seen timestamptz", "attributes jsonb", "field_times jsonb"]
+    + [f"{name} text" for name in PROFILE_FIELDS]
+)  # fmt: skip
+_PROFILE_SET = ", ".join(
+    f"{c} = r.{c}"
+    for c in ("user_id", "page_views", "first_seen", "last_seen", "attributes", "field_times", *PROFILE_FIELDS)
+)
+
+
+def _update_profiles(conn: Connection, state: BatchState, pk: Any) -> None:
+    rows = [
+        {
+            **p.fields,
+            "id": pk(p.pk),
+            "user_id": p.user_id,
+            "page_views": p.page_views,
+            "first_seen": p.first_seen,
+            "last_seen": p.last_seen,
+            "attributes": p.attributes,
+            "field_times": p.field_times,
+        }
+        for p in sorted(state.profiles.values(), key=lambda p: pk(p.pk))
+        if p.dirty
+    ]
+    if rows:
+        conn.execute(
+            text(
+                f"UPDATE users AS u SET {_PROFILE_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
+                f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_PROFILE_RECORD}) WHERE u.id = r.id"
+            ),
+            {"rows": _json_rows(rows)},
+        )
+
+
+def _write_identities(conn: Connection, state: BatchState, pk: Any) -> None:
+    rows = [
+        {"kind": kind, "value": value, "user_pk": pk(target)}
+        for (kind, value), target in sorted(state.identity_writes.items())
+    ]
+    if rows:
+        conn.execute(
+            text(
+                "INSERT INTO identities (app_id, kind, value, user_pk) "
+                "SELECT :app, r.kind, r.value, r.user_pk "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(kind text, value text, user_pk bigint) "
+                "ON CONFLICT (app_id, kind, value) DO UPDATE SET user_pk = EXCLUDED.user_pk"
+            ),
+            {"app": state.app_id, "rows": _json_rows(rows)},
+        )
+
+
+_COMPANY_RECORD = ", ".join(
+    ["id bigint", "attributes jsonb", "field_times jsonb", "employees bigint"]
+    + [f"{name} text" for name in COMPANY_FIELDS if name != "employees"]
+)
+_COMPANY_SET = ", ".join(f"{c} = r.{c}" for c in ("attributes", "field_times", *COMPANY_FIELDS))
+
+
+def _update_companies(conn: Connection, state: BatchState) -> None:
+    rows = [
+        {**c.fields, "id": c.pk, "attributes": c.attributes, "field_times": c.field_times}
+        for c in sorted(state.companies.values(), key=lambda c: c.pk)
+        if c.dirty
+    ]
+    if rows:
+        conn.execute(
+            text(
+                f"UPDATE companies AS c SET {_COMPANY_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
+                f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_COMPANY_RECORD}) WHERE c.id = r.id"
+            ),
+            {"rows": _json_rows(rows)},
+        )
+
+
+def _write_memberships(conn: Connection, state: BatchState, pk: Any) -> None:
+    merged: dict[tuple[int, int], Any] = {}
+    for (company, user), since in state.memberships.items():
+        key = (company, pk(user))
+        merged[key] = since if key not in merged else min(merged[key], since)
+    if merged:
+        rows = [{"c": c, "u": u, "s": s} for (c, u), s in sorted(merged.items())]
+        conn.execute(
+            text(
+                "INSERT INTO memberships (company_id, user_pk, member_since) SELECT r.c, r.u, r.s "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(c bigint, u bigint, s timestamptz) "
+                "ON CONFLICT (company_id, user_pk) DO UPDATE "
+                "SET member_since = LEAST(memberships.member_since, EXCLUDED.member_since)"
+            ),
+            {"rows": _json_rows(rows)},
+        )
+
+
+def _write_definitions(conn: Connection, state: BatchState) -> dict[str, int]:
+    defs = state.definitions
+    if defs.new_events:
+        names = sorted(set(defs.new_events))
+        conn.execute(
+            text(
+                "INSERT INTO event_definitions (app_id, name, origin) "
+                "SELECT :app, n, 'traffic' FROM unnest(CAST(:names AS text[])) AS n ORDER BY n "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"app": state.app_id, "names": names},
+        )
+        for event_id, name in conn.execute(
+            text("SELECT id, name FROM event_definitions WHERE app_id = :app AND name = ANY(:names)"),
+            {"app": state.app_id, "names": names},
+        ):
+            defs.event_ids[name] = event_id
+    if defs.new_attributes:
+        rows = [{"s": s, "e": e, "n": n} for s, e, n in sorted(set(defs.new_attributes))]
+        conn.execute(
+            text(
+                "INSERT INTO attribute_definitions (app_id, scope, event, name, type, origin) "
+                "SELECT :app, r.s, r.e, r.n, 'string', 'traffic' "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"app": state.app_id, "rows": _json_rows(rows)},
+        )
+    return defs.event_ids
+
+
+def _count_ignored(conn: Connection, state: BatchState) -> None:
+    ignored = state.definitions.ignored
+    if not ignored:
+        return
+    rows = [
+        {"s": s, "e": e, "n": n, "r": r, "c": c} for (s, e, n, r), c in sorted(ignored.items())
+    ]
+    conn.execute(
+        text(
+            "INSERT INTO ignored_values (app_id, scope, event, name, reason, count) "
+            "SELECT :app, r.s, r.e, r.n, r.r, r.c "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text, r text, c bigint) "
+            "ON CONFLICT (app_id, scope, event, name, reason) DO UPDATE "
+            "SET count = ignored_values.count + EXCLUDED.count, last_at = now()"
+        ),
+        {"app": state.app_id, "rows": _json_rows(rows)},
+    )

@@ -1,0 +1,155 @@
+"""The one Celery task: apply every call of one queued message, then acknowledge it.
+
+The task owns the transaction (STYLE 6): apply-functions never commit. Delivery is at least once
+(late acks; a lost worker's message returns to the queue); effects are exactly once because the
+dedupe records commit with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Celery, Task
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from shared.db import make_engine
+from shared.envelope import Envelope, EnvelopeError
+from shared.queues import APPLY_TASK
+from shared.settings import Settings
+from shared.timeparse import parse_iso, utcnow
+from workers.apply import store
+from workers.apply.batch import Outcome, Retriable, apply_envelope, is_transient
+from workers.apply.deadletters import DeadLetter
+from workers.apply.deadletters import store as store_dead_letters
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60
+
+
+class Applier:
+    """Per-process state of a worker: settings and an engine made after the fork, on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.settings, pool_size=2, max_overflow=2)
+        return self._engine
+
+    def apply(self, task: Task, payload: Any) -> None:
+        started = time.perf_counter()
+        try:
+            env = Envelope.from_dict(payload)
+        except EnvelopeError as exc:
+            self._dead_letter_all(None, payload, "bad_envelope", str(exc))
+            return
+        try:
+            with self.engine.begin() as conn:
+                outcome = apply_envelope(conn, env)
+        except store.UnknownApp as exc:
+            self._dead_letter_all(None, payload, "unknown_app", str(exc))
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._retry(task, env, exc)
+            return
+        _record_metrics(outcome, env, time.perf_counter() - started)
+        logger.info(
+            "message applied",
+            extra={
+                "request_id": env.request_id,
+                "applied": sum(outcome.applied.values()),
+                "duplicates": outcome.duplicates,
+                "dead_letters": sum(outcome.dead_letters.values()),
+            },
+        )
+
+    def _retry(self, task: Task, env: Envelope, exc: Exception) -> None:
+        retries = task.request.retries
+        countdown = min(2**retries, MAX_BACKOFF)
+        unreachable = isinstance(exc, OperationalError) and exc.connection_invalidated
+        unreachable = unreachable or "connection" in str(exc).lower()
+        if unreachable or retries < self.settings.task_max_retries:
+            # Postgres being down is not the message's fault: it waits in Redis, however long.
+            logger.warning(
+                "transient failure, retrying",
+                extra={"request_id": env.request_id, "error": type(exc).__name__, "retries": retries},
+            )
+            raise task.retry(exc=Retriable(str(exc)), countdown=countdown, max_retries=None)
+        self._dead_letter_all(env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}")
+
+    def _dead_letter_all(self, app_id: int | None, payload: Any, reason: str, error: str) -> None:
+        """Keep every call of a message that cannot be applied at all."""
+        calls = payload.get("calls") if isinstance(payload, dict) else None
+        ids = payload.get("message_ids") if isinstance(payload, dict) else None
+        if not isinstance(calls, list):
+            calls = [payload]
+        if not isinstance(ids, list) or len(ids) != len(calls):
+            ids = [None] * len(calls)
+        request_id = payload.get("request_id") if isinstance(payload, dict) else None
+        letters = [
+            DeadLetter(
+                dedupe_key=f"{reason}:{app_id}:{request_id}:{i}:{mid}",
+                reason=reason,
+                error=error,
+                call=call,
+                message_id=mid,
+                meta={"request_id": request_id},
+            )
+            for i, (call, mid) in enumerate(zip(calls, ids, strict=True))
+        ]
+        with self.engine.begin() as conn:
+            store_dead_letters(conn, app_id if reason != "unknown_app" else None, letters)
+        _metrics().dead_letters_total.labels(reason=reason).inc(len(letters))
+        logger.error("message dead-lettered", extra={"request_id": request_id, "reason": reason})
+
+
+def _metrics() -> Any:
+    from shared import metrics  # noqa: PLC0415 (declared once for the whole project)
+
+    return metrics
+
+
+def _record_metrics(outcome: Outcome, env: Envelope, seconds: float) -> None:
+    m = _metrics()
+    for kind, n in outcome.applied.items():
+        m.calls_applied_total.labels(type=kind).inc(n)
+    for reason, n in outcome.dead_letters.items():
+        m.dead_letters_total.labels(reason=reason).inc(n)
+    for (scope, _event, name, reason), n in outcome.ignored.items():
+        if reason == "over_cap":
+            m.names_over_cap_total.labels(scope=scope).inc(n)
+        else:
+            m.coercions_ignored_total.labels(scope=scope, attribute=name).inc(n)
+    received = parse_iso(env.received_at)
+    if received is not None:
+        m.apply_lag_seconds.observe(max(0.0, (utcnow() - received).total_seconds()))
+    m.apply_batch_seconds.observe(seconds)
+
+
+def register(app: Celery, settings: Settings) -> Task:
+    """Define the apply task on `app`, with its options at the definition (STYLE 7)."""
+    applier = Applier(settings)
+
+    @app.task(
+        name=APPLY_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        max_retries=None,
+        time_limit=settings.task_time_limit,
+        soft_time_limit=max(1, settings.task_time_limit - 30),
+    )
+    def apply_message(self: Task, envelope: Any) -> None:
+        applier.apply(self, envelope)
+
+    return apply_message  # type: ignore[no-any-return]
