@@ -1,0 +1,88 @@
+"""The real stack: gunicorn serving the receiver, a Celery worker process, Redis and Postgres."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from shared.settings import Settings
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "AUTH_CACHE_TTL": "0.5",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 (a local URL we built)
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def stack(
+    clean_db: Engine, settings: Settings, redis_client: object, tmp_path: Path
+) -> Iterator[str]:
+    """Start gunicorn and a worker against the test database and Redis; yield the receiver's URL."""
+    port = free_port()
+    env = stack_env(settings)
+    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("receiver", "worker")}
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "2", "api:create_app()"],
+            cwd=ROOT, env=env, stdout=logs["receiver"], stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [str(BIN / "celery"), "-A", "workers", "worker", "-Q", "ingest,replay", "-c", "1",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
+        ),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url + "/healthz"), what="the receiver")
+        yield url
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for f in logs.values():
+            f.close()

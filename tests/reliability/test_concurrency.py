@@ -1,0 +1,103 @@
+"""Several worker processes applying calls for the same new users at once (SPEC 5.1, 5.5)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+
+from sqlalchemy import Engine, text
+
+from shared.db import make_engine
+from shared.envelope import Envelope
+from shared.settings import Settings
+from workers.apply.batch import apply_envelope, is_transient
+
+PROCESSES = 4
+ROUNDS = 15
+
+
+def _page(**ids: str) -> dict[str, object]:
+    return {"type": "page", "properties": {"url": "https://shop.example.com/"}, **ids}
+
+
+def _worker(database_url: str, app_id: int, proc: int) -> tuple[int, int]:
+    """Apply ROUNDS messages as a worker would, retrying transient failures; (retries, failures)."""
+    engine = make_engine(Settings(database_url=database_url), pool_size=1)
+    retries = failures = 0
+    for n in range(ROUNDS):
+        anon = f"anon-{proc}-{n % 3}"
+        calls = [
+            _page(anonymousId=anon),
+            {"type": "identify", "userId": "shared", "anonymousId": anon, "traits": {"n": n}},
+            _page(userId="shared"),
+            {
+                "type": "track",
+                "userId": f"user-{n % 2}",
+                "event": f"Event {n % 4}",
+                "properties": {f"p{proc}": 1},
+            },
+            _page(userId=f"user-{n % 2}"),
+            {"type": "group", "userId": "shared", "groupId": f"g{n % 2}", "traits": {"name": "G"}},
+        ]
+        env = Envelope(
+            app_id=app_id,
+            received_at="2026-11-28T12:00:00.000Z",
+            request_id=f"p{proc}-{n}",
+            calls=calls,
+            message_ids=[str(uuid.uuid4()) for _ in calls],
+        )
+        for attempt in range(20):
+            try:
+                with engine.begin() as conn:
+                    outcome = apply_envelope(conn, env)
+                if outcome.dead_letters:
+                    failures += 1
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                retries += 1
+                time.sleep(0.01 * (attempt + 1))
+        else:
+            failures += 1
+    engine.dispose()
+    return retries, failures
+
+
+def test_concurrent_workers_make_one_profile_with_exact_counters(
+    clean_db: Engine, settings: Settings
+) -> None:
+    with clean_db.begin() as conn:
+        app_id = int(conn.scalar(text("INSERT INTO apps (name) VALUES ('race') RETURNING id")))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(PROCESSES) as pool:
+        results = pool.starmap(
+            _worker, [(settings.database_url, app_id, p) for p in range(PROCESSES)]
+        )
+    assert sum(f for _, f in results) == 0, results
+
+    with clean_db.connect() as conn:
+
+        def one(sql: str) -> int:
+            return int(conn.scalar(text(sql)) or 0)
+
+        assert one("SELECT count(*) FROM users WHERE user_id = 'shared'") == 1
+        assert (
+            one("SELECT count(*) FROM users") == 3
+        )  # shared, user-0, user-1: every anonymous profile merged
+        assert (
+            one("SELECT page_views FROM users WHERE user_id = 'shared'") == 2 * PROCESSES * ROUNDS
+        )
+        assert one("SELECT sum(page_views) FROM users") == 3 * PROCESSES * ROUNDS
+        assert one("SELECT count(*) FROM page_views") == 3 * PROCESSES * ROUNDS
+        assert one("SELECT count(*) FROM events") == PROCESSES * ROUNDS
+        assert one("SELECT count(*) FROM identities WHERE kind = 'anonymous'") == 3 * PROCESSES
+        assert one("SELECT count(DISTINCT user_pk) FROM identities WHERE kind = 'anonymous'") == 1
+        assert one("SELECT count(*) FROM event_definitions") == 4
+        assert (
+            one("SELECT count(*) FROM attribute_definitions WHERE scope = 'event'") == 4 * PROCESSES
+        )
+        assert one("SELECT count(*) FROM companies") == 2
+        assert one("SELECT count(*) FROM memberships") == 2
+        assert one("SELECT count(*) FROM processed_messages") == 6 * PROCESSES * ROUNDS
