@@ -32,7 +32,13 @@ def normalize_id(value: Any) -> str | None:
         return None
     if not text:
         return None
+    text = clean_text(text)
     bare = text.strip(_QUOTES).strip().lower()
     if not bare or bare in ABSENT_IDS:
         return None
     return text
+
+
+def clean_text(text: str) -> str:
+    """Text Postgres can store: it refuses NUL characters, so they become U+FFFD."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -7,7 +7,7 @@ the values they protect (`field_times`), so an older call never rolls a profile 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -41,7 +41,11 @@ ORIGINS = ("operator", "traffic")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB, Any: JSONB}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONB,
+        list[Any]: JSONB,
+        Any: JSONB,
+    }
 
 
 def _now() -> Any:
@@ -168,7 +172,9 @@ class User(Base):
         JSONB, server_default="{}", comment="custom attribute name to typed value"
     )
     field_times: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, server_default="{}", comment="field or attribute name to the event time of its last write"
+        JSONB,
+        server_default="{}",
+        comment="field or attribute name to the event time of its last write",
     )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
@@ -311,7 +317,9 @@ class DeadLetter(Base):
     )
     message_id: Mapped[str | None] = mapped_column(Text)
     dedupe_key: Mapped[str] = mapped_column(
-        Text, unique=True, comment="one dead letter per failing call, however often it is redelivered"
+        Text,
+        unique=True,
+        comment="one dead letter per failing call, however often it is redelivered",
     )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()

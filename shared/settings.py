@@ -7,6 +7,7 @@ bad value into one clear line at start-up instead of a traceback on the first re
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
@@ -22,6 +23,19 @@ def _sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _port_ok(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 (urlsplit checks the port only when it is read)
+    except ValueError:
+        return False
+    return True
+
+
+def _redact(url: str) -> str:
+    """A URL fit for an error message: any password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +62,7 @@ class Settings:
     rate_limit_per_second: float = 0.0
     """RATE_LIMIT_PER_SECOND: requests a key may make a second before 429 (0 turns it off)."""
     rate_limit_burst: int = 0
-    """RATE_LIMIT_BURST: requests a key may make at once above the rate (0 means one second's worth)."""
+    """RATE_LIMIT_BURST: requests a key may make at once (0 means one second's worth)."""
     retry_after_seconds: int = 5
     """RETRY_AFTER_SECONDS: what a 503 or 429 answer tells the sender to wait."""
     broker_timeout: float = 2.0
@@ -65,9 +79,11 @@ class Settings:
     task_time_limit: int = 300
     """TASK_TIME_LIMIT: seconds one message may take before its worker process is replaced."""
     visibility_timeout: int = 3600
-    """VISIBILITY_TIMEOUT: seconds before Redis hands an unacknowledged message to another worker."""
+    """VISIBILITY_TIMEOUT: seconds before Redis gives an unacknowledged message to another worker."""
     dedupe_days: int = 30
     """DEDUPE_DAYS: how long a messageId is remembered per app."""
+    worker_metrics_port: int = 0
+    """WORKER_METRICS_PORT: where a worker serves Prometheus metrics (0 turns it off)."""
 
     log_level: str = "INFO"
     """LOG_LEVEL: the lowest level logged (DEBUG, INFO, WARNING, ERROR)."""
@@ -81,7 +97,7 @@ class Settings:
             raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
-            kind = type(f.default)
+            kind: type = type(f.default)
             try:
                 values[f.name] = kind(raw.strip())
             except ValueError:
@@ -93,12 +109,21 @@ class Settings:
     def verify(self) -> Settings:
         """Check every value; raise SettingsError with one line naming the first bad one."""
         db = urlsplit(self.database_url)
-        if db.scheme not in ("postgresql", "postgres", "postgresql+psycopg") or not db.path.strip("/"):
+        if (
+            db.scheme not in ("postgresql", "postgres", "postgresql+psycopg")
+            or not db.path.strip("/")
+            or not _port_ok(self.database_url)
+        ):
             raise SettingsError(
-                f"DATABASE_URL must look like postgresql://user@host:5432/dbname, got {self.database_url!r}"
+                "DATABASE_URL must look like postgresql://user@host:5432/dbname, "
+                f"got {_redact(self.database_url)!r}"
             )
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise SettingsError(f"REDIS_URL must look like redis://host:6379/0, got {self.redis_url!r}")
+        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix") or not _port_ok(
+            self.redis_url
+        ):
+            raise SettingsError(
+                f"REDIS_URL must look like redis://host:6379/0, got {_redact(self.redis_url)!r}"
+            )
         for name in ("max_call_bytes", "max_batch_bytes", "max_batch_calls", "max_depth"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive")
@@ -109,7 +134,9 @@ class Settings:
         if self.visibility_timeout <= self.task_time_limit:
             raise SettingsError("VISIBILITY_TIMEOUT must be above TASK_TIME_LIMIT")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+            raise SettingsError(
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
+            )
         return self
 
     @property

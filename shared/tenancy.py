@@ -134,7 +134,9 @@ def load_auth_view(session: Session, key_hash: str) -> AuthView | None:
     if row is None:
         return None
     domains = session.scalars(
-        select(TrustedDomain.host).where(TrustedDomain.app_id == row.app_id).order_by(TrustedDomain.host)
+        select(TrustedDomain.host)
+        .where(TrustedDomain.app_id == row.app_id)
+        .order_by(TrustedDomain.host)
     ).all()
     revoked_at: datetime | None = row.revoked_at
     return AuthView(

@@ -7,7 +7,7 @@ def __getattr__(name: str) -> Any:
     # `celery -A workers` looks up `workers.app`; building it lazily keeps settings out of import time
     # for everything else that imports this package (tests, the CLI).
     if name in ("app", "celery"):
-        from workers.celery_app import create_worker_app  # noqa: PLC0415
+        from workers.celery_app import create_worker_app
 
         app = create_worker_app()
         globals()["app"] = globals()["celery"] = app

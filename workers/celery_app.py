@@ -15,12 +15,13 @@ from workers.tasks import register
 def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = (settings or Settings.from_env()).verify()
     app = make_celery(settings)
-    app.conf.worker_queues = settings.queues  # informational; `-Q` on the command line wins
+    # Without -Q a worker consumes every declared queue; WORKER_QUEUES narrows that. -Q still wins.
+    app.conf.task_queues = [q for q in app.conf.task_queues if q.name in settings.queues]
     register(app, settings)
 
     @setup_logging.connect(weak=False)
     def _logging(**_: Any) -> None:
-        from shared.logs import configure_logging  # noqa: PLC0415
+        from shared.logs import configure_logging
 
         configure_logging(settings.log_level)
 

@@ -81,10 +81,16 @@ class Applier:
             # Postgres being down is not the message's fault: it waits in Redis, however long.
             logger.warning(
                 "transient failure, retrying",
-                extra={"request_id": env.request_id, "error": type(exc).__name__, "retries": retries},
+                extra={
+                    "request_id": env.request_id,
+                    "error": type(exc).__name__,
+                    "retries": retries,
+                },
             )
             raise task.retry(exc=Retriable(str(exc)), countdown=countdown, max_retries=None)
-        self._dead_letter_all(env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}")
+        self._dead_letter_all(
+            env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
+        )
 
     def _dead_letter_all(self, app_id: int | None, payload: Any, reason: str, error: str) -> None:
         """Keep every call of a message that cannot be applied at all."""
@@ -113,7 +119,7 @@ class Applier:
 
 
 def _metrics() -> Any:
-    from shared import metrics  # noqa: PLC0415 (declared once for the whole project)
+    from shared import metrics
 
     return metrics
 
@@ -152,4 +158,4 @@ def register(app: Celery, settings: Settings) -> Task:
     def apply_message(self: Task, envelope: Any) -> None:
         applier.apply(self, envelope)
 
-    return apply_message  # type: ignore[no-any-return]
+    return apply_message

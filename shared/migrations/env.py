@@ -27,5 +27,7 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("userdest migrations run online only: set DATABASE_URL and run `userdest db upgrade`")
+    raise SystemExit(
+        "userdest migrations run online only: set DATABASE_URL and run `userdest db upgrade`"
+    )
 run_migrations_online()

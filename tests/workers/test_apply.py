@@ -559,3 +559,17 @@ def test_key_last_used_is_written_by_the_worker(
     )
     apply(envelope(app_id, [page("u1")], key_id="key_1"))
     assert conn.scalar(text("SELECT last_used_at FROM api_keys WHERE id = 'key_1'")) is not None
+
+
+def test_nul_characters_never_fail_a_call(apply: Apply, conn: Connection, app_id: int) -> None:
+    define(conn, app_id, "user", "blob", "json")
+    outcome = apply(
+        identify("u1", blob={"k\u0000": ["\u0000"]}, email="a\u0000@example.com"),
+        {"type": "track", "userId": "u1", "event": "E\u0000", "properties": {"p": "\u0000"}},
+        {"type": "page", "userId": "u1\u0000", "messageId": "m\u0000", "properties": {"title": "t\u0000", "x": "\u0000"}},
+    )
+    assert outcome.applied == {"identify": 1, "track": 1, "page": 1}
+    assert not outcome.dead_letters
+    p = profile(conn, app_id, "u1")
+    assert p["attributes"]["blob"] == {"k\ufffd": ["\ufffd"]}
+    assert "\u0000" not in (p["email"] or "")

@@ -8,9 +8,8 @@ from workers.apply.state import BatchState
 
 
 def apply_alias(state: BatchState, call: Call) -> None:
-    user_id = call.user_id
-    previous_id = normalize_id(call.body.get("previousId"))
-    assert user_id is not None and previous_id is not None  # parse_call guarantees both
+    user_id = call.user_id or ""  # parse_call guarantees both ids on an alias
+    previous_id = normalize_id(call.body.get("previousId")) or ""
     previous = state.lookup(("user", previous_id)) or state.lookup(("anonymous", previous_id))
     current = state.lookup(("user", user_id))
 

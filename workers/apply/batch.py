@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -71,12 +72,18 @@ def apply_envelope(conn: Connection, env: Envelope) -> Outcome:
     """Apply one message inside the caller's transaction; the caller commits."""
     outcome = Outcome()
     received_at = parse_iso(env.received_at) or utcnow()
-    meta = {"received_at": env.received_at, "request_id": env.request_id, "key_id": env.key_id}
+    meta: dict[str, Any] = {
+        "received_at": env.received_at,
+        "request_id": env.request_id,
+        "key_id": env.key_id,
+    }
     letters = [
         DeadLetter(
             dedupe_key=f"rejected:{env.app_id}:{env.request_id}:{r.get('index')}",
             reason=_first_code(r.get("errors")),
-            error="; ".join(str(e.get("message", e)) for e in r.get("errors") or [] if isinstance(e, dict)),
+            error="; ".join(
+                str(e.get("message", e)) for e in r.get("errors") or [] if isinstance(e, dict)
+            ),
             call=r.get("call"),
             meta=meta,
         )
@@ -94,7 +101,9 @@ def apply_envelope(conn: Connection, env: Envelope) -> Outcome:
             calls.append(parse_call(index, raw, message_id, env, received_at))
         except BadCall as exc:
             letters.append(
-                DeadLetter(f"bad:{env.app_id}:{message_id}", exc.code, str(exc), raw, message_id, meta)
+                DeadLetter(
+                    f"bad:{env.app_id}:{message_id}", exc.code, str(exc), raw, message_id, meta
+                )
             )
 
     if calls:
@@ -133,7 +142,7 @@ def _apply(conn: Connection, env: Envelope, calls: list[Call], outcome: Outcome)
 
 
 def _apply_one_by_one(
-    conn: Connection, env: Envelope, calls: list[Call], outcome: Outcome, meta: dict[str, object]
+    conn: Connection, env: Envelope, calls: list[Call], outcome: Outcome, meta: dict[str, Any]
 ) -> list[DeadLetter]:
     letters = []
     for call in calls:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.envelope import Envelope
-from shared.ids import normalize_id
+from shared.ids import clean_text, normalize_id
 from shared.timeparse import parse_iso
 from workers.eventtime import event_time
 
@@ -78,7 +78,7 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
         raw=raw,
         body=body,
         type=kind,
-        message_id=message_id,
+        message_id=clean_text(message_id),
         user_id=user_id,
         anonymous_id=anonymous_id,
         time=event_time(body, received_at, parse_iso(env.sent_at)),

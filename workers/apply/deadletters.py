@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, text
+
+from shared.db import json_dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +22,10 @@ class DeadLetter:
 
 
 def _storable(value: Any) -> str:
-    """The call as JSON Postgres accepts: jsonb refuses NUL characters, so they become U+FFFD."""
-    return orjson.dumps(value, default=repr).decode().replace("\\u0000", "\\ufffd")
+    try:
+        return json_dumps(value)
+    except TypeError:  # not JSON at all (a foreign message): keep what can be read of it
+        return json_dumps(repr(value))
 
 
 def store(conn: Connection, app_id: int | None, letters: list[DeadLetter]) -> None:
@@ -48,5 +51,5 @@ def store(conn: Connection, app_id: int | None, letters: list[DeadLetter]) -> No
             "ON CONFLICT (dedupe_key) DO UPDATE SET attempts = dead_letters.attempts + 1, "
             "reason = EXCLUDED.reason, error = EXCLUDED.error, updated_at = now()"
         ),
-        {"app": app_id, "rows": orjson.dumps(rows).decode()},
+        {"app": app_id, "rows": json_dumps(rows)},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.ids import clean_text
 from shared.timeparse import iso
 from workers.apply.call import Call
 from workers.apply.identify import write_context
@@ -41,5 +42,5 @@ def apply_page(state: BatchState, call: Call) -> None:
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
-    text = str(value)
+    text = clean_text(str(value))
     return text or None

@@ -12,10 +12,10 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, insert, text
 
-from shared.ids import normalize_id
+from shared.db import json_dumps
+from shared.ids import clean_text, normalize_id
 from shared.models import EventOccurrence, PageView
 from workers.apply.attributes import Caps, Definition, Definitions
 from workers.apply.call import Call
@@ -174,7 +174,7 @@ def _load_definitions(conn: Connection, app_id: int, calls: list[Call]) -> Defin
     if app is None:
         raise UnknownApp(f"app {app_id} does not exist")
     defs = Definitions(caps=Caps(*app))
-    events = sorted({str(c.body["event"]).strip() for c in calls if c.type == "track"})
+    events = sorted({clean_text(str(c.body["event"]).strip()) for c in calls if c.type == "track"})
     rows = conn.execute(
         text(
             "SELECT scope, event, name, type, choices, multiple FROM attribute_definitions "
@@ -191,8 +191,7 @@ def _load_definitions(conn: Connection, app_id: int, calls: list[Call]) -> Defin
     return defs
 
 
-def _json_rows(rows: list[dict[str, Any]]) -> str:
-    return orjson.dumps(rows).decode()
+_json_rows = json_dumps
 
 
 def flush(conn: Connection, state: BatchState, key_id: str | None = None) -> None:
@@ -211,7 +210,9 @@ def flush(conn: Connection, state: BatchState, key_id: str | None = None) -> Non
     _write_memberships(conn, state, pk)
     event_ids = _write_definitions(conn, state)
     if state.page_views:
-        rows = [{**r, "app_id": state.app_id, "user_pk": pk(r["user_pk"])} for r in state.page_views]
+        rows = [
+            {**r, "app_id": state.app_id, "user_pk": pk(r["user_pk"])} for r in state.page_views
+        ]
         conn.execute(insert(PageView), rows)
     if state.events:
         rows = [
@@ -239,7 +240,10 @@ def _insert_new_profiles(conn: Connection, state: BatchState) -> dict[int, int]:
             "INSERT INTO users (id, app_id, user_id) SELECT r.id, :app, r.user_id "
             "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, user_id text)"
         ),
-        {"app": state.app_id, "rows": _json_rows([{"id": real[p.pk], "user_id": p.user_id} for p in new])},
+        {
+            "app": state.app_id,
+            "rows": _json_rows([{"id": real[p.pk], "user_id": p.user_id} for p in new]),
+        },
     )
     return real
 
@@ -269,7 +273,15 @@ _PROFILE_RECORD = ", ".join(
 )  # fmt: skip
 _PROFILE_SET = ", ".join(
     f"{c} = r.{c}"
-    for c in ("user_id", "page_views", "first_seen", "last_seen", "attributes", "field_times", *PROFILE_FIELDS)
+    for c in (
+        "user_id",
+        "page_views",
+        "first_seen",
+        "last_seen",
+        "attributes",
+        "field_times",
+        *PROFILE_FIELDS,
+    )
 )
 
 
@@ -369,7 +381,9 @@ def _write_definitions(conn: Connection, state: BatchState) -> dict[str, int]:
             {"app": state.app_id, "names": names},
         )
         for event_id, name in conn.execute(
-            text("SELECT id, name FROM event_definitions WHERE app_id = :app AND name = ANY(:names)"),
+            text(
+                "SELECT id, name FROM event_definitions WHERE app_id = :app AND name = ANY(:names)"
+            ),
             {"app": state.app_id, "names": names},
         ):
             defs.event_ids[name] = event_id
@@ -391,9 +405,7 @@ def _count_ignored(conn: Connection, state: BatchState) -> None:
     ignored = state.definitions.ignored
     if not ignored:
         return
-    rows = [
-        {"s": s, "e": e, "n": n, "r": r, "c": c} for (s, e, n, r), c in sorted(ignored.items())
-    ]
+    rows = [{"s": s, "e": e, "n": n, "r": r, "c": c} for (s, e, n, r), c in sorted(ignored.items())]
     conn.execute(
         text(
             "INSERT INTO ignored_values (app_id, scope, event, name, reason, count) "

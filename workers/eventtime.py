@@ -1,0 +1,65 @@
+"""Event time: Segment's clock-skew rule (SPEC 5.2), applied once and never twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.timeparse import parse_iso
+
+# Rule 4: a time further than this after receivedAt comes from a wrong clock, not from the future.
+MAX_FUTURE = timedelta(hours=24)
+
+
+def _parse(value: Any) -> datetime | None:
+    """A call's time field as an aware UTC datetime; unparseable, null or out of range is None."""
+    try:
+        return parse_iso(value)
+    except OverflowError:
+        # parse_iso lets a date at the edge of the calendar (9999-12-31T23:59-05:00) overflow
+        # when moved to UTC; such a time is as unusable as an unparseable one.
+        return None
+
+
+def _utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def event_time(
+    call: dict[str, Any], received_at: datetime, batch_sent_at: datetime | None = None
+) -> datetime:
+    """The time a call's event happened, as an aware UTC datetime (SPEC 5.2)."""
+    receiver_received = _utc(received_at)
+    received = _parse(call.get("receivedAt"))
+    # A call cannot have been received long after we received it: rule 4 applied to the call's
+    # own receivedAt, so a forged or broken one cannot carry the event time into the future.
+    if received is None or received > receiver_received + MAX_FUTURE:
+        received = receiver_received
+
+    timestamp = _parse(call.get("timestamp"))
+    original = _parse(call.get("originalTimestamp"))
+    if timestamp is not None and original is not None:
+        # Segment already corrected this call (Webhooks destination, an export); do not again.
+        result = timestamp
+    else:
+        own = timestamp if timestamp is not None else original
+        sent = _parse(call.get("sentAt"))
+        if sent is None and batch_sent_at is not None:
+            sent = _utc(batch_sent_at)
+        if own is None:
+            result = received
+        elif sent is None:
+            result = own
+        else:
+            try:
+                result = received - (sent - own)
+            except OverflowError:
+                # The correction left the calendar: the two client times are nonsense together.
+                result = received
+
+    if result > received + MAX_FUTURE:
+        return received
+    return result
