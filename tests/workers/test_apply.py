@@ -566,7 +566,12 @@ def test_nul_characters_never_fail_a_call(apply: Apply, conn: Connection, app_id
     outcome = apply(
         identify("u1", blob={"k\u0000": ["\u0000"]}, email="a\u0000@example.com"),
         {"type": "track", "userId": "u1", "event": "E\u0000", "properties": {"p": "\u0000"}},
-        {"type": "page", "userId": "u1\u0000", "messageId": "m\u0000", "properties": {"title": "t\u0000", "x": "\u0000"}},
+        {
+            "type": "page",
+            "userId": "u1\u0000",
+            "messageId": "m\u0000",
+            "properties": {"title": "t\u0000", "x": "\u0000"},
+        },
     )
     assert outcome.applied == {"identify": 1, "track": 1, "page": 1}
     assert not outcome.dead_letters
