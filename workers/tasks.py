@@ -57,11 +57,19 @@ class Applier:
             self._dead_letter_all(None, payload, "unknown_app", str(exc))
             return
         except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self._retry(task, env, exc)
+            if is_transient(exc):
+                self._retry(task, env, exc)
+            else:
+                # A bug outside the per-call isolation: keep the calls rather than ack them away.
+                logger.exception("message failed", extra={"request_id": env.request_id})
+                self._dead_letter_all(
+                    env.app_id, payload, "worker_error", f"{type(exc).__name__}: {exc}"
+                )
             return
-        _record_metrics(outcome, env, time.perf_counter() - started)
+        try:
+            _record_metrics(outcome, env, time.perf_counter() - started)
+        except Exception:  # metrics must never undo or fail applied work
+            logger.exception("could not record metrics", extra={"request_id": env.request_id})
         logger.info(
             "message applied",
             extra={
