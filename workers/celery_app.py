@@ -1,15 +1,21 @@
-"""The worker's Celery app: the shared app plus the apply task and logging."""
+"""The worker's Celery app: the shared app plus the apply task, logging and metrics."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init
+from prometheus_client import start_http_server
 
+from shared import metrics
 from shared.celery_app import make_celery
+from shared.logs import configure_logging
 from shared.settings import Settings
 from workers.tasks import register
+
+logger = logging.getLogger(__name__)
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
@@ -21,8 +27,18 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
 
     @setup_logging.connect(weak=False)
     def _logging(**_: Any) -> None:
-        from shared.logs import configure_logging
-
         configure_logging(settings.log_level)
+
+    @worker_init.connect(weak=False)
+    def _metrics(**_: Any) -> None:
+        # Prefork children count into PROMETHEUS_MULTIPROC_DIR; the parent serves them all.
+        if not settings.worker_metrics_port:
+            return
+        try:
+            start_http_server(settings.worker_metrics_port, registry=metrics.registry())
+        except OSError as exc:  # a second worker on one host: it still works, unscraped
+            logger.warning("cannot serve metrics", extra={"error": str(exc)})
+            return
+        logger.info("serving metrics", extra={"port": settings.worker_metrics_port})
 
     return app

@@ -15,6 +15,7 @@ from celery import Celery, Task
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from shared import metrics
 from shared.db import make_engine
 from shared.envelope import Envelope, EnvelopeError
 from shared.queues import APPLY_TASK
@@ -42,6 +43,11 @@ class Applier:
         if self._engine is None:
             self._engine = make_engine(self.settings, pool_size=2, max_overflow=2)
         return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
     def apply(self, task: Task, payload: Any) -> None:
         started = time.perf_counter()
@@ -122,7 +128,7 @@ class Applier:
         ]
         with self.engine.begin() as conn:
             store_dead_letters(conn, app_id if reason != "unknown_app" else None, letters)
-        _metrics().dead_letters_total.labels(reason=reason).inc(len(letters))
+        metrics.DEAD_LETTERS.labels(reason=reason).inc(len(letters))
         logger.error("message dead-lettered", extra={"request_id": request_id, "reason": reason})
 
 
@@ -133,20 +139,19 @@ def _metrics() -> Any:
 
 
 def _record_metrics(outcome: Outcome, env: Envelope, seconds: float) -> None:
-    m = _metrics()
     for kind, n in outcome.applied.items():
-        m.calls_applied_total.labels(type=kind).inc(n)
+        metrics.CALLS_APPLIED.labels(type=kind).inc(n)
     for reason, n in outcome.dead_letters.items():
-        m.dead_letters_total.labels(reason=reason).inc(n)
+        metrics.DEAD_LETTERS.labels(reason=reason).inc(n)
     for (scope, _event, name, reason), n in outcome.ignored.items():
         if reason == "over_cap":
-            m.names_over_cap_total.labels(scope=scope).inc(n)
+            metrics.NAMES_OVER_CAP.labels(scope=scope).inc(n)
         else:
-            m.coercions_ignored_total.labels(scope=scope, attribute=name).inc(n)
+            metrics.COERCIONS_IGNORED.labels(scope=scope, attribute=name).inc(n)
     received = parse_iso(env.received_at)
     if received is not None:
-        m.apply_lag_seconds.observe(max(0.0, (utcnow() - received).total_seconds()))
-    m.apply_batch_seconds.observe(seconds)
+        metrics.APPLY_LAG_SECONDS.observe(max(0.0, (utcnow() - received).total_seconds()))
+    metrics.APPLY_BATCH_SECONDS.observe(seconds)
 
 
 def register(app: Celery, settings: Settings) -> Task:

@@ -22,6 +22,7 @@ from shared.envelope import Envelope
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import store
 from workers.apply.alias import apply_alias
+from workers.apply.attributes import Caps
 from workers.apply.call import BadCall, Call, parse_call
 from workers.apply.deadletters import DeadLetter
 from workers.apply.deadletters import store as store_dead_letters
@@ -71,6 +72,7 @@ class Outcome:
 def apply_envelope(conn: Connection, env: Envelope) -> Outcome:
     """Apply one message inside the caller's transaction; the caller commits."""
     outcome = Outcome()
+    caps = store.app_caps(conn, env.app_id)
     received_at = parse_iso(env.received_at) or utcnow()
     meta: dict[str, Any] = {
         "received_at": env.received_at,
@@ -109,28 +111,30 @@ def apply_envelope(conn: Connection, env: Envelope) -> Outcome:
     if calls:
         try:
             with conn.begin_nested():
-                _apply(conn, env, calls, outcome)
+                _apply(conn, env, caps, calls, outcome)
         except Exception as exc:
-            if is_transient(exc) or isinstance(exc, store.UnknownApp):
+            if is_transient(exc):
                 raise
             logger.warning(
                 "batch failed, isolating its calls",
                 extra={"request_id": env.request_id, "error": type(exc).__name__},
             )
-            letters.extend(_apply_one_by_one(conn, env, calls, outcome, meta))
+            letters.extend(_apply_one_by_one(conn, env, caps, calls, outcome, meta))
     store_dead_letters(conn, env.app_id, letters)
     for letter in letters:
         outcome.dead_letters[letter.reason] += 1
     return outcome
 
 
-def _apply(conn: Connection, env: Envelope, calls: list[Call], outcome: Outcome) -> None:
+def _apply(
+    conn: Connection, env: Envelope, caps: Caps, calls: list[Call], outcome: Outcome
+) -> None:
     """Claim the calls' messageIds and apply those never applied before, all or nothing."""
     fresh = store.claim(conn, env.app_id, [c.message_id for c in calls])
     duplicates = len(calls) - len(fresh)
     calls = [c for c in calls if c.message_id in fresh]
     if calls:
-        state = store.load(conn, env.app_id, calls)
+        state = store.load(conn, env.app_id, caps, calls)
         for call in calls:
             APPLY[call.type](state, call)
             state.count(call.type)
@@ -142,13 +146,18 @@ def _apply(conn: Connection, env: Envelope, calls: list[Call], outcome: Outcome)
 
 
 def _apply_one_by_one(
-    conn: Connection, env: Envelope, calls: list[Call], outcome: Outcome, meta: dict[str, Any]
+    conn: Connection,
+    env: Envelope,
+    caps: Caps,
+    calls: list[Call],
+    outcome: Outcome,
+    meta: dict[str, Any],
 ) -> list[DeadLetter]:
     letters = []
     for call in calls:
         try:
             with conn.begin_nested():
-                _apply(conn, env, [call], outcome)
+                _apply(conn, env, caps, [call], outcome)
         except Exception as exc:
             if is_transient(exc):
                 raise

@@ -72,9 +72,9 @@ def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def load(conn: Connection, app_id: int, calls: list[Call]) -> BatchState:
+def load(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> BatchState:
     """Lock and read everything `calls` will touch: profiles, companies, definitions."""
-    state = BatchState(app_id=app_id, definitions=_load_definitions(conn, app_id, calls))
+    state = BatchState(app_id=app_id, definitions=_load_definitions(conn, app_id, caps, calls))
     keys = id_keys(calls)
     conn.execute(
         text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
@@ -163,17 +163,22 @@ def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> N
         )
 
 
-def _load_definitions(conn: Connection, app_id: int, calls: list[Call]) -> Definitions:
-    app = conn.execute(
+def app_caps(conn: Connection, app_id: int) -> Caps:
+    """The app's caps on definitions; raises UnknownApp if the app was deleted."""
+    row = conn.execute(
         text(
             "SELECT max_user_attributes, max_company_attributes, max_event_names, "
             "max_event_attributes FROM apps WHERE id = :app"
         ),
         {"app": app_id},
     ).first()
-    if app is None:
+    if row is None:
         raise UnknownApp(f"app {app_id} does not exist")
-    defs = Definitions(caps=Caps(*app))
+    return Caps(*row)
+
+
+def _load_definitions(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> Definitions:
+    defs = Definitions(caps=caps)
     events = sorted({clean_text(str(c.body["event"]).strip()) for c in calls if c.type == "track"})
     rows = conn.execute(
         text(

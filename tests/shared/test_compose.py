@@ -1,0 +1,247 @@
+"""compose.yaml and the Dockerfile run the entry points the code really has.
+
+Docker may be missing where the tests run, so this reads the files: the services and their
+commands, Redis's durability flags, the start-up order, that workers scale, and that every
+environment variable compose sets is one that something reads.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_TEXT = (ROOT / "compose.yaml").read_text()
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings)}
+# Read by the tools around userdest, not by Settings; each is in README's second table.
+TOOL_VARS = {
+    "PORT": "the receiver's published port",
+    "WEB_CONCURRENCY": "gunicorn's process count",
+    "PROMETHEUS_MULTIPROC_DIR": "prometheus_client's multiprocess directory",
+    "POSTGRES_PASSWORD": "the password of compose's Postgres",
+}
+# Documented variables of the official postgres and redis images.
+IMAGE_VARS = {
+    "POSTGRES_PASSWORD",
+    "POSTGRES_USER",
+    "POSTGRES_DB",
+    "POSTGRES_INITDB_ARGS",
+    "POSTGRES_HOST_AUTH_METHOD",
+    "PGDATA",
+}
+USERDEST_SERVICES = ("migrate", "receiver", "worker", "worker-replay")
+AFTER_MIGRATE = ("receiver", "worker", "worker-replay")
+
+
+def command(name: str) -> list[str]:
+    cmd = SERVICES[name].get("command", [])
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(part) for part in cmd]
+
+
+def option(tokens: list[str], flag: str) -> str:
+    """The value after `flag` in a command line."""
+    assert flag in tokens, f"{flag} missing from {tokens}"
+    return tokens[tokens.index(flag) + 1]
+
+
+def environment(name: str) -> dict[str, str | None]:
+    env = SERVICES[name].get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def interpolate(value: str) -> str:
+    """compose's `${NAME:-default}` and `${NAME}` with nothing set in the shell."""
+    return re.sub(r"\$\{[A-Z0-9_]+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
+
+
+def test_the_stack_has_its_services() -> None:
+    assert {"redis", "postgres", "migrate", "receiver", "worker", "worker-replay"} <= set(SERVICES)
+
+
+def test_redis_persists_appends_and_never_evicts() -> None:
+    redis = SERVICES["redis"]
+    tokens = command("redis")
+    assert tokens[0] == "redis-server"
+    assert option(tokens, "--appendonly") == "yes"
+    assert option(tokens, "--maxmemory-policy") == "noeviction"
+    volume = redis["volumes"][0]
+    assert volume.split(":")[0] in COMPOSE["volumes"] and volume.endswith(":/data")
+    assert "redis-cli" in redis["healthcheck"]["test"]
+
+
+def test_postgres_16_keeps_its_data_and_reports_health() -> None:
+    pg = SERVICES["postgres"]
+    assert pg["image"].startswith("postgres:16")
+    volume = pg["volumes"][0]
+    assert volume.split(":")[0] in COMPOSE["volumes"]
+    assert volume.endswith(":/var/lib/postgresql/data")
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    env = environment("postgres")
+    assert "POSTGRES_PASSWORD" in env or env.get("POSTGRES_HOST_AUTH_METHOD") == "trust"
+
+
+def test_migrate_runs_once_after_postgres_is_healthy() -> None:
+    assert command("migrate") == ["userdest", "db", "upgrade"]
+    assert SERVICES["migrate"]["restart"] == "no"
+    assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", AFTER_MIGRATE)
+def test_receiver_and_workers_wait_for_the_migration_and_redis(name: str) -> None:
+    deps = SERVICES[name]["depends_on"]
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert deps["redis"]["condition"] == "service_healthy"
+
+
+def test_receiver_runs_the_app_factory_under_gunicorn() -> None:
+    receiver = SERVICES["receiver"]
+    tokens = command("receiver")
+    assert tokens[0] == "gunicorn"
+    assert "api:create_app()" in tokens
+    assert option(tokens, "--bind") == "0.0.0.0:8000"
+    assert [p.rsplit(":", 1)[1] for p in receiver["ports"]] == ["8000"]
+    assert "/healthz" in " ".join(receiver["healthcheck"]["test"])
+    assert "WEB_CONCURRENCY" in environment("receiver")
+
+
+@pytest.mark.parametrize(("name", "queue"), [("worker", "ingest"), ("worker-replay", "replay")])
+def test_workers_run_celery_on_their_queue(name: str, queue: str) -> None:
+    tokens = command(name)
+    assert tokens[:4] == ["celery", "-A", "workers", "worker"]
+    assert option(tokens, "-Q") == queue
+
+
+@pytest.mark.parametrize("name", ["worker", "worker-replay"])
+def test_workers_can_be_scaled(name: str) -> None:
+    service = SERVICES[name]
+    for fixed in ("container_name", "ports", "hostname"):
+        assert fixed not in service, f"{name} has {fixed}, so --scale {name}=N cannot work"
+
+
+def test_userdest_services_share_one_image_built_from_the_dockerfile() -> None:
+    images = set()
+    for name in USERDEST_SERVICES:
+        service = SERVICES[name]
+        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+        images.add(service["image"])
+        assert "/run/prometheus" in service["tmpfs"]
+        assert environment(name)["PROMETHEUS_MULTIPROC_DIR"] == "/run/prometheus"
+    assert len(images) == 1
+
+
+def test_every_setting_reaches_the_userdest_containers() -> None:
+    """Each Settings field passes through from the shell; unset, it arrives empty (the default)."""
+    shared = COMPOSE["x-userdest"]["environment"]
+    for var in SETTINGS_VARS - {"DATABASE_URL", "REDIS_URL"}:
+        assert shared.get(var) == f"${{{var}:-}}", f"x-userdest: {var} should be ${{{var}:-}}"
+    for name in USERDEST_SERVICES:
+        env = environment(name)
+        missing = SETTINGS_VARS - set(env)
+        assert not missing, f"{name} does not pass {sorted(missing)}"
+        for var in SETTINGS_VARS - {"DATABASE_URL", "REDIS_URL", "WORKER_QUEUES"}:
+            assert str(env[var]).startswith(f"${{{var}:-"), (
+                f"{name}: {var} must come from the shell"
+            )
+
+
+@pytest.mark.parametrize(("name", "queue"), [("worker", "ingest"), ("worker-replay", "replay")])
+def test_workers_settings_agree_with_their_command(name: str, queue: str) -> None:
+    env = {k: interpolate(v or "") for k, v in environment(name).items()}
+    settings = Settings.from_env(env)
+    assert settings.queues == [queue], "WORKER_QUEUES must not contradict -Q"
+    assert settings.worker_metrics_port > 0
+    assert [str(p) for p in SERVICES[name]["expose"]] == [str(settings.worker_metrics_port)]
+
+
+@pytest.mark.parametrize("name", USERDEST_SERVICES)
+def test_compose_settings_verify_and_point_at_compose_services(name: str) -> None:
+    env = {k: interpolate(v or "") for k, v in environment(name).items()}
+    settings = Settings.from_env(env).verify()
+    assert urlsplit(settings.database_url).hostname == "postgres"
+    assert urlsplit(settings.redis_url).hostname == "redis"
+
+
+def test_every_variable_in_compose_is_read_by_something() -> None:
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE_TEXT))
+    for name in USERDEST_SERVICES:
+        named |= set(environment(name))
+    unknown = named - SETTINGS_VARS - set(TOOL_VARS)
+    assert not unknown, f"compose names variables nothing reads: {sorted(unknown)}"
+    for var in named & set(TOOL_VARS):
+        assert f"`{var}`" in readme, f"{var} ({TOOL_VARS[var]}) is not documented in README.md"
+    assert set(environment("postgres")) <= IMAGE_VARS
+    assert "environment" not in SERVICES["redis"]
+
+
+def test_userdest_console_script_is_declared() -> None:
+    assert PYPROJECT["project"]["scripts"]["userdest"] == "shared.cli:main"
+    deps = " ".join(PYPROJECT["project"]["dependencies"])
+    for tool in ("gunicorn", "celery"):
+        assert re.search(rf"\b{tool}\b", deps), f"{tool} is run by compose but not a dependency"
+
+
+def test_cli_module_defines_main() -> None:
+    if not (ROOT / "shared" / "cli.py").exists():
+        pytest.skip("shared/cli.py is not written yet")
+    cli = importlib.import_module("shared.cli")
+    assert callable(getattr(cli, "main", None))
+
+
+def test_api_package_offers_create_app() -> None:
+    init = ROOT / "api" / "__init__.py"
+    if not init.exists():
+        pytest.skip("api/__init__.py is not written yet")
+    tree = ast.parse(init.read_text())
+    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            names |= {alias.asname or alias.name for alias in node.names}
+    assert "create_app" in names, "gunicorn runs api:create_app(), which api/__init__.py lacks"
+
+
+def test_workers_package_is_a_celery_app() -> None:
+    if not (ROOT / "workers" / "__init__.py").exists():
+        pytest.skip("workers/__init__.py is not written yet")
+    from celery import Celery
+    from celery.app.utils import find_app
+
+    assert isinstance(find_app("workers"), Celery), "`celery -A workers` finds no Celery app"
+
+
+def test_dockerfile_installs_the_project_as_a_user() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines[0] == "FROM python:3.11-slim"
+    copied = {
+        part.rstrip("/") for line in lines if line.startswith("COPY") for part in line.split()
+    }
+    packages = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in [p.rstrip("*") for p in packages] + ["pyproject.toml", "README.md"]:
+        assert package in copied, f"the Dockerfile does not copy {package}"
+    assert any(re.search(r"pip install (--no-deps )?\.(\s|$)", line) for line in lines)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored

@@ -1,0 +1,109 @@
+"""The Celery task's choices: apply, retry what is transient, dead-letter what never will work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from shared.settings import Settings
+from tests.workers.conftest import envelope
+from workers import tasks
+from workers.apply import batch
+
+
+class Retry(Exception):
+    pass
+
+
+class FakeTask:
+    def __init__(self, retries: int = 0) -> None:
+        self.request = SimpleNamespace(retries=retries)
+        self.retried: list[dict[str, Any]] = []
+
+    def retry(self, **kw: Any) -> Retry:
+        self.retried.append(kw)
+        return Retry()
+
+
+@pytest.fixture
+def applier(clean_db: Engine, settings: Settings) -> Iterator[tasks.Applier]:
+    applier = tasks.Applier(settings)
+    yield applier
+    applier.close()
+
+
+@pytest.fixture
+def app_id(clean_db: Engine) -> int:
+    with clean_db.begin() as conn:
+        return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('t') RETURNING id")))
+
+
+def dead_letters(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(text("SELECT app_id, reason, call FROM dead_letters ORDER BY id"))
+        ]
+
+
+def test_applies_and_commits(applier: tasks.Applier, clean_db: Engine, app_id: int) -> None:
+    env = envelope(app_id, [{"type": "page", "userId": "u1"}])
+    applier.apply(FakeTask(), env.to_dict())
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT page_views FROM users")) == 1
+
+
+def test_a_message_that_is_not_an_envelope_is_a_dead_letter(
+    applier: tasks.Applier, clean_db: Engine
+) -> None:
+    applier.apply(FakeTask(), {"v": 99, "calls": [{"type": "page"}]})
+    assert dead_letters(clean_db) == [(None, "bad_envelope", {"type": "page"})]
+
+
+def test_an_unknown_app_is_a_dead_letter(applier: tasks.Applier, clean_db: Engine) -> None:
+    applier.apply(FakeTask(), envelope(424242, [{"type": "page", "userId": "u"}]).to_dict())
+    assert dead_letters(clean_db) == [(None, "unknown_app", {"type": "page", "userId": "u"})]
+
+
+def test_transient_errors_retry_with_backoff(
+    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def deadlock(*_: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("deadlock detected"))
+
+    monkeypatch.setattr(tasks, "apply_envelope", deadlock)
+    task = FakeTask(retries=3)
+    with pytest.raises(Retry):
+        applier.apply(task, envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    assert task.retried[0]["countdown"] == 8
+    assert dead_letters(clean_db) == []
+
+
+def test_exhausted_retries_become_dead_letters(
+    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def race(*_: Any) -> None:
+        raise batch.store.ProfileVanished("moved")
+
+    monkeypatch.setattr(tasks, "apply_envelope", race)
+    task = FakeTask(retries=applier.settings.task_max_retries)
+    applier.apply(task, envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    assert task.retried == []
+    assert [r[1] for r in dead_letters(clean_db)] == ["retries_exhausted"]
+
+
+def test_an_unexpected_error_keeps_the_calls(
+    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(*_: Any) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(tasks, "apply_envelope", bug)
+    calls = [{"type": "page", "userId": "u1"}, {"type": "track", "userId": "u1", "event": "E"}]
+    applier.apply(FakeTask(), envelope(app_id, calls).to_dict())
+    assert [(r[1], r[2]) for r in dead_letters(clean_db)] == [("worker_error", c) for c in calls]
