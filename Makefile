@@ -9,7 +9,7 @@ export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/userdest
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 PORT ?= 8000
 
-.PHONY: help install run test lint migrate bench clean
+.PHONY: help install run test lint migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,9 +36,6 @@ lint: install ## ruff and mypy on the packages
 	$(BIN)/ruff check api workers shared tests
 	$(BIN)/ruff format --check api workers shared tests
 	$(BIN)/mypy
-
-bench: install ## the fixed, seeded workload of SPEC 9 against the real stack
-	$(BIN)/python -m bench
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
