@@ -14,7 +14,7 @@ read by people and replayed:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -42,7 +42,8 @@ class Envelope:
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The message as a dict; calls are shared, not copied (asdict would deep-copy them)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.to_dict())

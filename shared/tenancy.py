@@ -34,7 +34,9 @@ def normalize_host(host: str) -> str:
     if "://" in host:
         host = host.split("://", 1)[1]
     host = host.split("/", 1)[0].rsplit("@", 1)[-1]
-    if not host.startswith("["):
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    elif host.count(":") == 1:  # host:port; a bare IPv6 address has several colons and no port
         host = host.split(":", 1)[0]
     return host.rstrip(".")
 

@@ -9,6 +9,9 @@ _ISO = re.compile(
     r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?$"
 )
 
+_NANOS = re.compile(r"(\.\d{6})\d+")
+_HOUR_OFFSET = re.compile(r"[+-]\d{2}$")
+
 
 def parse_iso(value: object) -> datetime | None:
     """An aware UTC datetime from an ISO-8601 string (no offset means UTC), else None."""
@@ -18,8 +21,9 @@ def parse_iso(value: object) -> datetime | None:
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     # Python's parser takes at most microseconds; nanosecond digits from some SDKs are cut.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    if re.search(r"[+-]\d{2}$", text):
+    if "." in text:
+        text = _NANOS.sub(r"\1", text)
+    if _HOUR_OFFSET.search(text):
         text += ":00"
     try:
         parsed = datetime.fromisoformat(text)

@@ -20,11 +20,41 @@ from shared.db import make_engine
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-ADMIN_URL = os.environ.get("USERDEST_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "USERDEST_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_BASE = os.environ.get("USERDEST_TEST_REDIS", "redis://127.0.0.1:6379")
-# Redis 0 is what `make run` uses; a test run takes one of 9..15 so parallel runs rarely share one.
-REDIS_DB = int(os.environ.get("USERDEST_TEST_REDIS_DB", str(9 + os.getpid() % 7)))
 TEST_DB = f"userdest_test_{os.getpid()}"
+CLAIM = "userdest:test-run"
+"""A key each test run sets in the Redis database it took, so two runs never take the same one."""
+
+
+def _claim_redis_db() -> int:
+    """USERDEST_TEST_REDIS_DB, else the first of 9..15 no other live test run holds (never 0)."""
+    if os.environ.get("USERDEST_TEST_REDIS_DB"):
+        return int(os.environ["USERDEST_TEST_REDIS_DB"])
+    for number in range(9, 16):
+        client = redis.Redis.from_url(f"{REDIS_BASE}/{number}")
+        try:
+            if client.set(CLAIM, os.getpid(), nx=True, ex=3 * 3600):
+                return number
+            holder = client.get(CLAIM)
+            if holder is not None and not _alive(int(holder)):
+                client.set(CLAIM, os.getpid(), ex=3 * 3600)
+                return number
+        finally:
+            client.close()
+    raise RuntimeError("every test Redis database 9..15 is held by a running test run")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _admin(sql: str) -> None:
@@ -33,13 +63,17 @@ def _admin(sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
+def settings() -> Iterator[Settings]:
     base = ADMIN_URL.rsplit("/", 1)[0]
-    return Settings(
+    number = _claim_redis_db()
+    yield Settings(
         database_url=f"{base}/{TEST_DB}",
-        redis_url=f"{REDIS_BASE}/{REDIS_DB}",
+        redis_url=f"{REDIS_BASE}/{number}",
         auth_cache_ttl=0.5,
     ).verify()
+    client = redis.Redis.from_url(f"{REDIS_BASE}/{number}")
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +92,9 @@ def db(engine: Engine) -> Iterator[Session]:
     """A session inside a transaction that is rolled back after the test; commits become savepoints."""
     with engine.connect() as conn:
         trans = conn.begin()
-        session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        session = Session(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
         try:
             yield session
         finally:
@@ -85,6 +121,8 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     """The test run's own Redis database, emptied before the test."""
     client = redis.Redis.from_url(settings.redis_url)
     client.flushdb()
+    client.set(CLAIM, os.getpid(), ex=3 * 3600)
     yield client
     client.flushdb()
+    client.set(CLAIM, os.getpid(), ex=3 * 3600)
     client.close()

@@ -54,13 +54,13 @@ class Applier:
         try:
             env = Envelope.from_dict(payload)
         except EnvelopeError as exc:
-            self._dead_letter_all(None, payload, "bad_envelope", str(exc))
+            self._dead_letter_all(task, None, payload, "bad_envelope", str(exc))
             return
         try:
             with self.engine.begin() as conn:
-                outcome = apply_envelope(conn, env)
+                outcome = apply_envelope(conn, env, task.request.id)
         except store.UnknownApp as exc:
-            self._dead_letter_all(None, payload, "unknown_app", str(exc))
+            self._dead_letter_all(task, None, payload, "unknown_app", str(exc))
             return
         except Exception as exc:
             if is_transient(exc):
@@ -69,7 +69,7 @@ class Applier:
                 # A bug outside the per-call isolation: keep the calls rather than ack them away.
                 logger.exception("message failed", extra={"request_id": env.request_id})
                 self._dead_letter_all(
-                    env.app_id, payload, "worker_error", f"{type(exc).__name__}: {exc}"
+                    task, env.app_id, payload, "worker_error", f"{type(exc).__name__}: {exc}"
                 )
             return
         try:
@@ -103,10 +103,12 @@ class Applier:
             )
             raise task.retry(exc=Retriable(str(exc)), countdown=countdown, max_retries=None)
         self._dead_letter_all(
-            env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
+            task, env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
         )
 
-    def _dead_letter_all(self, app_id: int | None, payload: Any, reason: str, error: str) -> None:
+    def _dead_letter_all(
+        self, task: Task, app_id: int | None, payload: Any, reason: str, error: str
+    ) -> None:
         """Keep every call of a message that cannot be applied at all."""
         calls = payload.get("calls") if isinstance(payload, dict) else None
         ids = payload.get("message_ids") if isinstance(payload, dict) else None
@@ -117,7 +119,7 @@ class Applier:
         request_id = payload.get("request_id") if isinstance(payload, dict) else None
         letters = [
             DeadLetter(
-                dedupe_key=f"{reason}:{app_id}:{request_id}:{i}:{mid}",
+                dedupe_key=f"{reason}:{app_id}:{task.request.id or request_id}:{i}:{mid}",
                 reason=reason,
                 error=error,
                 call=call,

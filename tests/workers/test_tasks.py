@@ -22,7 +22,7 @@ class Retry(Exception):
 
 class FakeTask:
     def __init__(self, retries: int = 0) -> None:
-        self.request = SimpleNamespace(retries=retries)
+        self.request = SimpleNamespace(retries=retries, id="task-1")
         self.retried: list[dict[str, Any]] = []
 
     def retry(self, **kw: Any) -> Retry:

@@ -69,8 +69,12 @@ class Outcome:
     event_times: list[datetime] = field(default_factory=list)
 
 
-def apply_envelope(conn: Connection, env: Envelope) -> Outcome:
-    """Apply one message inside the caller's transaction; the caller commits."""
+def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = None) -> Outcome:
+    """Apply one message inside the caller's transaction; the caller commits.
+
+    `delivery_id` names the queued message (Celery's task id, the same on every redelivery); the
+    receiver's request id stands in for it where there is none, but a client may choose that one.
+    """
     outcome = Outcome()
     caps = store.app_caps(conn, env.app_id)
     received_at = parse_iso(env.received_at) or utcnow()
@@ -81,7 +85,7 @@ def apply_envelope(conn: Connection, env: Envelope) -> Outcome:
     }
     letters = [
         DeadLetter(
-            dedupe_key=f"rejected:{env.app_id}:{env.request_id}:{r.get('index')}",
+            dedupe_key=f"rejected:{env.app_id}:{delivery_id or env.request_id}:{r.get('index')}",
             reason=_first_code(r.get("errors")),
             error="; ".join(
                 str(e.get("message", e)) for e in r.get("errors") or [] if isinstance(e, dict)

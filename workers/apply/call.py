@@ -44,10 +44,16 @@ class Call:
 
 
 def merged_body(raw: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The batch's top-level fields under the call's own; `context` is merged one level deep."""
+    """The batch's top-level fields under the call's own; `context` is merged one level deep.
+
+    A call's `null` does not hide a default: Segment's libraries send nulls for "not set".
+    """
     if not defaults:
         return raw
-    body = {**defaults, **raw}
+    body = dict(defaults)
+    for key, value in raw.items():
+        if value is not None or key not in defaults:
+            body[key] = value
     base_ctx, own_ctx = defaults.get("context"), raw.get("context")
     if isinstance(base_ctx, dict) and isinstance(own_ctx, dict):
         body["context"] = {**base_ctx, **own_ctx}

@@ -1,0 +1,215 @@
+"""Who is calling: the API key (four ways to send it), its cached look-up, trusted domains, and the
+webhook signature (SPEC 3).
+
+The only Postgres access of a request is the read-only look-up of a key, through a per-process
+cache that keeps an answer (found or not) for AUTH_CACHE_TTL seconds, so a revoked key or a changed
+domain list is seen within that time on every receiver.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from base64 import b64decode
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from shared.metrics import AUTH_LOOKUPS
+from shared.tenancy import AuthView, hash_key, host_matches, load_auth_view
+
+logger = logging.getLogger(__name__)
+
+MAX_KEY_LENGTH = 256
+"""Longer values are refused without a look-up; userdest's keys are 35 characters."""
+
+_HIT = AUTH_LOOKUPS.labels("hit")
+_MISS = AUTH_LOOKUPS.labels("miss")
+_STALE = AUTH_LOOKUPS.labels("stale")
+
+
+def _clean_key(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def key_from_authorization(header: str | None) -> str | None:
+    """The key in `Basic base64(key:)`, `Bearer key` or `Token key`; None if there is none."""
+    if not header:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    scheme = scheme.lower()
+    credentials = credentials.strip()
+    if scheme in ("bearer", "token"):
+        return _clean_key(credentials)
+    if scheme == "basic":
+        try:
+            decoded = b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        user, _, password = decoded.partition(":")
+        # Segment's libraries send the key as the user name; some tools put it in the password.
+        return _clean_key(user) or _clean_key(password)
+    return None
+
+
+def key_from_body(body: Any) -> str | None:
+    """The body's `writeKey`, as Segment's browser library and the HTTP API allow."""
+    if type(body) is not dict:
+        return None
+    return _clean_key(body.get("writeKey"))
+
+
+def _refused() -> ApiError:
+    return ApiError(403, "invalid_api_key", "the API key is unknown or revoked")
+
+
+class AuthCache:
+    """Key look-ups by hash, remembered per process for `ttl` seconds, misses included.
+
+    When Postgres cannot be reached, a key seen before keeps its last answer (ingestion goes on
+    while the database is down; a revocation cannot be written then anyway); an unseen key gets
+    503. The cache holds at most `max_entries` answers and starts over past that.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        ttl: float,
+        retry_after: int,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._retry_after = str(retry_after)
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[float, AuthView | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, key: str) -> AuthView:
+        """The key's view, or ApiError 403 (unknown, revoked) or 503 (Postgres down, key unseen)."""
+        if len(key) > MAX_KEY_LENGTH:
+            raise _refused()
+        digest = hash_key(key)
+        now = self._clock()
+        entry = self._entries.get(digest)
+        if entry is not None and now - entry[0] < self._ttl:
+            _HIT.inc()
+            view = entry[1]
+        else:
+            view = self._load(digest, entry, now)
+        # The dictionary found the entry by hash; the comparison that decides is constant-time.
+        if view is None or view.revoked or not hmac.compare_digest(view.key_hash, digest):
+            raise _refused()
+        return view
+
+    def _load(
+        self, digest: str, stale: tuple[float, AuthView | None] | None, now: float
+    ) -> AuthView | None:
+        try:
+            with Session(self._engine) as session:
+                view = load_auth_view(session, digest)
+        except SQLAlchemyError as exc:
+            if stale is None:
+                logger.warning("key look-up failed", extra={"error": type(exc).__name__})
+                raise ApiError(
+                    503,
+                    "auth_unavailable",
+                    "API keys cannot be checked right now; retry later",
+                    headers={"Retry-After": self._retry_after},
+                ) from None
+            _STALE.inc()
+            logger.warning(
+                "key look-up failed, cached answer used", extra={"error": type(exc).__name__}
+            )
+            view = stale[1]
+        else:
+            _MISS.inc()
+        with self._lock:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            # A stale answer is stored again too, so a down database costs one attempt per TTL.
+            self._entries[digest] = (now, view)
+        return view
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def url_host(value: Any) -> str | None:
+    """The host of an absolute URL, lower case; None where there is none (`null`, garbage)."""
+    if not isinstance(value, str) or "//" not in value:
+        return None
+    try:
+        host = urlsplit(value.strip()).hostname
+    except ValueError:
+        return None
+    return host or None
+
+
+def header_host(origin: str | None, referer: str | None) -> str | None:
+    """The host of Origin, else of Referer."""
+    return url_host(origin) or url_host(referer)
+
+
+def _page_url(context: Any) -> Any:
+    if type(context) is dict:
+        page = context.get("page")
+        if type(page) is dict:
+            return page.get("url")
+    return None
+
+
+def check_domains(
+    domains: tuple[str, ...], host: str | None, calls: Iterable[Any], defaults: dict[str, Any]
+) -> None:
+    """403 where the app has trusted domains and a host is found that none of them matches.
+
+    The host comes from Origin, else Referer (`host`), else each call's context.page.url (or the
+    batch's). No host at all is a server-side source: accepted.
+    """
+    if not domains:
+        return
+    if host is not None:
+        hosts: Iterable[str | None] = (host,)
+    else:
+        default_url = _page_url(defaults.get("context"))
+        hosts = (
+            url_host(_page_url(call.get("context")) or default_url)
+            for call in calls
+            if type(call) is dict
+        )
+    for found in hosts:
+        if found is not None and not host_matches(found, domains):
+            raise ApiError(403, "untrusted_domain", "the sending site is not a trusted domain")
+
+
+def check_signature(secret: str | None, signature: str | None, *bodies: bytes | None) -> None:
+    """Where the app has a webhook secret, X-Signature must be hex HMAC-SHA1 of the body."""
+    if not secret:
+        return
+    if not signature:
+        raise ApiError(401, "missing_signature", "X-Signature is required for this app's webhooks")
+    given = signature.strip().lower().encode("latin-1", "replace")
+    key = secret.encode()
+    for body in bodies:
+        if body is None:
+            continue
+        expected = hmac.new(key, body, hashlib.sha1).hexdigest().encode()
+        if hmac.compare_digest(expected, given):
+            return
+    raise ApiError(401, "bad_signature", "X-Signature does not match the body")

@@ -1,0 +1,109 @@
+"""The one exception type of the receiver and the handlers that turn anything into a JSON answer.
+
+Every refusal is an `ApiError` with a short, stable `code` (documented in docs/receiver.md and the
+OpenAPI document). Whatever else goes wrong (unknown route, wrong method, a bug) still answers
+JSON, never an HTML page or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from shared.metrics import HTTP_ERRORS
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    """A request the receiver refuses: HTTP status, stable code, human message, optional details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return Response(orjson.dumps(body), self.status, self.headers, mimetype=JSON)
+
+
+# The codes of the HTTP errors Flask and werkzeug raise themselves.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    431: "headers_too_large",
+}
+
+
+def _request_id() -> str | None:
+    value = request.environ.get("userdest.request_id")
+    return value if isinstance(value, str) else None
+
+
+def handle_api_error(error: ApiError) -> Response:
+    HTTP_ERRORS.labels(error.code).inc()
+    # The code and the request id are enough to find the request; never its body or key.
+    logger.info(
+        "refused",
+        extra={"request_id": _request_id(), "status": error.status, "code": error.code},
+    )
+    return error.response()
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _HTTP_CODES.get(status, f"http_{status}")
+    headers = {}
+    if status == 405 and error.response is None:
+        # werkzeug puts the allowed methods in its own headers; keep the Allow one.
+        headers = {k: v for k, v in error.get_headers() if k.lower() == "allow"}
+    return handle_api_error(ApiError(status, code, error.name, headers=headers or None))
+
+
+def handle_unexpected(error: Exception) -> Response:
+    # A bug, not bad input: log where it happened, answer without a traceback. The exception's
+    # message is left out of the log as it may quote the data being handled (a trait value).
+    logger.error(
+        "unexpected error",
+        extra={
+            "request_id": _request_id(),
+            "error": type(error).__name__,
+            "trace": "".join(traceback.format_tb(error.__traceback__)),
+        },
+    )
+    HTTP_ERRORS.labels("internal_error").inc()
+    return ApiError(
+        500, "internal_error", "the receiver failed; the request was not accepted"
+    ).response()
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,369 @@
+"""The receiver's endpoints. A call endpoint does four things: authenticate, check shape cheaply,
+stamp metadata, enqueue (STYLE 3). Everything else happens in the workers.
+
+The order of a call request, and so which refusal wins when several apply:
+1. a key from the Authorization header is looked up (403) and counted by the rate limit (429);
+2. the body is read and decompressed within its bound (413, 415, 400 invalid_gzip);
+3. the JSON is parsed (400; but 401 where no header key was given, as no key can then be found);
+4. without a header key, the body's `writeKey` is looked up (401 if absent, 403, 429);
+5. the webhook signature (401), nesting depth (400), the batch envelope (400, 413);
+6. trusted domains (403), then each call's structural checks (400 for a single call, a rejected
+   entry for a call of a batch);
+7. one message on the `ingest` queue (503 if Redis cannot take it), and only then 200.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import orjson
+import redis
+from flask import Flask, Response, request
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.auth import (
+    AuthCache,
+    check_domains,
+    check_signature,
+    header_host,
+    key_from_authorization,
+    key_from_body,
+)
+from api.checks import (
+    CALL_TYPES,
+    check_batch,
+    check_call,
+    check_depth,
+    error,
+    parse_json,
+    read_body,
+    usable_message_id,
+)
+from api.errors import JSON, ApiError
+from api.openapi import document
+from api.publish import Publisher, make_redis
+from api.ratelimit import RateLimiter
+from shared import metrics
+from shared.celery_app import make_celery
+from shared.db import make_engine
+from shared.envelope import Envelope
+from shared.queues import INGEST
+from shared.settings import Settings
+from shared.tenancy import AuthView
+from shared.timeparse import iso, utcnow
+
+logger = logging.getLogger(__name__)
+
+_OK = b'{"success":true}'
+_ENVELOPE_FIELDS = tuple(Envelope.__dataclass_fields__)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
+_CORS_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Request-Id"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One kind of call endpoint: its name (Flask endpoint and metric label) and what it takes."""
+
+    endpoint: str
+    paths: tuple[str, ...]
+    call_type: str | None
+    """The type the path fixes (`/v1/track`), or None where each call names its own."""
+    batch: bool
+    source: str
+    summary: str
+
+
+# Segment's browser library posts single calls to /v1/t, /v1/i, ... and batches to /v1/b; its mobile
+# libraries post batches to /v1/b. They are the same endpoints under a shorter name.
+ROUTES: tuple[Route, ...] = (
+    *(Route(t, (f"/v1/{t}", f"/v1/{t[0]}"), t, False, "http", f"One {t} call") for t in CALL_TYPES),
+    Route("batch", ("/v1/batch", "/v1/b"), None, True, "http", "A batch of calls"),
+    Route("import", ("/v1/import",), None, True, "http", "A batch of historical calls"),
+    Route("webhook", ("/webhook",), None, False, "webhook", "One call from Segment's Webhooks"),
+)
+
+
+def request_id(incoming: str | None) -> str:
+    """The sender's X-Request-Id where it is a sane token, else a new UUID."""
+    if incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return str(uuid.uuid4())
+
+
+def remote_addr(environ: dict[str, Any], trusted_proxies: int) -> str | None:
+    """The client address: REMOTE_ADDR, or the X-Forwarded-For entry `trusted_proxies` from the
+    right, where that many trusted proxies each appended the address they saw."""
+    addr = environ.get("REMOTE_ADDR")
+    if trusted_proxies > 0:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded:
+            hops = forwarded.split(",")
+            if len(hops) >= trusted_proxies:
+                candidate = hops[-trusted_proxies].strip()
+                try:
+                    return str(ipaddress.ip_address(candidate))
+                except ValueError:
+                    pass
+    return addr if isinstance(addr, str) else None
+
+
+def _missing_key() -> ApiError:
+    return ApiError(
+        401,
+        "missing_api_key",
+        "no API key: send Authorization: Basic base64(key:), Bearer or Token, or a writeKey",
+    )
+
+
+class Receiver:
+    """What the endpoints share within one process: settings, key cache, limiter, publisher."""
+
+    def __init__(self, settings: Settings, engine: Engine, client: redis.Redis) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.redis = client
+        self.auth = AuthCache(engine, settings.auth_cache_ttl, settings.retry_after_seconds)
+        self.limiter = RateLimiter(
+            client,
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+            settings.retry_after_seconds,
+        )
+        self.publisher = Publisher(make_celery(settings), client, settings.retry_after_seconds)
+        self._bytes = {r.endpoint: metrics.HTTP_REQUEST_BYTES.labels(r.endpoint) for r in ROUTES}
+        self._accepted = {r.endpoint: metrics.CALLS_ACCEPTED.labels(r.endpoint) for r in ROUTES}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Receiver:
+        wait = max(2, math.ceil(settings.broker_timeout))  # libpq rounds shorter waits up to 2 s
+        engine = make_engine(
+            settings,
+            pool_size=2,
+            max_overflow=4,
+            pool_timeout=settings.broker_timeout,
+            connect_args={
+                "connect_timeout": wait,
+                "options": f"-c statement_timeout={wait * 1000}",
+            },
+        )
+        return cls(settings, engine, make_redis(settings))
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.redis.close()
+
+    def _authenticate(self, key: str) -> AuthView:
+        view = self.auth.authenticate(key)
+        self.limiter.check(view.key_id)
+        return view
+
+    def ingest(self, route: Route) -> Response:
+        environ = request.environ
+        settings = self.settings
+        view = None
+        header_key = key_from_authorization(environ.get("HTTP_AUTHORIZATION"))
+        if header_key is not None:
+            view = self._authenticate(header_key)
+
+        limit = settings.max_batch_bytes if route.batch else settings.max_call_bytes
+        raw, wire = read_body(
+            request.stream, request.content_length, environ.get("HTTP_CONTENT_ENCODING"), limit
+        )
+        received_at = iso(utcnow())
+        self._bytes[route.endpoint].observe(len(raw))
+        try:
+            body = parse_json(raw)
+        except ApiError:
+            if view is None:
+                raise _missing_key() from None
+            raise
+        if view is None:
+            body_key = key_from_body(body)
+            if body_key is None:
+                raise _missing_key()
+            view = self._authenticate(body_key)
+
+        if route.source == "webhook":
+            check_signature(view.webhook_secret, environ.get("HTTP_X_SIGNATURE"), raw, wire)
+        check_depth(body, raw, settings.max_depth)
+        if route.batch:
+            calls, defaults, sent_at = check_batch(body, settings.max_batch_calls)
+        elif type(body) is dict:
+            calls, sent_at = [body], None
+            # The path fixes the type; the call is not touched, the worker merges this under it.
+            defaults = {"type": route.call_type} if route.call_type else {}
+        else:
+            raise ApiError(400, "not_an_object", "the body must be a JSON object (one call)")
+        if view.domains:
+            host = header_host(environ.get("HTTP_ORIGIN"), environ.get("HTTP_REFERER"))
+            check_domains(view.domains, host, calls, defaults)
+
+        accepted, message_ids, rejected, answers = self._check_calls(route, calls, raw)
+        rid: str = environ["userdest.request_id"]
+        if accepted or rejected:
+            envelope = Envelope(
+                app_id=view.app_id,
+                received_at=received_at,
+                request_id=rid,
+                calls=accepted,
+                message_ids=message_ids,
+                key_id=view.key_id,
+                remote_addr=remote_addr(environ, settings.trusted_proxies),
+                source=route.source,
+                sent_at=sent_at,
+                defaults=defaults,
+                rejected=rejected,
+            )
+            # Envelope.to_dict() deep-copies every call (dataclasses.asdict); this is the same
+            # dictionary without the copy.
+            self.publisher.publish({f: getattr(envelope, f) for f in _ENVELOPE_FIELDS}, INGEST)
+        self._accepted[route.endpoint].inc(len(accepted))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "accepted",
+                extra={
+                    "request_id": rid,
+                    "message_id": message_ids[0] if len(message_ids) == 1 else None,
+                    "endpoint": route.endpoint,
+                    "app_id": view.app_id,
+                    "key_id": view.key_id,
+                    "accepted": len(accepted),
+                    "rejected": len(rejected),
+                },
+            )
+        if not route.batch:
+            return Response(_OK, 200, mimetype=JSON)
+        answer = {"success": True, "accepted": len(accepted), "rejected": answers}
+        return Response(orjson.dumps(answer), 200, mimetype=JSON)
+
+    def _check_calls(
+        self, route: Route, calls: list[Any], raw: bytes
+    ) -> tuple[list[Any], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Accepted calls with their message ids; rejected entries for the envelope and answer."""
+        max_call = self.settings.max_call_bytes
+        # A single call's body is already within MAX_CALL_BYTES; a batch's calls are measured one
+        # by one only where the whole body is over it.
+        measure = route.batch and len(raw) > max_call
+        accepted: list[Any] = []
+        message_ids: list[str] = []
+        rejected: list[dict[str, Any]] = []
+        answers: list[dict[str, Any]] = []
+        for index, call in enumerate(calls):
+            if type(call) is dict:
+                # The key is the request's credential, not part of the call: it must not travel
+                # on the queue or be stored with a dead letter.
+                call.pop("writeKey", None)
+            errors = check_call(call, route.call_type)
+            if measure and len(orjson.dumps(call)) > max_call:
+                errors.append(error("call_too_large", f"a call is at most {max_call} bytes"))
+            if not errors:
+                accepted.append(call)
+                message_ids.append(usable_message_id(call) or str(uuid.uuid4()))
+                continue
+            metrics.CALLS_REJECTED.labels(errors[0]["code"]).inc()
+            if not route.batch:
+                raise ApiError(400, errors[0]["code"], errors[0]["message"], errors=errors)
+            rejected.append({"index": index, "call": call, "errors": errors})
+            answers.append({"index": index, "errors": errors})
+        return accepted, message_ids, rejected, answers
+
+    def readiness(self) -> Response:
+        checks = {"redis": "ok", "postgres": "ok"}
+        try:
+            self.redis.ping()
+        except redis.RedisError:
+            checks["redis"] = "unreachable"
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            checks["postgres"] = "unreachable"
+        if all(v == "ok" for v in checks.values()):
+            return Response(orjson.dumps({"success": True, "checks": checks}), 200, mimetype=JSON)
+        body = {
+            "success": False,
+            "code": "not_ready",
+            "message": "a dependency is down",
+            "checks": checks,
+        }
+        headers = {"Retry-After": str(self.settings.retry_after_seconds)}
+        return Response(orjson.dumps(body), 503, headers, mimetype=JSON)
+
+
+def register_routes(app: Flask, receiver: Receiver) -> None:
+    """The call endpoints of ROUTES plus health, readiness, metrics and the OpenAPI document."""
+    for route in ROUTES:
+
+        def view(route: Route = route) -> Response:
+            return receiver.ingest(route)
+
+        for path in route.paths:
+            app.add_url_rule(path, endpoint=route.endpoint, view_func=view, methods=["POST"])
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response(b'{"success":true,"status":"ok"}', 200, mimetype=JSON)
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        return receiver.readiness()
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, 200, content_type=content_type)
+
+    openapi = orjson.dumps(document(ROUTES))
+
+    @app.get("/openapi.json")
+    def openapi_view() -> Response:
+        return Response(openapi, 200, mimetype=JSON)
+
+    requests: dict[tuple[str, int], Any] = {}
+    durations: dict[str, Any] = {}
+
+    @app.before_request
+    def start() -> None:
+        environ = request.environ
+        environ["userdest.started"] = perf_counter()
+        environ["userdest.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        environ = request.environ
+        rid = environ.get("userdest.request_id")
+        if rid:
+            response.headers["X-Request-Id"] = rid
+        if request.path.startswith("/v1/"):
+            # Browsers post from the site itself; the trusted-domain check, not CORS, decides.
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            if request.method == "OPTIONS":
+                response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+                response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+                response.headers["Access-Control-Max-Age"] = "86400"
+        endpoint = request.endpoint or "unmatched"
+        status = response.status_code
+        counter = requests.get((endpoint, status))
+        if counter is None:
+            counter = requests[(endpoint, status)] = metrics.HTTP_REQUESTS.labels(
+                endpoint, str(status)
+            )
+        counter.inc()
+        started = environ.get("userdest.started")
+        if started is not None:
+            histogram = durations.get(endpoint)
+            if histogram is None:
+                histogram = durations[endpoint] = metrics.HTTP_REQUEST_SECONDS.labels(endpoint)
+            histogram.observe(perf_counter() - started)
+        return response
+
+
+__all__ = ["ROUTES", "Receiver", "Route", "register_routes", "remote_addr", "request_id"]

@@ -1,0 +1,450 @@
+"""API keys (four forms, 401 versus 403, revocation within the cache TTL), trusted domains and
+webhook signatures, against the run's Postgres and Redis."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from api.auth import AuthCache, key_from_authorization, url_host
+from api.errors import ApiError
+from shared.db import make_engine
+from shared.settings import Settings
+from shared.tenancy import hash_key
+from tests.api.support import Tenant, basic, fixture, gz, jdump
+
+CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
+
+
+def post(client: Any, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+    data = body if isinstance(body, bytes) else jdump(body)
+    return client.post(path, data=data, headers=headers or {})
+
+
+# --- the four ways to send a key ------------------------------------------------------------------
+
+
+def key_forms(key: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    return [
+        (basic(key), CALL),
+        ({"Authorization": f"Bearer {key}"}, CALL),
+        ({"Authorization": f"Token {key}"}, CALL),
+        ({"Authorization": f"bearer   {key}  "}, CALL),
+        ({}, {**CALL, "writeKey": key}),
+        ({"Authorization": "Basic " + base64.b64encode(f":{key}".encode()).decode()}, CALL),
+    ]
+
+
+@pytest.mark.parametrize("form", range(6))
+def test_each_key_form_is_accepted(form, client, tenant: Tenant, ingest_queue):
+    headers, body = key_forms(tenant.api_key)[form]
+    response = post(client, "/v1/track", body, headers)
+    assert response.status_code == 200, response.json
+    [envelope] = ingest_queue()
+    assert envelope["key_id"] == tenant.key_id
+    assert envelope["app_id"] == tenant.app_id
+
+
+def test_the_batch_write_key_is_read_from_the_top_level(client, tenant: Tenant, ingest_queue):
+    body = {"batch": [CALL], "writeKey": tenant.api_key}
+    assert post(client, "/v1/batch", body).status_code == 200
+    assert ingest_queue()[0]["key_id"] == tenant.key_id
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({}, CALL),
+        ({}, {**CALL, "writeKey": ""}),
+        ({}, {**CALL, "writeKey": None}),
+        ({}, {**CALL, "writeKey": 12345}),
+        ({"Authorization": "Basic !!!not-base64"}, CALL),
+        ({"Authorization": "Basic " + base64.b64encode(b":").decode()}, CALL),
+        ({"Authorization": "Bearer "}, CALL),
+        ({"Authorization": "Digest abc"}, CALL),
+        ({}, b"this is not json"),
+        ({}, b"[1,2,3]"),
+        ({}, b""),
+    ],
+)
+def test_no_key_is_401(headers, body, client, tenant: Tenant, ingest_queue):
+    response = post(client, "/v1/track", body, headers)
+    assert response.status_code == 401
+    assert response.json["code"] == "missing_api_key"
+    assert ingest_queue() == []
+
+
+def test_a_body_that_is_not_json_with_a_header_key_is_400_not_401(client, tenant: Tenant):
+    response = post(client, "/v1/track", b"this is not json", basic(tenant.api_key))
+    assert response.status_code == 400
+    assert response.json["code"] == "invalid_json"
+
+
+def test_a_bad_header_key_is_refused_before_the_body_is_read(client, tenant: Tenant):
+    response = post(client, "/v1/track", b"not json", basic("ud_unknown"))
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (basic("ud_not_a_key"), CALL),
+        ({"Authorization": "Bearer ud_not_a_key"}, CALL),
+        ({}, {**CALL, "writeKey": "ud_not_a_key"}),
+        ({}, {**CALL, "writeKey": "x" * 5000}),
+    ],
+)
+def test_an_unknown_key_is_403(headers, body, client, tenant: Tenant, ingest_queue):
+    response = post(client, "/v1/track", body, headers)
+    assert response.status_code == 403
+    assert response.json["code"] == "invalid_api_key"
+    assert ingest_queue() == []
+
+
+def test_the_header_key_wins_over_the_body_write_key(client, tenant: Tenant, ingest_queue):
+    body = {**CALL, "writeKey": tenant.api_key}
+    response = post(client, "/v1/track", body, basic("ud_not_a_key"))
+    assert response.status_code == 403
+    assert ingest_queue() == []
+
+
+def test_a_key_of_another_app_lands_in_that_app(client, tenant: Tenant, clean_db, ingest_queue):
+    from tests.api.conftest import make_tenant
+
+    other = make_tenant(clean_db, "other")
+    assert post(client, "/v1/track", CALL, basic(other.api_key)).status_code == 200
+    assert ingest_queue()[0]["app_id"] == other.app_id != tenant.app_id
+
+
+def test_a_revoked_key_is_refused_within_the_cache_ttl(
+    client, tenant: Tenant, settings: Settings, ingest_queue
+):
+    headers = basic(tenant.api_key)
+    assert post(client, "/v1/track", CALL, headers).status_code == 200
+    tenant.revoke()
+    revoked_at = time.monotonic()
+    status = 200
+    while status == 200 and time.monotonic() - revoked_at < 10:
+        status = post(client, "/v1/track", CALL, headers).status_code
+        time.sleep(0.05)
+    refused_after = time.monotonic() - revoked_at
+    assert status == 403
+    assert refused_after <= settings.auth_cache_ttl + 1.0
+    # A new key of the same app keeps working.
+    _, fresh = tenant.new_key()
+    assert post(client, "/v1/track", CALL, basic(fresh)).status_code == 200
+
+
+def test_a_revoked_key_is_refused_at_once_by_a_receiver_that_never_saw_it(client, tenant: Tenant):
+    tenant.revoke()
+    response = post(client, "/v1/track", CALL, basic(tenant.api_key))
+    assert response.status_code == 403
+    assert response.json["code"] == "invalid_api_key"
+
+
+# --- the key cache --------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_cache_keeps_answers_and_misses_for_the_ttl(engine: Engine, tenant: Tenant):
+    clock = Clock()
+    cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, clock=clock)
+    view = cache.authenticate(tenant.api_key)
+    assert view.key_id == tenant.key_id and view.app_id == tenant.app_id
+    with pytest.raises(ApiError) as unknown:
+        cache.authenticate("ud_unknown")
+    assert unknown.value.status == 403
+
+    tenant.revoke()
+    clock.now += 4.9
+    assert cache.authenticate(tenant.api_key).key_id == tenant.key_id  # still cached
+    with pytest.raises(ApiError):
+        cache.authenticate("ud_unknown")  # the miss is cached too
+    clock.now += 0.2
+    with pytest.raises(ApiError) as revoked:
+        cache.authenticate(tenant.api_key)
+    assert revoked.value.code == "invalid_api_key"
+
+
+def test_the_cache_sees_a_new_domain_after_the_ttl(tenant: Tenant):
+    clock = Clock()
+    cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, clock=clock)
+    assert cache.authenticate(tenant.api_key).domains == ()
+    tenant.add_domain("shop.example.com")
+    assert cache.authenticate(tenant.api_key).domains == ()
+    clock.now += 5
+    assert cache.authenticate(tenant.api_key).domains == ("shop.example.com",)
+
+
+def test_with_postgres_down_a_seen_key_keeps_working_and_an_unseen_one_is_503(tenant: Tenant):
+    clock = Clock()
+    cache = AuthCache(tenant.engine, ttl=1.0, retry_after=7, clock=clock)
+    assert cache.authenticate(tenant.api_key).key_id == tenant.key_id
+    down = make_engine(
+        Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere"),
+        connect_args={"connect_timeout": 2},
+    )
+    try:
+        cache._engine = down
+        clock.now += 10
+        assert cache.authenticate(tenant.api_key).key_id == tenant.key_id
+        with pytest.raises(ApiError) as unseen:
+            cache.authenticate("ud_never_seen")
+        assert unseen.value.status == 503
+        assert unseen.value.code == "auth_unavailable"
+        assert unseen.value.headers == {"Retry-After": "7"}
+    finally:
+        down.dispose()
+
+
+def test_the_cache_is_bounded(tenant: Tenant):
+    cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, max_entries=3)
+    for i in range(10):
+        with pytest.raises(ApiError):
+            cache.authenticate(f"ud_unknown_{i}")
+        assert len(cache._entries) <= 3
+
+
+def test_the_cache_compares_the_hash_it_found_in_constant_time(tenant: Tenant, monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr("api.auth.hmac.compare_digest", spy)
+    AuthCache(tenant.engine, ttl=5.0, retry_after=3).authenticate(tenant.api_key)
+    assert calls == [(hash_key(tenant.api_key), hash_key(tenant.api_key))]
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        (None, None),
+        ("", None),
+        ("Basic " + base64.b64encode(b"ud_abc:").decode(), "ud_abc"),
+        ("basic " + base64.b64encode(b"ud_abc:").decode(), "ud_abc"),
+        ("Basic " + base64.b64encode(b"ud_abc").decode(), "ud_abc"),
+        ("Basic " + base64.b64encode(b":ud_abc").decode(), "ud_abc"),
+        ("Basic " + base64.b64encode(b"ud_abc:ignored").decode(), "ud_abc"),
+        ("Basic " + base64.b64encode("ud_ü:".encode()).decode(), "ud_ü"),
+        ("Basic " + base64.b64encode(b"\xff\xfe:").decode(), None),
+        ("Basic not*base64", None),
+        ("Bearer ud_abc", "ud_abc"),
+        ("Token ud_abc", "ud_abc"),
+        ("TOKEN ud_abc", "ud_abc"),
+        ("Bearer", None),
+        ("ud_abc", None),
+        ("Negotiate ud_abc", None),
+    ],
+)
+def test_key_from_authorization(header, key):
+    assert key_from_authorization(header) == key
+
+
+# --- trusted domains -----------------------------------------------------------------------------
+
+
+def page_call(url: str | None) -> dict[str, Any]:
+    call: dict[str, Any] = {"type": "page", "anonymousId": "a1", "name": "Home"}
+    if url is not None:
+        call["context"] = {"page": {"url": url}}
+    return call
+
+
+DOMAIN_CASES = [
+    # trusted entries, headers, page url, accepted?
+    (["shop.example.com"], {"Origin": "https://shop.example.com"}, None, True),
+    (["shop.example.com"], {"Origin": "https://SHOP.example.com:8443"}, None, True),
+    (["shop.example.com"], {"Origin": "https://other.example.com"}, None, False),
+    (["shop.example.com"], {"Origin": "https://example.com"}, None, False),
+    (["*.example.com"], {"Origin": "https://shop.example.com"}, None, True),
+    (["*.example.com"], {"Origin": "https://a.b.example.com"}, None, True),
+    (["*.example.com"], {"Origin": "https://example.com"}, None, False),
+    (["*.example.com"], {"Origin": "https://evilexample.com"}, None, False),
+    (["*.example.com"], {"Origin": "https://example.com.evil.net"}, None, False),
+    (["*.example.com", "example.com"], {"Origin": "https://example.com"}, None, True),
+    # Referer where there is no Origin
+    (["shop.example.com"], {"Referer": "https://shop.example.com/cart?x=1"}, None, True),
+    (["shop.example.com"], {"Referer": "https://evil.net/"}, None, False),
+    # Origin wins over Referer
+    (
+        ["shop.example.com"],
+        {"Origin": "https://shop.example.com", "Referer": "https://evil.net/"},
+        None,
+        True,
+    ),
+    (
+        ["shop.example.com"],
+        {"Origin": "https://evil.net", "Referer": "https://shop.example.com/"},
+        None,
+        False,
+    ),
+    # An opaque Origin ("null") has no host: Referer, then the page url decide
+    (["shop.example.com"], {"Origin": "null"}, "https://evil.net/", False),
+    (["shop.example.com"], {"Origin": "null"}, "https://shop.example.com/", True),
+    # context.page.url where there is no header
+    (["shop.example.com"], {}, "https://shop.example.com/pricing", True),
+    (["shop.example.com"], {}, "https://evil.net/pricing", False),
+    # headers win over the page url
+    (["shop.example.com"], {"Origin": "https://shop.example.com"}, "https://evil.net/", True),
+    # no host at all: a server-side source
+    (["shop.example.com"], {}, None, True),
+    (["shop.example.com"], {}, "/relative/path", True),
+    # no trusted domains: everything
+    ([], {"Origin": "https://anything.net"}, "https://else.org/", True),
+]
+
+
+@pytest.mark.parametrize(("domains", "headers", "url", "accepted"), DOMAIN_CASES)
+def test_trusted_domains(domains, headers, url, accepted, client, tenant: Tenant, ingest_queue):
+    for host in domains:
+        tenant.add_domain(host)
+    response = post(client, "/v1/page", page_call(url), {**basic(tenant.api_key), **headers})
+    if accepted:
+        assert response.status_code == 200, response.json
+        assert len(ingest_queue()) == 1
+    else:
+        assert response.status_code == 403
+        assert response.json["code"] == "untrusted_domain"
+        assert ingest_queue() == []
+
+
+def test_one_untrusted_page_url_refuses_the_whole_batch(client, tenant: Tenant, ingest_queue):
+    tenant.add_domain("*.example.com")
+    batch = [page_call("https://www.example.com/"), page_call(None), page_call("https://evil.net/")]
+    response = post(client, "/v1/batch", {"batch": batch}, basic(tenant.api_key))
+    assert response.status_code == 403
+    assert response.json["code"] == "untrusted_domain"
+    assert ingest_queue() == []
+    good = {"batch": batch[:2]}
+    assert post(client, "/v1/batch", good, basic(tenant.api_key)).status_code == 200
+
+
+def test_the_batch_context_page_url_stands_for_calls_without_their_own(
+    client, tenant: Tenant, ingest_queue
+):
+    tenant.add_domain("shop.example.com")
+    body = {"batch": [page_call(None)], "context": {"page": {"url": "https://evil.net/"}}}
+    assert post(client, "/v1/batch", body, basic(tenant.api_key)).status_code == 403
+    body["batch"] = [page_call("https://shop.example.com/")]
+    assert post(client, "/v1/batch", body, basic(tenant.api_key)).status_code == 200
+
+
+def test_a_new_trusted_domain_is_enforced_within_the_cache_ttl(
+    client, tenant: Tenant, settings: Settings
+):
+    headers = {**basic(tenant.api_key), "Origin": "https://evil.net"}
+    assert post(client, "/v1/track", CALL, headers).status_code == 200
+    tenant.add_domain("shop.example.com")
+    time.sleep(settings.auth_cache_ttl + 0.05)
+    assert post(client, "/v1/track", CALL, headers).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("https://Shop.Example.com:443/x", "shop.example.com"),
+        ("http://user:pw@shop.example.com/", "shop.example.com"),
+        ("null", None),
+        ("", None),
+        (None, None),
+        (42, None),
+        ("shop.example.com", None),
+        ("http://[::1", None),
+    ],
+)
+def test_url_host(value, host):
+    assert url_host(value) == host
+
+
+# --- webhook signatures --------------------------------------------------------------------------
+
+
+def sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+WEBHOOK = fixture("webhook-forwarded")
+
+
+def test_a_webhook_with_a_good_signature_is_accepted(client, tenant: Tenant, ingest_queue):
+    tenant.set_secret("s3cret")
+    body = jdump(WEBHOOK)
+    headers = {**basic(tenant.api_key), "X-Signature": sign("s3cret", body)}
+    response = post(client, "/webhook", body, headers)
+    assert response.status_code == 200
+    assert ingest_queue()[0]["source"] == "webhook"
+
+
+def test_the_signature_is_compared_without_regard_to_hex_case(client, tenant: Tenant):
+    tenant.set_secret("s3cret")
+    body = jdump(WEBHOOK)
+    headers = {**basic(tenant.api_key), "X-Signature": sign("s3cret", body).upper()}
+    assert post(client, "/webhook", body, headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("signature", "code"),
+    [
+        (None, "missing_signature"),
+        ("", "missing_signature"),
+        ("0" * 40, "bad_signature"),
+        ("not hex at all ü", "bad_signature"),
+        ("sign-other-body", "bad_signature"),
+        ("sign-other-secret", "bad_signature"),
+    ],
+)
+def test_a_webhook_without_a_good_signature_is_401(
+    signature, code, client, tenant: Tenant, ingest_queue
+):
+    tenant.set_secret("s3cret")
+    body = jdump(WEBHOOK)
+    if signature == "sign-other-body":
+        signature = sign("s3cret", body + b" ")
+    elif signature == "sign-other-secret":
+        signature = sign("other", body)
+    headers = basic(tenant.api_key)
+    if signature is not None:
+        headers["X-Signature"] = signature
+    response = post(client, "/webhook", body, headers)
+    assert response.status_code == 401
+    assert response.json["code"] == code
+    assert ingest_queue() == []
+
+
+def test_an_app_without_a_secret_takes_unsigned_webhooks(client, tenant: Tenant, ingest_queue):
+    response = post(client, "/webhook", WEBHOOK, basic(tenant.api_key))
+    assert response.status_code == 200
+
+
+def test_a_gzip_webhook_may_be_signed_over_either_form_of_the_body(client, tenant: Tenant):
+    tenant.set_secret("s3cret")
+    raw = jdump(WEBHOOK)
+    wire = gz(raw)
+    for signed in (raw, wire):
+        headers = {
+            **basic(tenant.api_key),
+            "Content-Encoding": "gzip",
+            "X-Signature": sign("s3cret", signed),
+        }
+        assert post(client, "/webhook", wire, headers).status_code == 200
+
+
+def test_the_signature_is_only_asked_of_webhooks(client, tenant: Tenant):
+    tenant.set_secret("s3cret")
+    assert post(client, "/v1/track", CALL, basic(tenant.api_key)).status_code == 200

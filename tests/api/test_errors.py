@@ -1,0 +1,105 @@
+"""Every answer is JSON: unknown routes, wrong methods, bugs; plus health, readiness and CORS."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from api.errors import ApiError
+from tests.api.support import basic, jdump
+
+CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
+
+
+def test_an_unknown_route_is_a_json_404(client):
+    response = client.get("/v2/nothing")
+    assert response.status_code == 404
+    assert response.is_json
+    assert response.json == {"success": False, "code": "not_found", "message": "Not Found"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("get", "/v1/track"), ("delete", "/v1/batch"), ("post", "/healthz")]
+)
+def test_a_wrong_method_is_a_json_405_with_allow(method, path, client):
+    response = getattr(client, method)(path)
+    assert response.status_code == 405
+    assert response.json["code"] == "method_not_allowed"
+    assert "Allow" in response.headers
+
+
+def test_a_bug_is_a_json_500_without_a_traceback(client, receiver_app: Flask, monkeypatch, tenant):
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret detail from deep inside")
+
+    monkeypatch.setattr("api.views.check_call", boom)
+    response = client.post("/v1/track", data=jdump(CALL), headers=basic(tenant.api_key))
+    assert response.status_code == 500
+    assert response.is_json
+    assert response.json["code"] == "internal_error"
+    assert b"Traceback" not in response.data
+    assert b"secret detail" not in response.data
+
+
+def test_api_error_carries_its_headers_and_errors():
+    error = ApiError(
+        429,
+        "rate_limited",
+        "slow down",
+        errors=[{"code": "x", "message": "y"}],
+        headers={"Retry-After": "5"},
+    )
+    response = error.response()
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "5"
+    assert response.json == {
+        "success": False,
+        "code": "rate_limited",
+        "message": "slow down",
+        "errors": [{"code": "x", "message": "y"}],
+    }
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json["success"] is True
+
+
+def test_readyz_when_redis_and_postgres_answer(client, engine):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"success": True, "checks": {"redis": "ok", "postgres": "ok"}}
+
+
+def test_readyz_is_503_when_postgres_is_unreachable(make_receiver, redis_client):
+    app = make_receiver(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"] == {"redis": "ok", "postgres": "unreachable"}
+    assert response.json["code"] == "not_ready"
+    assert response.headers["Retry-After"]
+
+
+def test_readyz_is_503_when_redis_is_unreachable(make_receiver, engine):
+    app = make_receiver(redis_url="redis://127.0.0.1:1/0", broker_timeout=0.5)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"] == {"redis": "unreachable", "postgres": "ok"}
+
+
+def test_a_preflight_from_a_browser_is_answered_for_call_endpoints(client):
+    response = client.options(
+        "/v1/t",
+        headers={"Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+
+
+def test_call_answers_carry_cors_and_operational_ones_do_not(client, tenant):
+    response = client.post("/v1/track", data=jdump(CALL), headers=basic(tenant.api_key))
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in client.get("/healthz").headers
