@@ -34,6 +34,14 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+PROFILE_FIELDS = (
+    "email", "first_name", "last_name", "phone", "gender", "country", "region", "city",
+    "user_agent", "os", "device_name", "device_type", "language", "resolution", "ip_address",
+    "browser_family", "browser_version", "timezone", "current_url",
+)  # fmt: skip
+"""The standard profile columns of `users`, in the order SPEC 6 lists them."""
+COMPANY_FIELDS = ("name", "description", "email", "employees", "phone", "country", "region", "city")
+"""The standard columns of `companies` that group traits map to (SPEC 5.7)."""
 SCOPES = ("user", "company", "event")
 TYPES = ("string", "integer", "float", "boolean", "date", "datetime", "fixed", "json")
 ORIGINS = ("operator", "traffic")

@@ -14,6 +14,8 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from shared.models import (
+    COMPANY_FIELDS,
+    PROFILE_FIELDS,
     ApiKey,
     App,
     AttributeDefinition,
@@ -27,40 +29,6 @@ from shared.models import (
     User,
 )
 from shared.timeparse import iso
-
-PROFILE_FIELDS = (
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "gender",
-    "country",
-    "region",
-    "city",
-    "user_agent",
-    "os",
-    "device_name",
-    "device_type",
-    "language",
-    "resolution",
-    "ip_address",
-    "browser_family",
-    "browser_version",
-    "timezone",
-    "current_url",
-)
-"""The standard profile columns `users show` answers, in the order SPEC 6 lists them."""
-
-COMPANY_FIELDS = (
-    "name",
-    "description",
-    "email",
-    "employees",
-    "phone",
-    "country",
-    "region",
-    "city",
-)
 
 
 class NotFound(LookupError):

@@ -13,12 +13,6 @@ from typing import Any
 
 from workers.apply.attributes import Definitions
 
-PROFILE_FIELDS = (
-    "email", "first_name", "last_name", "phone", "gender", "country", "region", "city",
-    "user_agent", "os", "device_name", "device_type", "language", "resolution", "ip_address",
-    "browser_family", "browser_version", "timezone", "current_url",
-)  # fmt: skip
-COMPANY_FIELDS = ("name", "description", "email", "employees", "phone", "country", "region", "city")
 ATTR = "a."
 """Prefix of custom attributes in `field_times`, so an attribute never shares a standard field's time."""
 

@@ -16,12 +16,10 @@ from sqlalchemy import Connection, insert, text
 
 from shared.db import json_dumps
 from shared.ids import clean_text, normalize_id
-from shared.models import EventOccurrence, PageView
+from shared.models import COMPANY_FIELDS, PROFILE_FIELDS, EventOccurrence, PageView
 from workers.apply.attributes import Caps, Definition, Definitions
 from workers.apply.call import Call
 from workers.apply.state import (
-    COMPANY_FIELDS,
-    PROFILE_FIELDS,
     BatchState,
     CompanyState,
     IdKey,
