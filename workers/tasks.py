@@ -29,6 +29,8 @@ from workers.apply.deadletters import store as store_dead_letters
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60
+PRUNE_EVERY = 600.0
+"""Seconds between two prunes of old dedupe records by one worker process."""
 
 
 class Applier:
@@ -37,6 +39,7 @@ class Applier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._engine: Engine | None = None
+        self._next_prune = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -72,6 +75,7 @@ class Applier:
                     task, env.app_id, payload, "worker_error", f"{type(exc).__name__}: {exc}"
                 )
             return
+        self.prune()
         try:
             _record_metrics(outcome, env, time.perf_counter() - started)
         except Exception:  # metrics must never undo or fail applied work
@@ -85,6 +89,20 @@ class Applier:
                 "dead_letters": sum(outcome.dead_letters.values()),
             },
         )
+
+    def prune(self) -> None:
+        """Now and then, forget messageIds older than DEDUPE_DAYS so the table stays bounded."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY
+        try:
+            with self.engine.begin() as conn:
+                pruned = store.prune_processed(conn, self.settings.dedupe_days)
+        except Exception as exc:  # a prune can wait for the next round; the message is applied
+            logger.warning("could not prune dedupe records", extra={"error": type(exc).__name__})
+            return
+        if pruned:
+            logger.info("pruned dedupe records", extra={"pruned": pruned})
 
     def _retry(self, task: Task, env: Envelope, exc: Exception) -> None:
         retries = task.request.retries

@@ -107,3 +107,23 @@ def test_an_unexpected_error_keeps_the_calls(
     calls = [{"type": "page", "userId": "u1"}, {"type": "track", "userId": "u1", "event": "E"}]
     applier.apply(FakeTask(), envelope(app_id, calls).to_dict())
     assert [(r[1], r[2]) for r in dead_letters(clean_db)] == [("worker_error", c) for c in calls]
+
+
+def test_dedupe_records_older_than_dedupe_days_are_pruned(
+    applier: tasks.Applier, clean_db: Engine, app_id: int
+) -> None:
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO processed_messages (app_id, message_id, processed_at) VALUES "
+                "(:a, 'old', now() - interval '31 days'), (:a, 'recent', now() - interval '29 days')"
+            ),
+            {"a": app_id},
+        )
+    applier.apply(
+        FakeTask(),
+        envelope(app_id, [{"type": "page", "userId": "u1", "messageId": "new"}]).to_dict(),
+    )
+    with clean_db.connect() as conn:
+        kept = set(conn.scalars(text("SELECT message_id FROM processed_messages")))
+    assert kept == {"recent", "new"}

@@ -35,6 +35,22 @@ class ProfileVanished(RuntimeError):
     """A profile was merged away by a concurrent transaction between two reads; load again."""
 
 
+def prune_processed(conn: Connection, days: int, limit: int = 10_000) -> int:
+    """Forget up to `limit` messageIds applied more than `days` ago; returns how many went.
+
+    SKIP LOCKED lets every worker prune at once without queueing behind each other.
+    """
+    result = conn.execute(
+        text(
+            "DELETE FROM processed_messages WHERE ctid IN (SELECT ctid FROM processed_messages "
+            "WHERE processed_at < now() - make_interval(days => :days) LIMIT :limit "
+            "FOR UPDATE SKIP LOCKED)"
+        ),
+        {"days": days, "limit": limit},
+    )
+    return int(result.rowcount)
+
+
 def lock_key(app_id: int, kind: str, value: str) -> int:
     """A signed 64-bit advisory-lock key for one id of one app."""
     digest = hashlib.blake2b(f"{app_id}\0{kind}\0{value}".encode(), digest_size=8).digest()
