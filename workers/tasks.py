@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from shared import metrics
 from shared.db import make_engine
@@ -106,10 +106,7 @@ class Applier:
 
     def _retry(self, task: Task, env: Envelope, exc: Exception) -> None:
         retries = task.request.retries
-        countdown = min(2**retries, MAX_BACKOFF)
-        unreachable = isinstance(exc, OperationalError) and exc.connection_invalidated
-        unreachable = unreachable or "connection" in str(exc).lower()
-        if unreachable or retries < self.settings.task_max_retries:
+        if is_unreachable(exc) or retries < self.settings.task_max_retries:
             # Postgres being down is not the message's fault: it waits in Redis, however long.
             logger.warning(
                 "transient failure, retrying",
@@ -119,7 +116,7 @@ class Applier:
                     "retries": retries,
                 },
             )
-            raise task.retry(exc=Retriable(str(exc)), countdown=countdown, max_retries=None)
+            raise _retry_later(task, exc)
         self._dead_letter_all(
             task, env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
         )
@@ -146,16 +143,35 @@ class Applier:
             )
             for i, (call, mid) in enumerate(zip(calls, ids, strict=True))
         ]
-        with self.engine.begin() as conn:
-            store_dead_letters(conn, app_id if reason != "unknown_app" else None, letters)
+        try:
+            with self.engine.begin() as conn:
+                store_dead_letters(conn, app_id if reason != "unknown_app" else None, letters)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Nowhere to keep the calls yet: the message waits in Redis rather than being acked.
+            logger.warning("cannot store dead letters yet", extra={"request_id": request_id})
+            raise _retry_later(task, exc) from exc
         metrics.DEAD_LETTERS.labels(reason=reason).inc(len(letters))
         logger.error("message dead-lettered", extra={"request_id": request_id, "reason": reason})
 
 
-def _metrics() -> Any:
-    from shared import metrics
+def is_unreachable(exc: BaseException) -> bool:
+    """Postgres cannot be reached at all (down, restarting, network): retry without a limit."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    # No SQLSTATE: the client never got an answer. Class 08 is a connection exception; 57P01-03
+    # are the server shutting down or starting up.
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
-    return metrics
+
+def _retry_later(task: Task, exc: BaseException) -> Exception:
+    """Celery's Retry for this task, with exponential backoff capped at MAX_BACKOFF seconds."""
+    countdown = min(2**task.request.retries, MAX_BACKOFF)
+    return task.retry(exc=Retriable(str(exc)), countdown=countdown, max_retries=None)
 
 
 def _record_metrics(outcome: Outcome, env: Envelope, seconds: float) -> None:

@@ -127,3 +127,41 @@ def test_dedupe_records_older_than_dedupe_days_are_pruned(
     with clean_db.connect() as conn:
         kept = set(conn.scalars(text("SELECT message_id FROM processed_messages")))
     assert kept == {"recent", "new"}
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__("boom")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "unreachable"),
+    [
+        (None, True),
+        ("08006", True),
+        ("57P01", True),
+        ("57P03", True),
+        ("40P01", False),
+        ("23505", False),
+    ],
+)
+def test_unreachable_postgres_is_told_from_other_transient_errors(
+    sqlstate: str | None, unreachable: bool
+) -> None:
+    exc = OperationalError("SELECT 1", {}, _PgError(sqlstate))
+    assert tasks.is_unreachable(exc) is unreachable
+    assert tasks.is_unreachable(batch.store.ProfileVanished("x")) is False
+
+
+def test_dead_letters_that_cannot_be_written_keep_the_message_queued(
+    applier: tasks.Applier, clean_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def database_down(*_: Any, **__: Any) -> None:
+        raise OperationalError("INSERT", {}, _PgError(None))
+
+    monkeypatch.setattr(tasks, "store_dead_letters", database_down)
+    task = FakeTask(retries=2)
+    with pytest.raises(Retry):
+        applier.apply(task, {"v": 99, "calls": [{"type": "page"}]})
+    assert task.retried[0]["countdown"] == 4
