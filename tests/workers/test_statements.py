@@ -55,7 +55,7 @@ def test_a_batch_of_100_mixed_calls_costs_a_fixed_number_of_statements(
     finally:
         event.remove(conn, "before_cursor_execute", count)
     assert sum(outcome.applied.values()) == 100
-    # claim, 4 loads (app+definitions, event names, ids, profiles), 2 for companies, savepoint and
-    # release, and one statement per kind of write.
+    # app, claim, definitions, locks, ids, profiles, 2 for companies, savepoint and release, and
+    # one statement per kind of write.
     print(f"\n{len(statements)} statements for 100 calls ({'known' if warm else 'new'} users)")
     assert len(statements) <= 22, "\n".join(s.split("\n")[0][:90] for s in statements)

@@ -9,6 +9,7 @@ and the second finds the first's profile. New names go in with `ON CONFLICT DO N
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -192,21 +193,23 @@ def app_caps(conn: Connection, app_id: int) -> Caps:
 
 
 def _load_definitions(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> Definitions:
+    """The app's user and company definitions, those of the events in `calls`, and every event
+    name with its id, in one statement."""
     defs = Definitions(caps=caps)
     events = sorted({clean_text(str(c.body["event"]).strip()) for c in calls if c.type == "track"})
-    rows = conn.execute(
+    attributes, event_ids = conn.execute(
         text(
-            "SELECT scope, event, name, type, choices, multiple FROM attribute_definitions "
-            "WHERE app_id = :app AND (scope <> 'event' OR event = ANY(:events))"
+            "SELECT (SELECT coalesce(json_agg(json_build_array(scope, event, name, type, choices, "
+            "multiple)), '[]') FROM attribute_definitions "
+            "WHERE app_id = :app AND (scope <> 'event' OR event = ANY(:events))), "
+            "(SELECT coalesce(json_object_agg(name, id), '{}') FROM event_definitions "
+            "WHERE app_id = :app)"
         ),
         {"app": app_id, "events": events},
-    )
-    for scope, event, name, type_, choices, multiple in rows:
+    ).one()
+    for scope, event, name, type_, choices, multiple in attributes:
         defs.add(scope, event, name, Definition(type_, choices, multiple))
-    for event_id, name in conn.execute(
-        text("SELECT id, name FROM event_definitions WHERE app_id = :app"), {"app": app_id}
-    ):
-        defs.event_ids[name] = event_id
+    defs.event_ids.update(event_ids)
     return defs
 
 
@@ -240,10 +243,24 @@ def flush(conn: Connection, state: BatchState, key_id: str | None = None) -> Non
         ]
         conn.execute(insert(EventOccurrence), rows)
     _count_ignored(conn, state)
-    if key_id is not None:
+    if key_id is not None and _key_use_due(key_id):
         conn.execute(
             text("UPDATE api_keys SET last_used_at = now() WHERE id = :key"), {"key": key_id}
         )
+
+
+KEY_USE_EVERY = 60.0
+"""Seconds between two writes of one key's last_used_at by one worker process."""
+_key_used: dict[str, float] = {}
+
+
+def _key_use_due(key_id: str) -> bool:
+    """True at most once a minute per key and process: last_used_at is a hint, not a log."""
+    now = time.monotonic()
+    if now < _key_used.get(key_id, 0.0):
+        return False
+    _key_used[key_id] = now + KEY_USE_EVERY
+    return True
 
 
 def _insert_new_profiles(conn: Connection, state: BatchState) -> dict[int, int]:
