@@ -1,4 +1,5 @@
-"""`userdest`, the operator CLI: the database, apps, keys, domains, definitions and profiles.
+"""`userdest`, the operator CLI: the database, apps, keys, domains, definitions, profiles, replays,
+dead letters and queues.
 
 Every command takes `--json` for a machine answer (indented JSON on stdout) and otherwise prints
 tables. A mistake the operator can fix (an unknown app, a bad type, an unreachable database) ends
@@ -8,9 +9,12 @@ settings and an engine are made when it runs, so `--help` needs no database.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 import orjson
@@ -25,15 +29,23 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from shared import deadletters as dead_letters
 from shared import readmodel, tenancy
 from shared.db import make_engine, make_sessionmaker
 from shared.migrate import upgrade
 from shared.models import SCOPES, App, AttributeDefinition, EventDefinition
+from shared.queues import QUEUES, REPLAY
 from shared.readmodel import NotFound
 from shared.settings import Settings, SettingsError
 from shared.tenancy import TenancyError
 from shared.timeparse import iso
 from workers.coerce import normalize_type
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+
+    from shared.replay import Source, Summary
 
 T = TypeVar("T")
 
@@ -173,9 +185,11 @@ app_option = click.option("--app", "app_name", required=True, metavar="NAME", he
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Operate userdest: the database, apps, API keys, trusted domains, attributes and profiles.
+    """Operate userdest: the database, apps, API keys, trusted domains, attributes, profiles,
+    replays, dead letters and queues.
 
-    Reads DATABASE_URL (postgresql://user@host:5432/db). Every command takes --json.
+    Reads DATABASE_URL (postgresql://user@host:5432/db) and, for replay, deadletters replay and
+    queue, REDIS_URL (redis://host:6379/0). Every command takes --json.
     """
 
 
@@ -609,3 +623,419 @@ def companies_show(app_name: str, group_id: str, as_json: bool) -> None:
         _in_app(app_name, lambda s, app_id: readmodel.company_profile(s, app_id, group_id))
     )
     emit(found, as_json, title=f"company {group_id}")
+
+
+# --- replay, dead letters, queues ---------------------------------------------------------------
+#
+# These need Redis, Celery's message format and (for replays) the receiver's checks; they import
+# them when they run, so the other commands start without loading Flask, Celery or redis-py.
+
+
+@contextmanager
+def _broker(settings: Settings, read_timeout: float | None = None) -> Iterator[redis.Redis]:
+    """A Redis client for REDIS_URL that answers now; any Redis failure becomes one line."""
+    import redis
+
+    from shared.publish import BrokerUnavailable, make_redis
+
+    client = make_redis(settings, read_timeout)
+    try:
+        client.ping()
+        yield client
+    except (redis.RedisError, BrokerUnavailable) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"cannot reach Redis: {_one_line(first)}") from None
+    finally:
+        client.close()
+
+
+@contextmanager
+def _celery(settings: Settings) -> Iterator[Celery]:
+    from shared.celery_app import make_celery
+
+    app = make_celery(settings)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+@contextmanager
+def _progress(
+    source: Source,
+) -> Iterator[tuple[Callable[[Summary], None], Callable[[str], None]]]:
+    """(on_line, say): a rich progress bar on stderr where stderr is a terminal, else nothing;
+    `say` prints a line on stderr without tearing the bar."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield (lambda _summary: None), (lambda message: click.echo(message, err=True))
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn()]
+    if source.total is not None:
+        columns += [DownloadColumn(), TimeRemainingColumn()]
+    columns += [TimeElapsedColumn(), TextColumn("{task.fields[counts]}")]
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(os.path.basename(source.name), total=source.total, counts="")
+        seen = 0
+
+        def on_line(summary: Summary) -> None:
+            nonlocal seen
+            seen += 1
+            if seen % 200:
+                return  # the bar redraws ten times a second; most lines need not touch it
+            progress.update(
+                task,
+                completed=source.position() or 0,
+                counts=f"{summary.accepted} ok, {summary.rejected} rejected, "
+                f"{summary.duplicates} dup",
+            )
+
+        yield on_line, lambda message: progress.console.print(Text(message))
+        progress.update(task, completed=source.total or 0)
+
+
+@main.command("replay")
+@click.argument(
+    "path",
+    metavar="FILE|-",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+)
+@app_option
+@click.option(
+    "--queue",
+    type=click.Choice(QUEUES),
+    default=REPLAY,
+    show_default=True,
+    help="The queue to fill; `replay` keeps backfills away from live traffic.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="At most N calls a second.",
+)
+@click.option("--dry-run", is_flag=True, help="Check and count every line; enqueue nothing.")
+@json_option
+def replay_file(
+    path: str, app_name: str, queue: str, rate: float | None, dry_run: bool, as_json: bool
+) -> None:
+    """Check NDJSON Segment calls and enqueue the good ones for the app.
+
+    FILE (or - for stdin, gzip or not) holds one call or one {"batch": [...]} body a line. Each line
+    is checked as the receiver checks a request; refused lines go to stderr with their number and
+    reason. Calls keep their messageId, or get one derived from their content, so replaying the
+    same input twice applies nothing twice.
+    """
+    from shared import replay
+    from shared.publish import Publisher
+
+    settings = _settings()
+    app_id = work(lambda session: tenancy.get_app(session, app_name).id)
+
+    def run(send: Callable[[dict[str, Any]], None] | None) -> Summary:
+        try:
+            source = replay.Source(path, _stdin())
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            with _progress(source) as (on_line, say):
+                return replay.replay_lines(
+                    source.lines(),
+                    app_id=app_id,
+                    settings=settings,
+                    send=send,
+                    rate=rate,
+                    on_reject=lambda rejection: say(str(rejection)),
+                    on_line=on_line,
+                )
+        except replay.ReplayError as exc:
+            raise click.ClickException(_one_line(str(exc))) from None
+        finally:
+            source.close()
+
+    if dry_run:
+        summary = run(None)
+    else:
+        with _broker(settings) as client, _celery(settings) as celery:
+            summary = run(replay.publisher_send(Publisher(celery, client), queue))
+    if as_json:
+        emit(summary.answer(), True)
+        return
+    details = {**summary.answer(), "messages": summary.messages, "queue": queue}
+    emit(details, False, title="dry run: nothing enqueued" if dry_run else f"replayed to {queue}")
+
+
+def _stdin() -> BinaryIO:
+    return sys.stdin.buffer
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return dead_letters.parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+optional_app = click.option("--app", "app_name", metavar="NAME", help="Only this app's.")
+reason_option = click.option("--reason", metavar="CODE", help="Only this reason code.")
+older_option = click.option(
+    "--older-than",
+    metavar="DURATION",
+    callback=_duration,
+    help="Only those created longer ago than this (30m, 12h, 7d, 1d12h).",
+)
+
+
+def _app_id(session: Session, app_name: str | None) -> int | None:
+    return None if app_name is None else tenancy.get_app(session, app_name).id
+
+
+@main.group()
+def deadletters() -> None:
+    """Dead letters: batch calls the receiver refused, calls a worker could not apply.
+
+    Listed, shown, replayed after a fix (keeping their messageId) and purged. A replayed letter
+    stays, marked, and is listed again only if it fails again.
+    """
+
+
+@deadletters.command("list")
+@optional_app
+@reason_option
+@older_option
+@click.option(
+    "--newer-than",
+    metavar="DURATION",
+    callback=_duration,
+    help="Only those created at most this long ago.",
+)
+@click.option("--all", "include_replayed", is_flag=True, help="Include the replayed ones.")
+@limit_option
+@json_option
+def deadletters_list(
+    app_name: str | None,
+    reason: str | None,
+    older_than: timedelta | None,
+    newer_than: timedelta | None,
+    include_replayed: bool,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List dead letters, newest first: those not replayed yet unless --all."""
+
+    def unit(session: Session) -> list[dict[str, Any]]:
+        where = dead_letters.Filter(
+            app_id=_app_id(session, app_name),
+            reason=reason,
+            older_than=older_than,
+            newer_than=newer_than,
+            include_replayed=include_replayed,
+        )
+        return dead_letters.list_letters(session, where, limit)
+
+    letters = work(unit)
+    if not as_json:
+        # A call can be 32 KB: the table shows its start; `deadletters show ID` shows all of it.
+        letters = [{**row, "call": _abbreviated(row["call"])} for row in letters]
+    emit(letters, as_json, title="dead letters", empty="no dead letters")
+
+
+def _abbreviated(value: Any, width: int = 60) -> str:
+    text_ = orjson.dumps(value).decode()
+    return text_ if len(text_) <= width else text_[: width - 1] + "…"
+
+
+@deadletters.command("show")
+@click.argument("letter_id", metavar="ID", type=int)
+@json_option
+def deadletters_show(letter_id: int, as_json: bool) -> None:
+    """Show the dead letter ID with its raw call and everything kept about it."""
+    letter = work(lambda session: dead_letters.show_letter(session, letter_id))
+    emit(letter, as_json, title=f"dead letter {letter_id}")
+
+
+@deadletters.command("replay")
+@optional_app
+@reason_option
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@json_option
+def deadletters_replay(
+    app_name: str | None, reason: str | None, ids: tuple[int, ...], as_json: bool
+) -> None:
+    """Enqueue dead letters again on the `replay` queue, after a fix.
+
+    The letters IDs, else every one not replayed yet (of the app, of the reason). Each keeps its
+    messageId, so what was applied before is not applied twice. A letter the receiver's checks
+    still refuse, or of an unknown app, is skipped and stays listed.
+    """
+    from shared import replay
+    from shared.publish import Publisher
+
+    settings = _settings()
+    with _broker(settings) as client, _celery(settings) as celery:
+        publisher = Publisher(celery, client)
+
+        def unit(session: Session) -> dict[str, Any]:
+            return replay.replay_dead_letters(
+                session,
+                publisher,
+                REPLAY,
+                app_id=_app_id(session, app_name),
+                ids=ids,
+                reason=reason,
+            )
+
+        try:
+            answer = work(unit)
+        except replay.ReplayError as exc:
+            raise click.ClickException(_one_line(str(exc))) from None
+    emit(answer, as_json, title="dead letters replayed")
+
+
+@deadletters.command("purge")
+@optional_app
+@reason_option
+@older_option
+@click.option("--replayed", "replayed_only", is_flag=True, help="Only those already replayed.")
+@click.option("--yes", is_flag=True, help="Really delete them: there is no undo.")
+@json_option
+def deadletters_purge(
+    app_name: str | None,
+    reason: str | None,
+    older_than: timedelta | None,
+    replayed_only: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete dead letters for good: all of them, or the app's, reason's, age's. Needs --yes."""
+
+    def unit(session: Session) -> dict[str, Any]:
+        where = dead_letters.Filter(
+            app_id=_app_id(session, app_name),
+            reason=reason,
+            older_than=older_than,
+            include_replayed=True,
+            replayed_only=replayed_only,
+        )
+        if not yes:
+            count = dead_letters.count_letters(session, where)
+            raise click.ClickException(
+                f"this would delete {count} dead letters for good; add --yes to do it"
+            )
+        return {"deleted": dead_letters.purge(session, where)}
+
+    emit(work(unit), as_json, title="dead letters purged")
+
+
+@main.group()
+def queue() -> None:
+    """The Redis queues: how much waits, and a copy of it."""
+
+
+@queue.command("stats")
+@json_option
+def queue_stats(as_json: bool) -> None:
+    """Each queue's waiting and unacknowledged messages and lag, and the open dead letters.
+
+    The lag is the age in seconds of the oldest waiting message. Without Postgres the dead-letter
+    count is null (and a warning goes to stderr): the queues are what to look at in an outage.
+    """
+    from shared import queue_tools
+
+    settings = _settings()
+    with _broker(settings) as client:
+        queues = queue_tools.queue_stats(client)
+    dead: int | None
+    try:
+        dead = work(dead_letters.count_open)
+    except (DBAPIError, psycopg.Error) as exc:
+        reason = _database_error(exc) if isinstance(exc, DBAPIError) else str(exc)
+        click.echo(f"Warning: dead letters not counted: {_one_line(reason)}", err=True)
+        dead = None
+    lags = [q["lag_seconds"] for q in queues.values() if q["lag_seconds"] is not None]
+    answer = {"queues": queues, "dead_letters": dead, "lag_seconds": max(lags, default=None)}
+    if as_json:
+        emit(answer, True)
+        return
+    emit([{"queue": name, **stats} for name, stats in queues.items()], False, title="queues")
+    click.echo(f"dead letters not replayed: {'unknown' if dead is None else dead}")
+
+
+@queue.command("export")
+@click.option(
+    "--queue", "name", type=click.Choice(QUEUES), required=True, help="The queue to copy."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Write here instead of stdout; a name ending in .gz is gzipped.",
+)
+@optional_app
+@json_option
+def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool) -> None:
+    """Write the messages waiting in a queue as NDJSON, leaving them on the queue.
+
+    One {"batch": [...]} body a line, oldest first; each call carries its messageId and
+    receivedAt, so `userdest replay` of the file, here or on another deployment, applies each
+    call once and with its event time. Calls the receiver refused are dead letters, not exported.
+    A queue holds every app's messages and `replay --app` puts a file under one app: export one
+    app at a time with --app. The summary goes to stdout with --out, else to stderr.
+    """
+    import gzip
+
+    from shared import queue_tools
+
+    settings = _settings()
+    app_id = None if app_name is None else work(lambda s: tenancy.get_app(s, app_name).id)
+    # One LRANGE answers the whole queue: give it longer than a publish gets.
+    with _broker(settings, read_timeout=max(60.0, settings.broker_timeout)) as client:
+        target: Any
+        if out is None:
+            target = sys.stdout.buffer
+        elif out.endswith(".gz"):
+            target = gzip.open(out, "wb")  # noqa: SIM115 (closed below)
+        else:
+            target = open(out, "wb")  # noqa: SIM115 (closed below)
+        try:
+            summary = queue_tools.export_queue(
+                client,
+                name,
+                target.write,
+                max_bytes=settings.max_batch_bytes,
+                max_calls=settings.max_batch_calls,
+                app_id=app_id,
+            )
+        finally:
+            if out is None:
+                target.flush()
+            else:
+                target.close()
+    for skipped in summary.skipped:
+        click.echo(f"message {skipped['position']}: skipped: {skipped['error']}", err=True)
+    if len(summary.app_ids) > 1:
+        click.echo(
+            f"Warning: the export holds the calls of {len(summary.app_ids)} apps and "
+            "`userdest replay --app` puts a whole file under one; export each with --app NAME",
+            err=True,
+        )
+    answer = {**summary.answer(), "out": out}
+    if out is not None:
+        emit(answer, as_json, title=f"exported {name}")
+    elif as_json:
+        click.echo(orjson.dumps(answer).decode(), err=True)
+    else:
+        click.echo(
+            f"exported {summary.messages} messages ({summary.calls} calls) from {name}", err=True
+        )

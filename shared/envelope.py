@@ -70,3 +70,20 @@ class Envelope:
             return cls.from_dict(orjson.loads(raw))
         except orjson.JSONDecodeError as exc:
             raise EnvelopeError(f"a message must be JSON: {exc}") from None
+
+
+def merge_defaults(call: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A call with an envelope's `defaults` under its own keys; `context` merges one level deep.
+
+    A call's `null` does not hide a default: Segment's libraries send nulls for "not set".
+    """
+    if not defaults:
+        return call
+    body = dict(defaults)
+    for key, value in call.items():
+        if value is not None or key not in defaults:
+            body[key] = value
+    base_ctx, own_ctx = defaults.get("context"), call.get("context")
+    if isinstance(base_ctx, dict) and isinstance(own_ctx, dict):
+        body["context"] = {**base_ctx, **own_ctx}
+    return body

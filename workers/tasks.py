@@ -132,6 +132,8 @@ class Applier:
         if not isinstance(ids, list) or len(ids) != len(calls):
             ids = [None] * len(calls)
         request_id = payload.get("request_id") if isinstance(payload, dict) else None
+        kept = ("request_id", "received_at", "defaults", "sent_at")
+        meta = {k: payload.get(k) for k in kept} if isinstance(payload, dict) else {}
         letters = [
             DeadLetter(
                 dedupe_key=f"{reason}:{app_id}:{task.request.id or request_id}:{i}:{mid}",
@@ -139,7 +141,7 @@ class Applier:
                 error=error,
                 call=call,
                 message_id=mid,
-                meta={"request_id": request_id},
+                meta=meta,
             )
             for i, (call, mid) in enumerate(zip(calls, ids, strict=True))
         ]

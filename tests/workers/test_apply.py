@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -548,17 +549,20 @@ def test_cap_on_event_names(apply: Apply, conn: Connection, app_id: int) -> None
     assert count(conn, "SELECT count(*) FROM event_definitions") == 1
 
 
-def test_key_last_used_is_written_by_the_worker(
+def test_key_last_used_is_written_by_the_worker_at_most_once_a_minute(
     apply: Apply, conn: Connection, app_id: int
 ) -> None:
+    key = f"key_{uuid.uuid4().hex[:8]}"  # the throttle is per process: a key no test used before
     conn.execute(
-        text(
-            "INSERT INTO api_keys (id, app_id, key_hash, prefix) VALUES ('key_1', :a, 'h', 'ud_x')"
-        ),
-        {"a": app_id},
+        text("INSERT INTO api_keys (id, app_id, key_hash, prefix) VALUES (:k, :a, :k, 'ud_x')"),
+        {"k": key, "a": app_id},
     )
-    apply(envelope(app_id, [page("u1")], key_id="key_1"))
-    assert conn.scalar(text("SELECT last_used_at FROM api_keys WHERE id = 'key_1'")) is not None
+    apply(envelope(app_id, [page("u1")], key_id=key))
+    first = conn.scalar(text("SELECT last_used_at FROM api_keys WHERE id = :k"), {"k": key})
+    assert first is not None
+    conn.execute(text("UPDATE api_keys SET last_used_at = NULL WHERE id = :k"), {"k": key})
+    apply(envelope(app_id, [page("u1")], key_id=key))
+    assert conn.scalar(text("SELECT last_used_at FROM api_keys WHERE id = :k"), {"k": key}) is None
 
 
 def test_nul_characters_never_fail_a_call(apply: Apply, conn: Connection, app_id: int) -> None:

@@ -78,10 +78,13 @@ def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = No
     outcome = Outcome()
     caps = store.app_caps(conn, env.app_id)
     received_at = parse_iso(env.received_at) or utcnow()
+    # What a dead letter needs to be replayed as it was sent: the batch's defaults and sentAt.
     meta: dict[str, Any] = {
         "received_at": env.received_at,
         "request_id": env.request_id,
         "key_id": env.key_id,
+        "defaults": env.defaults,
+        "sent_at": env.sent_at,
     }
     letters = [
         DeadLetter(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.envelope import Envelope
+from shared.envelope import Envelope, merge_defaults
 from shared.ids import clean_text, normalize_id
 from shared.timeparse import parse_iso
 from workers.eventtime import event_time
@@ -43,28 +43,11 @@ class Call:
         return value if isinstance(value, dict) else {}
 
 
-def merged_body(raw: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The batch's top-level fields under the call's own; `context` is merged one level deep.
-
-    A call's `null` does not hide a default: Segment's libraries send nulls for "not set".
-    """
-    if not defaults:
-        return raw
-    body = dict(defaults)
-    for key, value in raw.items():
-        if value is not None or key not in defaults:
-            body[key] = value
-    base_ctx, own_ctx = defaults.get("context"), raw.get("context")
-    if isinstance(base_ctx, dict) and isinstance(own_ctx, dict):
-        body["context"] = {**base_ctx, **own_ctx}
-    return body
-
-
 def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at: datetime) -> Call:
     """Interpret one raw call of `env`; raises BadCall for what the receiver should have refused."""
     if not isinstance(raw, dict):
         raise BadCall("not_an_object", "a call must be a JSON object")
-    body = merged_body(raw, env.defaults)
+    body = merge_defaults(raw, env.defaults)
     kind = body.get("type")
     if kind not in TYPES:
         raise BadCall("unknown_type", f"unknown call type {kind!r}")

@@ -1,0 +1,141 @@
+"""The operator's side of dead letters: listing, showing, counting and purging them (SPEC 7).
+
+Workers write dead letters (workers/apply/deadletters.py); `userdest deadletters replay` puts them
+back on a queue (shared/replay.py) and stamps `replayed_at`. A letter is *open* while it was never
+replayed, or failed again after its last replay: the worker's upsert moves `updated_at` past
+`replayed_at` then. Lists and counts show open letters unless asked for all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from shared.models import App, DeadLetter
+from shared.readmodel import NotFound
+from shared.timeparse import iso
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `2h`, `7d`, `1w` or sums of them (`1d12h`); plain digits are seconds."""
+    value = text.strip().lower()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    parts = _DURATION.findall(value)
+    if not parts or _DURATION.sub("", value).strip():
+        raise ValueError(f"{text!r} is not a duration such as 30m, 12h, 7d or 1d12h")
+    total = timedelta()
+    for amount, unit in parts:
+        total += timedelta(**{_UNITS[unit]: int(amount)})
+    return total
+
+
+def is_open() -> ColumnElement[bool]:
+    """Never replayed, or failed again after its last replay."""
+    return or_(DeadLetter.replayed_at.is_(None), DeadLetter.updated_at > DeadLetter.replayed_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which dead letters a command means."""
+
+    app_id: int | None = None
+    reason: str | None = None
+    older_than: timedelta | None = None
+    """Created longer ago than this."""
+    newer_than: timedelta | None = None
+    """Created at most this long ago."""
+    include_replayed: bool = False
+    replayed_only: bool = False
+
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if self.app_id is not None:
+            clauses.append(DeadLetter.app_id == self.app_id)
+        if self.reason is not None:
+            clauses.append(DeadLetter.reason == self.reason)
+        if self.older_than is not None:
+            clauses.append(DeadLetter.created_at < func.now() - self.older_than)
+        if self.newer_than is not None:
+            clauses.append(DeadLetter.created_at >= func.now() - self.newer_than)
+        if self.replayed_only:
+            clauses.append(~is_open())
+        elif not self.include_replayed:
+            clauses.append(is_open())
+        return clauses
+
+
+def list_letters(session: Session, where: Filter, limit: int | None) -> list[dict[str, Any]]:
+    """Dead letters, newest first: `{"id", "app", "reason", "error", "attempts", "created_at",
+    "call"}` (SPEC 6)."""
+    query = (
+        select(DeadLetter, App.name)
+        .outerjoin(App, App.id == DeadLetter.app_id)
+        .where(*where.where())
+        .order_by(DeadLetter.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "id": letter.id,
+            "app": app,
+            "reason": letter.reason,
+            "error": letter.error,
+            "attempts": letter.attempts,
+            "created_at": iso(letter.created_at),
+            "call": letter.call,
+        }
+        for letter, app in session.execute(query)
+    ]
+
+
+def show_letter(session: Session, letter_id: int) -> dict[str, Any]:
+    """One dead letter with everything kept about it."""
+    row = session.execute(
+        select(DeadLetter, App.name)
+        .outerjoin(App, App.id == DeadLetter.app_id)
+        .where(DeadLetter.id == letter_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no dead letter {letter_id}")
+    letter, app = row
+    return {
+        "id": letter.id,
+        "app": app,
+        "reason": letter.reason,
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "created_at": iso(letter.created_at),
+        "updated_at": iso(letter.updated_at),
+        "replayed_at": None if letter.replayed_at is None else iso(letter.replayed_at),
+        "message_id": letter.message_id,
+        "meta": letter.meta,
+        "call": letter.call,
+    }
+
+
+def count_letters(session: Session, where: Filter) -> int:
+    """How many dead letters `where` names."""
+    query = select(func.count()).select_from(DeadLetter).where(*where.where())
+    return session.scalar(query) or 0
+
+
+def count_open(session: Session) -> int:
+    """How many dead letters wait for an operator."""
+    return count_letters(session, Filter())
+
+
+def purge(session: Session, where: Filter) -> int:
+    """Delete the dead letters `where` names, replayed or not unless it says; how many went."""
+    result = session.execute(
+        delete(DeadLetter).where(*where.where()).execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

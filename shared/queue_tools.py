@@ -1,0 +1,211 @@
+"""Reading the queues without consuming them: `userdest queue stats` and `queue export` (SPEC 7).
+
+A queue is kombu's Redis list of that name: publishers LPUSH, workers take from the other end, so
+the oldest waiting message is the list's last element. A message a worker holds but has not
+acknowledged sits in kombu's `unacked` hash until it is acknowledged or, after the visibility
+timeout, put back on its queue.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis
+
+from shared.envelope import Envelope, EnvelopeError
+from shared.queues import APPLY_TASK, QUEUES
+from shared.timeparse import parse_iso, utcnow
+from workers.eventtime import MAX_FUTURE
+
+UNACKED = "unacked"
+"""kombu's Redis hash of delivered, unacknowledged messages (its `unacked_key`)."""
+_BATCH_KEYS = ("context", "integrations")
+
+
+class MessageError(ValueError):
+    """A queued message that is not an APPLY_TASK message carrying an envelope."""
+
+
+def decode_message(raw: bytes | str) -> Envelope:
+    """The envelope inside one message as kombu's Redis transport stores it."""
+    try:
+        message = orjson.loads(raw)
+        headers = message.get("headers") or {}
+        if headers.get("task") != APPLY_TASK:
+            raise MessageError(f"not a {APPLY_TASK} message")
+        body = message["body"]
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = orjson.loads(body)[0]
+        return Envelope.from_dict(args[0])
+    except MessageError:
+        raise
+    except EnvelopeError as exc:
+        raise MessageError(str(exc)) from None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise MessageError("not a message kombu wrote") from None
+
+
+# --- stats ---------------------------------------------------------------------------------------
+
+
+def lag_seconds(envelope: Envelope, now: datetime) -> float | None:
+    received = parse_iso(envelope.received_at)
+    if received is None:
+        return None
+    return round(max(0.0, (now - received).total_seconds()), 3)
+
+
+def unacked_by_queue(client: redis.Redis) -> Counter[str]:
+    """Delivered but unacknowledged messages, by the queue they were routed to."""
+    counts: Counter[str] = Counter()
+    for _tag, value in client.hscan_iter(UNACKED):
+        try:
+            _message, _exchange, routing_key = orjson.loads(value)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            continue
+        counts[str(routing_key)] += 1
+    return counts
+
+
+def queue_stats(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Each queue's waiting and unacknowledged messages and its lag: the age in seconds of its
+    oldest waiting message, from that envelope's received_at (None when nothing waits)."""
+    pipe = client.pipeline(transaction=True)
+    for queue in QUEUES:
+        pipe.llen(queue)
+        pipe.lindex(queue, -1)
+    answers = pipe.execute()
+    unacked = unacked_by_queue(client)
+    now = utcnow()
+    stats: dict[str, dict[str, Any]] = {}
+    for position, queue in enumerate(QUEUES):
+        waiting, oldest = answers[2 * position], answers[2 * position + 1]
+        lag = None
+        if oldest is not None:
+            try:
+                lag = lag_seconds(decode_message(oldest), now)
+            except MessageError:
+                lag = None
+        stats[queue] = {"waiting": int(waiting), "unacked": unacked[queue], "lag_seconds": lag}
+    return stats
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+def _received_at(call: dict[str, Any], envelope: Envelope) -> str:
+    """The receivedAt the worker would use for this call: its own where it honours that, else the
+    envelope's (workers/eventtime.py)."""
+    envelope_time = parse_iso(envelope.received_at)
+    own = call.get("receivedAt")
+    own_time = parse_iso(own)
+    if own_time is not None and (envelope_time is None or own_time <= envelope_time + MAX_FUTURE):
+        return str(own)
+    return envelope.received_at
+
+
+def export_calls(envelope: Envelope) -> list[dict[str, Any]]:
+    """The envelope's accepted calls, each carrying its assigned messageId and its receivedAt.
+
+    A default the envelope holds beside the batch's context and integrations (the type a single
+    call's endpoint fixes) goes into the call where the call has none, as the worker would merge it.
+    """
+    extra = {k: v for k, v in envelope.defaults.items() if k not in _BATCH_KEYS}
+    calls = []
+    for call, message_id in zip(envelope.calls, envelope.message_ids, strict=True):
+        if not isinstance(call, dict):
+            continue  # the receiver never accepts one; a worker would dead-letter it
+        out = dict(call)
+        for key, value in extra.items():
+            if out.get(key) is None:
+                out[key] = value
+        out["messageId"] = message_id
+        out["receivedAt"] = _received_at(call, envelope)
+        calls.append(out)
+    return calls
+
+
+def export_lines(envelope: Envelope, max_bytes: int, max_calls: int) -> Iterator[bytes]:
+    """NDJSON lines of `{"batch": [...], "context"?, "integrations"?, "sentAt"?}` bodies for the
+    envelope, each within `max_bytes` and `max_calls` so that `userdest replay` takes it whole."""
+    tail = b""
+    for key in _BATCH_KEYS:
+        if key in envelope.defaults:
+            tail += b',"' + key.encode() + b'":' + orjson.dumps(envelope.defaults[key])
+    if envelope.sent_at is not None:
+        tail += b',"sentAt":' + orjson.dumps(envelope.sent_at)
+    overhead = len(b'{"batch":[]') + len(tail) + len(b"}")
+    chunk: list[bytes] = []
+    size = overhead
+    for call in export_calls(envelope):
+        encoded = orjson.dumps(call)
+        if chunk and (size + len(encoded) + 1 > max_bytes or len(chunk) >= max_calls):
+            yield b'{"batch":[' + b",".join(chunk) + b"]" + tail + b"}\n"
+            chunk, size = [], overhead
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    if chunk:
+        yield b'{"batch":[' + b",".join(chunk) + b"]" + tail + b"}\n"
+
+
+@dataclass(slots=True)
+class Export:
+    queue: str
+    messages: int = 0
+    calls: int = 0
+    lines: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    app_ids: set[int] = field(default_factory=set)
+    """The apps whose messages were written: `userdest replay` puts a whole file under one."""
+
+    def answer(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "messages": self.messages,
+            "calls": self.calls,
+            "lines": self.lines,
+            "apps": len(self.app_ids),
+            "skipped": self.skipped,
+        }
+
+
+def export_queue(
+    client: redis.Redis,
+    queue: str,
+    write: Callable[[bytes], Any],
+    *,
+    max_bytes: int,
+    max_calls: int,
+    app_id: int | None = None,
+) -> Export:
+    """Write the messages waiting on `queue` (of `app_id` only, where given), oldest first,
+    without taking any off it.
+
+    One LRANGE reads the whole list at one instant, so the export is exactly the queue as it was
+    then (no message missed or written twice while receivers push and workers pop); it holds the
+    queue's bytes in memory once.
+    """
+    summary = Export(queue)
+    waiting = client.lrange(queue, 0, -1)
+    for position, raw in enumerate(reversed(waiting), start=1):
+        try:
+            envelope = decode_message(raw)
+        except MessageError as exc:
+            summary.skipped.append({"position": position, "error": str(exc)})
+            continue
+        if app_id is not None and envelope.app_id != app_id:
+            continue
+        summary.messages += 1
+        summary.app_ids.add(envelope.app_id)
+        for line in export_lines(envelope, max_bytes, max_calls):
+            write(line)
+            summary.lines += 1
+        summary.calls += sum(1 for c in envelope.calls if isinstance(c, dict))
+    return summary

@@ -1,0 +1,485 @@
+"""`userdest replay` and `userdest deadletters replay`: Segment calls back onto a queue (SPEC 7).
+
+Each line of an NDJSON file (one call, or one `{"batch": [...]}` body) is checked by the receiver's
+own functions (api/checks.py) and within the receiver's size limits; the calls that pass travel in
+envelopes of up to CALLS_PER_MESSAGE calls, as the receiver's would, with source "replay".
+
+Idempotency is the point: every call keeps its `messageId`, and a call without one gets a UUID5 of
+its canonical JSON instead of the receiver's random UUID, so replaying one file twice (or an export
+and then the file it came from) gives the same ids and the workers apply nothing twice (SPEC 5.8).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, cast
+
+import orjson
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session
+
+from api.checks import check_batch, check_call, check_depth, error, parse_json, usable_message_id
+from api.errors import ApiError
+from shared.deadletters import is_open
+from shared.envelope import Envelope, merge_defaults
+from shared.models import DeadLetter
+from shared.publish import BrokerUnavailable, Publisher
+from shared.readmodel import NotFound
+from shared.settings import Settings
+from shared.timeparse import iso, utcnow
+
+CALLS_PER_MESSAGE = 100
+"""The most calls one replayed envelope carries (the receiver's batches carry up to 2,500)."""
+MESSAGE_ID_NAMESPACE = uuid.UUID("5b0f8a63-4c2e-5d71-9e0a-7a6f1d2c3b48")
+"""The UUID5 namespace of derived message ids. Changing it changes every derived id: never do."""
+CALL_SLACK = 256
+"""Bytes a call may exceed MAX_CALL_BYTES by: room for the messageId and receivedAt that
+`userdest queue export` adds to a call the receiver took, so an export always replays whole."""
+GZIP_MAGIC = b"\x1f\x8b"
+PAGE = 1000
+"""Dead letters read, replayed and marked per round trip."""
+
+
+class ReplayError(Exception):
+    """The replay cannot go on (unreadable input, Redis gone); one line for the operator."""
+
+
+def derived_message_id(call: Any) -> str:
+    """A UUID5 of the call's canonical JSON (keys sorted): the same call always gets the same id."""
+    canonical = orjson.dumps(call, option=orjson.OPT_SORT_KEYS).decode()
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, canonical))
+
+
+def message_id_of(call: dict[str, Any]) -> str:
+    """The call's own messageId where it is usable, else its derived one."""
+    return usable_message_id(call) or derived_message_id(call)
+
+
+# --- reading NDJSON ------------------------------------------------------------------------------
+
+
+class Source:
+    """The lines of FILE or stdin, gunzipped where the bytes start with gzip's magic number."""
+
+    def __init__(self, path: str, stdin: BinaryIO) -> None:
+        self.name = "stdin" if path == "-" else path
+        self._owned = path != "-"
+        raw: BinaryIO = stdin if path == "-" else open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._raw = raw
+        self.total: int | None = None
+        if path != "-":
+            self.total = os.fstat(raw.fileno()).st_size
+        # peek() needs a buffered reader; stdin under a test runner is a plain BytesIO.
+        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(cast(Any, raw))
+        self._buffered = cast(io.BufferedReader, buffered)
+        self.gzipped = self._buffered.peek(2)[:2] == GZIP_MAGIC
+        self.stream: BinaryIO = (
+            cast(BinaryIO, gzip.GzipFile(fileobj=self._buffered, mode="rb"))
+            if self.gzipped
+            else cast(BinaryIO, self._buffered)
+        )
+
+    def position(self) -> int | None:
+        """Bytes of the file read so far (compressed ones for gzip), for the progress bar."""
+        if self.total is None:
+            return None
+        try:
+            return self._buffered.tell()
+        except OSError:
+            return None
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        """(line number, bytes) of every line; ReplayError where the file cannot be read on."""
+        number = 0
+        iterator = iter(self.stream)
+        while True:
+            try:
+                raw = next(iterator)
+            except StopIteration:
+                return
+            except (OSError, EOFError, zlib.error) as exc:
+                kind = "gzip data" if self.gzipped else "data"
+                raise ReplayError(
+                    f"{self.name}: unreadable {kind} after line {number} "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
+            number += 1
+            yield number, raw
+
+    def close(self) -> None:
+        if self.gzipped:
+            self.stream.close()  # a GzipFile leaves the file it reads open
+        if self._owned:
+            self._raw.close()
+
+
+# --- checking a line -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A line, or one call of a batch line, that the receiver would refuse."""
+
+    line: int
+    index: int | None
+    """The call's index in its batch line; None for a single-call line or a refused body."""
+    codes: tuple[str, ...]
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.index is None else f"line {self.line} [{self.index}]"
+        return f"{where}: {', '.join(self.codes)}: {self.message}"
+
+
+@dataclass(slots=True)
+class Line:
+    """The calls of one line that passed the checks, with their batch's defaults and sentAt."""
+
+    number: int
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    sent_at: str | None = None
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def check_line(number: int, raw: bytes, settings: Settings) -> Line:
+    """Check one NDJSON line as the receiver checks a request body (SPEC 3)."""
+    line = Line(number)
+
+    def refuse(code: str, message: str) -> Line:
+        line.rejections.append(Rejection(number, None, (code,), message))
+        return line
+
+    call_limit = settings.max_call_bytes + CALL_SLACK
+    if len(raw) > settings.max_batch_bytes:
+        return refuse("payload_too_large", f"the line is over {settings.max_batch_bytes} bytes")
+    try:
+        body = parse_json(raw)
+        check_depth(body, raw, settings.max_depth)
+        if type(body) is dict and "batch" in body:
+            calls, line.defaults, line.sent_at = check_batch(body, settings.max_batch_calls)
+            indexed: list[tuple[int | None, Any]] = list(enumerate(calls))
+        elif len(raw) > call_limit:
+            return refuse("payload_too_large", f"a call is at most {settings.max_call_bytes} bytes")
+        else:
+            indexed = [(None, body)]
+    except ApiError as exc:
+        return refuse(exc.code, exc.message)
+
+    measure = len(raw) > call_limit
+    for index, call in indexed:
+        if type(call) is dict:
+            # A credential, not part of the call: the receiver drops it too.
+            call.pop("writeKey", None)
+        errors = check_call(call, None)
+        if measure and len(orjson.dumps(call)) > call_limit:
+            message = f"a call is at most {settings.max_call_bytes} bytes"
+            errors.append(error("call_too_large", message))
+        if errors:
+            line.rejections.append(
+                Rejection(
+                    number,
+                    index,
+                    tuple(dict.fromkeys(e["code"] for e in errors)),
+                    "; ".join(e["message"] for e in errors),
+                )
+            )
+        else:
+            line.calls.append(call)
+    return line
+
+
+# --- envelopes, pace and the replay itself -------------------------------------------------------
+
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class Batcher:
+    """Puts calls into envelopes of up to `size` calls; calls of different batch defaults or
+    sentAt never share one, as those belong to the envelope."""
+
+    def __init__(self, app_id: int, size: int, send: Send) -> None:
+        self.app_id = app_id
+        self.size = size
+        self._send = send
+        self._calls: list[dict[str, Any]] = []
+        self._ids: list[str] = []
+        self._key: bytes | None = None
+        self._defaults: dict[str, Any] = {}
+        self._sent_at: str | None = None
+        self.messages = 0
+
+    def add(
+        self,
+        call: dict[str, Any],
+        message_id: str,
+        defaults: dict[str, Any] | None = None,
+        sent_at: str | None = None,
+    ) -> None:
+        key = orjson.dumps([defaults or {}, sent_at], option=orjson.OPT_SORT_KEYS)
+        if self._calls and key != self._key:
+            self.flush()
+        self._key, self._defaults, self._sent_at = key, defaults or {}, sent_at
+        self._calls.append(call)
+        self._ids.append(message_id)
+        if len(self._calls) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._calls:
+            return
+        envelope = Envelope(
+            app_id=self.app_id,
+            received_at=iso(utcnow()),
+            request_id=f"replay-{uuid.uuid4()}",
+            calls=self._calls,
+            message_ids=self._ids,
+            key_id=None,
+            source="replay",
+            sent_at=self._sent_at,
+            defaults=self._defaults,
+        )
+        self._send(envelope.to_dict())
+        self.messages += 1
+        self._calls, self._ids = [], []
+
+
+# Looked up at each use so that tests can replace the clock.
+_clock = time.monotonic
+_sleep = time.sleep
+
+
+class Pacer:
+    """Holds a replay to at most `rate` calls a second, counted from its first message."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._start: float | None = None
+        self._sent = 0
+
+    def wait(self, calls: int) -> None:
+        """Sleep until `calls` more may go; then count them as sent."""
+        if self.rate is None:
+            return
+        now = _clock()
+        if self._start is None:
+            self._start = now
+        delay = self._start + self._sent / self.rate - now
+        if delay > 0:
+            _sleep(delay)
+        self._sent += calls
+
+
+def message_size(rate: float | None) -> int:
+    """Calls per envelope: CALLS_PER_MESSAGE, fewer under a low --rate so the pace stays even."""
+    if rate is None:
+        return CALLS_PER_MESSAGE
+    return max(1, min(CALLS_PER_MESSAGE, int(rate)))
+
+
+@dataclass(slots=True)
+class Summary:
+    lines: int = 0
+    """Lines read that were not blank."""
+    accepted: int = 0
+    """Calls enqueued (or, with --dry-run, that would be)."""
+    rejected: int = 0
+    """Calls, or whole lines, the receiver would refuse."""
+    duplicates: int = 0
+    """Calls whose messageId came earlier in the same input: skipped, as they would apply once."""
+    messages: int = 0
+    """Envelopes enqueued."""
+
+    def answer(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "lines": self.lines,
+        }
+
+
+def replay_lines(
+    lines: Iterable[tuple[int, bytes]],
+    *,
+    app_id: int,
+    settings: Settings,
+    send: Send | None,
+    rate: float | None = None,
+    on_reject: Callable[[Rejection], None] = lambda _: None,
+    on_line: Callable[[Summary], None] = lambda _: None,
+) -> Summary:
+    """Check every line and enqueue its good calls through `send` (None: a dry run)."""
+    summary = Summary()
+    pacer = Pacer(rate)
+
+    def deliver(envelope: dict[str, Any]) -> None:
+        if send is None:
+            return
+        pacer.wait(len(envelope["calls"]))
+        try:
+            send(envelope)
+        except BrokerUnavailable as exc:
+            raise ReplayError(
+                f"cannot reach Redis ({exc}) after {summary.accepted - len(envelope['calls'])} "
+                "calls were enqueued; replaying the same input again is safe"
+            ) from None
+
+    batcher = Batcher(app_id, message_size(rate), deliver)
+    seen: set[str] = set()
+    for number, raw in lines:
+        if not raw.strip():
+            continue
+        summary.lines += 1
+        line = check_line(number, raw, settings)
+        for rejection in line.rejections:
+            summary.rejected += 1
+            on_reject(rejection)
+        for call in line.calls:
+            message_id = message_id_of(call)
+            if message_id in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(message_id)
+            summary.accepted += 1
+            batcher.add(call, message_id, line.defaults, line.sent_at)
+        on_line(summary)
+    batcher.flush()
+    summary.messages = batcher.messages
+    return summary
+
+
+def publisher_send(publisher: Publisher, queue: str) -> Send:
+    return lambda envelope: publisher.publish(envelope, queue)
+
+
+# --- dead letters --------------------------------------------------------------------------------
+
+
+def _dead_letter_call(letter: DeadLetter) -> dict[str, Any]:
+    """The raw call as it was sent: its batch's defaults and sentAt merged back, and the time it
+    was first received where it carries none of its own, so its event time comes out as it would
+    have then (SPEC 5.2; the worker honours a call's receivedAt)."""
+    meta = letter.meta if isinstance(letter.meta, dict) else {}
+    defaults = meta.get("defaults")
+    call = merge_defaults(
+        cast(dict[str, Any], letter.call), defaults if isinstance(defaults, dict) else {}
+    )
+    if call.get("sentAt") is None and isinstance(meta.get("sent_at"), str):
+        call = {**call, "sentAt": meta["sent_at"]}
+    if call.get("receivedAt") is not None:
+        return call
+    received = meta.get("received_at")
+    if not isinstance(received, str):
+        received = iso(letter.created_at)
+    return {**call, "receivedAt": received}
+
+
+def replay_dead_letters(
+    session: Session,
+    publisher: Publisher,
+    queue: str,
+    *,
+    app_id: int | None = None,
+    ids: Sequence[int] = (),
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Enqueue dead letters again and mark them replayed, in the caller's transaction.
+
+    With `ids`, exactly those (replayed before or not); else every open one (never replayed, or
+    failed again since), of `app_id` and `reason` where given. A letter the receiver's checks
+    still refuse, or of an unknown app, is skipped and stays open. Messages are published before
+    the caller commits the marks: a failure in between leaves letters open that are already on
+    the queue, and replaying them again applies nothing twice.
+    """
+    where: list[ColumnElement[bool]] = []
+    if app_id is not None:
+        where.append(DeadLetter.app_id == app_id)
+    if reason is not None:
+        where.append(DeadLetter.reason == reason)
+    if ids:
+        wanted = sorted(set(ids))
+        found = set(session.scalars(select(DeadLetter.id).where(DeadLetter.id.in_(wanted), *where)))
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            scope = (" for this app" if app_id is not None else "") + (
+                f" with reason {reason!r}" if reason is not None else ""
+            )
+            raise NotFound(f"no dead letter {', '.join(map(str, missing))}{scope}")
+        where.append(DeadLetter.id.in_(wanted))
+    else:
+        where.append(is_open())
+
+    batchers: dict[int, Batcher] = {}
+    replayed = 0
+    skipped: list[dict[str, Any]] = []
+
+    def send(envelope: dict[str, Any]) -> None:
+        try:
+            publisher.publish(envelope, queue)
+        except BrokerUnavailable as exc:
+            raise ReplayError(f"cannot reach Redis ({exc}); no dead letter was marked") from None
+
+    last = 0
+    while True:
+        page = list(
+            session.scalars(
+                select(DeadLetter)
+                .where(DeadLetter.id > last, *where)
+                .order_by(DeadLetter.id)
+                .limit(PAGE)
+                .with_for_update()
+            )
+        )
+        if not page:
+            break
+        last = page[-1].id
+        done: list[int] = []
+        for letter in page:
+            problem = _unreplayable(letter)
+            if problem is not None:
+                skipped.append({"id": letter.id, "reason": problem[0], "error": problem[1]})
+                continue
+            call = cast(dict[str, Any], letter.call)
+            message_id = letter.message_id or message_id_of(call)
+            app = cast(int, letter.app_id)  # _unreplayable refused letters without one
+            batcher = batchers.get(app)
+            if batcher is None:
+                batcher = batchers[app] = Batcher(app, CALLS_PER_MESSAGE, send)
+            batcher.add(_dead_letter_call(letter), message_id)
+            done.append(letter.id)
+        for batcher in batchers.values():
+            batcher.flush()
+        if done:
+            session.execute(
+                update(DeadLetter)
+                .where(DeadLetter.id.in_(done))
+                .values(replayed_at=func.now())
+                .execution_options(synchronize_session=False)
+            )
+            replayed += len(done)
+    return {
+        "replayed": replayed,
+        "messages": sum(b.messages for b in batchers.values()),
+        "queue": queue,
+        "skipped": skipped,
+    }
+
+
+def _unreplayable(letter: DeadLetter) -> tuple[str, str] | None:
+    if letter.app_id is None:
+        return "unknown_app", "the call named no app this deployment knows; nowhere to replay it"
+    if not isinstance(letter.call, dict):
+        return "not_an_object", "the call is not a JSON object"
+    errors = check_call(_dead_letter_call(letter), None)
+    if errors:
+        return errors[0]["code"], "; ".join(e["message"] for e in errors)
+    return None

@@ -1,0 +1,465 @@
+"""`userdest replay`: NDJSON checked as the receiver checks it, enqueued with stable message ids."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from click.testing import CliRunner, Result
+from kombu import Connection, Exchange, Queue
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from shared import replay
+from shared.cli import main
+from shared.queue_tools import decode_message
+from shared.queues import APPLY_TASK, INGEST, REPLAY
+from shared.settings import Settings
+from shared.tenancy import create_app
+from shared.timeparse import parse_iso, utcnow
+from tests.api.support import fixture, queued
+
+Invoke = Callable[..., Result]
+
+TRACK = {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m-1"}
+NO_USER = {"type": "identify", "traits": {"email": "x@example.com"}}
+PAGE = {"type": "page", "anonymousId": "anon-1", "name": "Home"}
+NO_EVENT = {"type": "track", "userId": "u2"}
+IDENTIFY = {"type": "identify", "userId": "u2", "messageId": "m-2", "traits": {"plan": "pro"}}
+NO_ID = {"type": "screen", "userId": "u3", "name": "Cart"}
+WITH_KEY = {"type": "alias", "userId": "u4", "previousId": "anon-4", "writeKey": "ud_secret"}
+BATCH = {
+    "batch": [PAGE, NO_EVENT, IDENTIFY],
+    "context": {"library": {"name": "analytics-python"}},
+    "sentAt": "2024-03-01T12:00:00.000Z",
+}
+
+
+def ndjson(*lines: Any) -> bytes:
+    """NDJSON of `lines`; a str is written as it is (a blank or a broken line)."""
+    return b"".join(
+        (line.encode() if isinstance(line, str) else orjson.dumps(line)) + b"\n" for line in lines
+    )
+
+
+MIXED = ndjson(TRACK, NO_USER, "", "{oops", TRACK, BATCH, NO_ID, WITH_KEY)
+"""8 lines: 7 not blank; 5 calls accepted, 3 rejected (lines 2, 4 and line 6's index 1), 1 duplicate."""
+
+
+def envelopes(client: redis.Redis, queue: str = REPLAY) -> list[dict[str, Any]]:
+    return queued(client, queue)
+
+
+def message_ids(client: redis.Redis, queue: str = REPLAY) -> list[str]:
+    return [mid for env in envelopes(client, queue) for mid in env["message_ids"]]
+
+
+def invoker(settings: Settings) -> Invoke:
+    """Runs `userdest ARGS...` against the test database and Redis database; returns the Result.
+
+    `env` overrides variables (a dead REDIS_URL, a smaller limit)."""
+    base = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+
+    def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Result:
+        return CliRunner(env={**base, **(env or {})}).invoke(main, list(args), input=stdin)
+
+    return run
+
+
+@pytest.fixture
+def invoke(settings: Settings) -> Invoke:
+    return invoker(settings)
+
+
+@pytest.fixture
+def shop(clean_db: Engine, redis_client: redis.Redis) -> int:
+    """The app `shop`, committed, with the run's Redis database emptied; its id."""
+    with Session(clean_db) as session:
+        app = create_app(session, "shop")
+        session.commit()
+        return app.id
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+# --- lines, counts and the messages ------------------------------------------------------------
+
+
+def test_good_bad_duplicate_and_batch_lines(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    path = write(tmp_path, "calls.ndjson", MIXED)
+    result = ok(invoke("replay", path, "--app", "shop", "--json"))
+
+    assert orjson.loads(result.stdout) == {
+        "accepted": 5,
+        "rejected": 3,
+        "duplicates": 1,
+        "lines": 7,
+    }
+    assert result.stderr.splitlines() == [
+        "line 2: missing_user_id: a call needs a userId or an anonymousId",
+        "line 4: invalid_json: the body is not valid JSON",
+        "line 6 [1]: missing_event: a track call needs a non-empty event name",
+    ]
+
+    assert redis_client.llen(INGEST) == 0
+    single, batch, rest = envelopes(redis_client)
+    # One envelope per run of calls sharing their batch's context and sentAt.
+    assert single["calls"] == [TRACK]
+    assert single["message_ids"] == ["m-1"]
+    assert single["defaults"] == {}
+    assert single["sent_at"] is None
+    assert batch["calls"] == [PAGE, IDENTIFY]
+    assert batch["message_ids"] == [replay.derived_message_id(PAGE), "m-2"]
+    assert batch["defaults"] == {"context": BATCH["context"]}
+    assert batch["sent_at"] == BATCH["sentAt"]
+    alias = {k: v for k, v in WITH_KEY.items() if k != "writeKey"}
+    assert rest["calls"] == [NO_ID, alias]  # the write key never travels on the queue
+    assert rest["message_ids"] == [
+        replay.derived_message_id(NO_ID),
+        replay.derived_message_id(alias),
+    ]
+    for env in (single, batch, rest):
+        assert env["app_id"] == shop
+        assert env["source"] == "replay"
+        assert env["key_id"] is None
+        assert env["remote_addr"] is None
+        assert env["rejected"] == []
+        assert env["request_id"].startswith("replay-")
+        received = parse_iso(env["received_at"])
+        assert received is not None
+        assert abs(utcnow() - received) < timedelta(minutes=1)
+
+
+def test_the_readable_summary_and_its_stderr(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    result = ok(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop"))
+    for word in ("accepted", "rejected", "duplicates", "lines", "messages", "replay"):
+        assert word in result.stdout
+    assert "line 2: missing_user_id" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_kombu_reads_a_replayed_message_as_the_task_and_its_envelope(
+    invoke: Invoke, shop: int, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+):
+    ok(invoke("replay", write(tmp_path, "c.ndjson", ndjson(TRACK)), "--app", "shop"))
+    with (
+        Connection(settings.redis_url) as conn,
+        conn.SimpleQueue(Queue(REPLAY, Exchange(REPLAY), routing_key=REPLAY)) as simple,
+    ):
+        message = simple.get(timeout=2)
+        args, kwargs, _embed = message.decode()
+        assert message.headers["task"] == APPLY_TASK
+        assert kwargs == {}
+        assert args[0]["calls"] == [TRACK]
+        assert args[0]["message_ids"] == ["m-1"]
+        message.ack()
+
+
+def test_own_received_at_is_kept_in_the_call(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    call = {**TRACK, "receivedAt": "2024-01-02T03:04:05.000Z"}
+    ok(invoke("replay", write(tmp_path, "c.ndjson", ndjson(call)), "--app", "shop"))
+    [env] = envelopes(redis_client)
+    assert env["calls"] == [call]
+
+
+def test_realistic_calls_are_accepted(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    calls = [fixture(n) for n in ("browser-page", "ios-track", "group", "alias", "android-screen")]
+    result = ok(
+        invoke("replay", write(tmp_path, "c.ndjson", ndjson(*calls)), "--app", "shop", "--json")
+    )
+    assert orjson.loads(result.stdout)["accepted"] == 5
+    assert result.stderr == ""
+
+
+def test_the_receiver_limits_apply(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    big = {**TRACK, "messageId": "big", "properties": {"blob": "x" * 40_000}}
+    data = ndjson(
+        {"batch": [TRACK, IDENTIFY, PAGE]},  # over MAX_BATCH_CALLS=2 below
+        big,
+        {"batch": [{**big, "messageId": "big-2"}, {**PAGE, "messageId": "p"}]},
+        {"batch": "nope"},
+        [TRACK],
+    )
+    result = ok(
+        invoke(
+            "replay",
+            write(tmp_path, "c.ndjson", data),
+            "--app",
+            "shop",
+            "--json",
+            env={"MAX_BATCH_CALLS": "2"},
+        )
+    )
+    assert orjson.loads(result.stdout) == {
+        "accepted": 1,
+        "rejected": 5,
+        "duplicates": 0,
+        "lines": 5,
+    }
+    assert [line.split(":")[:2] for line in result.stderr.splitlines()] == [
+        ["line 1", " too_many_calls"],
+        ["line 2", " payload_too_large"],
+        ["line 3 [0]", " call_too_large"],
+        ["line 4", " invalid_batch"],
+        ["line 5", " not_an_object"],
+    ]
+    assert message_ids(redis_client) == ["p"]
+
+
+# --- inputs: gzip, stdin -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["calls.ndjson.gz", "calls.ndjson"])
+def test_gzip_is_read_by_its_magic_bytes_whatever_the_name(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path, name: str
+):
+    path = write(tmp_path, name, gzip.compress(MIXED))
+    result = ok(invoke("replay", path, "--app", "shop", "--json"))
+    assert orjson.loads(result.stdout)["accepted"] == 5
+    assert len(message_ids(redis_client)) == 5
+
+
+def test_stdin_plain_and_gzipped(invoke: Invoke, shop: int, redis_client: redis.Redis):
+    result = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=MIXED))
+    assert orjson.loads(result.stdout)["accepted"] == 5
+    first = message_ids(redis_client)
+    redis_client.delete(REPLAY)
+    result = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=gzip.compress(MIXED)))
+    assert orjson.loads(result.stdout)["accepted"] == 5
+    assert message_ids(redis_client) == first
+
+
+def test_broken_gzip_is_one_line(invoke: Invoke, shop: int, tmp_path: Path):
+    calls = ndjson(*({**TRACK, "messageId": f"m-{i}"} for i in range(300)))
+    path = write(tmp_path, "c.gz", gzip.compress(calls)[:-40])
+    line = one_line_error(invoke("replay", path, "--app", "shop"))
+    assert "unreadable gzip data after line" in line
+
+
+def test_crlf_line_ends_and_a_last_line_without_newline(
+    invoke: Invoke, shop: int, redis_client: redis.Redis
+):
+    data = orjson.dumps(TRACK) + b"\r\n" + orjson.dumps(IDENTIFY)
+    result = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=data))
+    assert orjson.loads(result.stdout) == {
+        "accepted": 2,
+        "rejected": 0,
+        "duplicates": 0,
+        "lines": 2,
+    }
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def test_dry_run_counts_and_enqueues_nothing(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    path = write(tmp_path, "c.ndjson", MIXED)
+    result = ok(invoke("replay", path, "--app", "shop", "--dry-run", "--json"))
+    assert orjson.loads(result.stdout) == {
+        "accepted": 5,
+        "rejected": 3,
+        "duplicates": 1,
+        "lines": 7,
+    }
+    assert "line 2: missing_user_id" in result.stderr
+    assert redis_client.llen(REPLAY) == 0
+    assert redis_client.llen(INGEST) == 0
+
+
+def test_dry_run_needs_no_redis(invoke: Invoke, shop: int, tmp_path: Path):
+    path = write(tmp_path, "c.ndjson", MIXED)
+    ok(
+        invoke(
+            "replay", path, "--app", "shop", "--dry-run", env={"REDIS_URL": "redis://127.0.0.1:1/0"}
+        )
+    )
+
+
+def test_the_ingest_queue_on_request(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    ok(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop", "--queue", "ingest"))
+    assert redis_client.llen(REPLAY) == 0
+    assert len(message_ids(redis_client, INGEST)) == 5
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.sent_at: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+
+
+def test_rate_paces_the_messages(
+    invoke: Invoke,
+    shop: int,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    fake = FakeClock()
+    monkeypatch.setattr(replay, "_clock", fake.clock)
+    monkeypatch.setattr(replay, "_sleep", fake.sleep)
+    calls = [{**TRACK, "messageId": f"m-{i}"} for i in range(25)]
+    result = ok(
+        invoke("replay", "-", "--app", "shop", "--rate", "10", "--json", stdin=ndjson(*calls))
+    )
+    assert orjson.loads(result.stdout)["accepted"] == 25
+    # 10 calls a second: messages of 10 calls, the second one second after the first, and so on.
+    assert [len(env["calls"]) for env in envelopes(redis_client)] == [10, 10, 5]
+    assert fake.sleeps == [1.0, 1.0]
+
+
+def test_pacer_never_sends_ahead_of_the_rate(monkeypatch: pytest.MonkeyPatch):
+    fake = FakeClock()
+    monkeypatch.setattr(replay, "_clock", fake.clock)
+    monkeypatch.setattr(replay, "_sleep", fake.sleep)
+    pacer = replay.Pacer(4)
+    sent = 0
+    for size in (4, 4, 4, 2, 4):
+        pacer.wait(size)
+        # Whatever was sent before this message went out at no more than 4 calls a second.
+        assert sent <= 4 * (fake.now - 1000.0) + 1e-9 or sent == 0
+        sent += size
+        fake.now += 0.1  # the publish itself takes time
+    assert round(fake.now - 1000.0, 6) == 3.6  # 14 calls at 4 a second, then the last publish
+
+
+def test_a_small_rate_sends_one_call_a_message():
+    assert replay.message_size(None) == replay.CALLS_PER_MESSAGE
+    assert replay.message_size(0.5) == 1
+    assert replay.message_size(5000) == replay.CALLS_PER_MESSAGE
+
+
+# --- idempotency -------------------------------------------------------------------------------
+
+
+def test_replaying_a_file_twice_gives_the_same_message_ids(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    path = write(tmp_path, "c.ndjson", MIXED)
+    ok(invoke("replay", path, "--app", "shop"))
+    first = message_ids(redis_client)
+    redis_client.delete(REPLAY)
+    ok(invoke("replay", path, "--app", "shop"))
+    assert message_ids(redis_client) == first
+    assert len(set(first)) == 5
+
+
+def test_derived_ids_ignore_key_order_and_the_write_key():
+    a = {"type": "track", "event": "E", "userId": "u", "properties": {"a": 1, "b": 2}}
+    b = {"properties": {"b": 2, "a": 1}, "userId": "u", "event": "E", "type": "track"}
+    assert replay.derived_message_id(a) == replay.derived_message_id(b)
+    assert replay.derived_message_id(a) != replay.derived_message_id({**a, "event": "F"})
+    line_a = replay.check_line(1, orjson.dumps({**a, "writeKey": "k1"}), Settings())
+    assert replay.message_id_of(line_a.calls[0]) == replay.derived_message_id(a)
+    # A blank messageId cannot serve as a key: the derived one stands in.
+    assert replay.message_id_of({**a, "messageId": " "}) == replay.derived_message_id(
+        {**a, "messageId": " "}
+    )
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_unknown_app_is_one_line(invoke: Invoke, shop: int, tmp_path: Path):
+    line = one_line_error(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "nope"))
+    assert line == "Error: no app named 'nope'"
+
+
+def test_redis_down_is_one_line_and_reads_nothing(invoke: Invoke, shop: int, tmp_path: Path):
+    path = write(tmp_path, "c.ndjson", MIXED)
+    line = one_line_error(
+        invoke("replay", path, "--app", "shop", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    )
+    assert line.startswith("Error: cannot reach Redis")
+
+
+def test_redis_lost_midway_is_one_line_saying_a_rerun_is_safe(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+):
+    from shared.publish import BrokerUnavailable, Publisher
+
+    sent: list[int] = []
+
+    def flaky(self: Publisher, envelopes: Any, queue: str) -> None:
+        if sent:
+            raise BrokerUnavailable("ConnectionError: gone")
+        sent.append(1)
+
+    monkeypatch.setattr(Publisher, "publish_many", flaky)
+    calls = [{**TRACK, "messageId": f"m-{i}"} for i in range(250)]
+    line = one_line_error(invoke("replay", "-", "--app", "shop", stdin=ndjson(*calls)))
+    assert "after 100 calls were enqueued" in line
+    assert "again is safe" in line
+
+
+def test_missing_file_is_a_usage_error(invoke: Invoke, shop: int, tmp_path: Path):
+    result = invoke("replay", str(tmp_path / "none.ndjson"), "--app", "shop")
+    assert result.exit_code == 2
+    assert "does not exist" in one_line_error(result)
+
+
+def test_an_unreadable_file_is_one_line(
+    invoke: Invoke, shop: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def refuse(self: replay.Source, path: str, stdin: Any) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(replay.Source, "__init__", refuse)
+    path = write(tmp_path, "c.ndjson", MIXED)
+    line = one_line_error(invoke("replay", path, "--app", "shop"))
+    assert line == f"Error: cannot read {path}: Permission denied"
+
+
+def test_the_message_decoder_reads_what_replay_wrote(
+    invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
+):
+    ok(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop"))
+    raw = redis_client.lrange(REPLAY, 0, -1)
+    decoded = [decode_message(r) for r in reversed(raw)]
+    assert [e.message_ids for e in decoded] == [e["message_ids"] for e in envelopes(redis_client)]
