@@ -9,7 +9,7 @@ export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/userdest
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 PORT ?= 8000
 
-.PHONY: help install run test lint migrate clean
+.PHONY: help install run test lint migrate bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,9 +33,12 @@ test: install ## run the whole test suite against local Postgres and Redis
 	$(BIN)/pytest
 
 lint: install ## ruff and mypy on the packages
-	$(BIN)/ruff check api workers shared tests
-	$(BIN)/ruff format --check api workers shared tests
+	$(BIN)/ruff check api workers shared bench tests
+	$(BIN)/ruff format --check api workers shared bench tests
 	$(BIN)/mypy
+
+bench: install ## run the seeded SPEC 9 workload on the real stack; writes bench-results/latest.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

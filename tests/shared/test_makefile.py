@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("help", "install", "run", "test", "lint", "migrate")
+TARGETS = ("help", "install", "run", "test", "lint", "migrate", "bench")
 RUN_SH = ROOT / "scripts" / "run.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -37,6 +37,7 @@ def test_every_target_parses_in_a_dry_run() -> None:
     assert "userdest db upgrade" in result.stdout
     assert "scripts/run.sh" in result.stdout
     assert "pytest" in result.stdout
+    assert "python -m bench" in result.stdout
 
 
 def test_help_lists_every_target_with_a_description() -> None:
