@@ -22,7 +22,7 @@ from shared.queues import APPLY_TASK
 from shared.settings import Settings
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import store
-from workers.apply.batch import Outcome, Retriable, apply_envelope, is_transient
+from workers.apply.batch import CallFailed, Outcome, Retriable, apply_envelope, is_transient
 from workers.apply.deadletters import DeadLetter
 from workers.apply.deadletters import store as store_dead_letters
 
@@ -64,6 +64,10 @@ class Applier:
                 outcome = apply_envelope(conn, env, task.request.id)
         except store.UnknownApp as exc:
             self._dead_letter_all(task, None, payload, "unknown_app", str(exc))
+            return
+        except CallFailed as failed:
+            logger.warning("call failed", extra={"request_id": env.request_id})
+            self._keep(task, env.app_id, [failed.letter])
             return
         except Exception as exc:
             if is_transient(exc):
@@ -121,6 +125,20 @@ class Applier:
             task, env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
         )
 
+    def _keep(self, task: Task, app_id: int | None, letters: list[DeadLetter]) -> None:
+        """Store dead letters in a transaction of their own, or retry the message if Postgres is
+        down: a message is never acknowledged with its calls nowhere."""
+        try:
+            with self.engine.begin() as conn:
+                store_dead_letters(conn, app_id, letters)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            logger.warning("cannot store dead letters yet", extra={"error": type(exc).__name__})
+            raise _retry_later(task, exc) from exc
+        for letter in letters:
+            metrics.DEAD_LETTERS.labels(reason=letter.reason).inc()
+
     def _dead_letter_all(
         self, task: Task, app_id: int | None, payload: Any, reason: str, error: str
     ) -> None:
@@ -145,16 +163,7 @@ class Applier:
             )
             for i, (call, mid) in enumerate(zip(calls, ids, strict=True))
         ]
-        try:
-            with self.engine.begin() as conn:
-                store_dead_letters(conn, app_id if reason != "unknown_app" else None, letters)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            # Nowhere to keep the calls yet: the message waits in Redis rather than being acked.
-            logger.warning("cannot store dead letters yet", extra={"request_id": request_id})
-            raise _retry_later(task, exc) from exc
-        metrics.DEAD_LETTERS.labels(reason=reason).inc(len(letters))
+        self._keep(task, app_id if reason != "unknown_app" else None, letters)
         logger.error("message dead-lettered", extra={"request_id": request_id, "reason": reason})
 
 

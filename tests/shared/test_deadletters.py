@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -386,11 +387,16 @@ def test_times_are_iso(invoke: Invoke, seeded: Seeded, clean_db: Engine):
 
 
 def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
-    invoke: Invoke, clean_db: Engine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    invoke: Invoke,
+    clean_db: Engine,
+    redis_client: redis.Redis,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     """A call sent to /v1/track has its type only in the envelope's defaults, and a batch call its
     context and sentAt there too: its dead letter must replay as it was sent."""
     from workers.apply import batch
+    from workers.tasks import Applier
 
     with Session(clean_db) as session:
         app_id = create_app(session, "shop").id
@@ -415,8 +421,13 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
         raise RuntimeError("bug")
 
     monkeypatch.setitem(batch.APPLY, "track", crash)
-    with clean_db.begin() as conn:
-        apply_envelope(conn, env)
+    applier = Applier(settings)
+    try:
+        applier.apply(
+            SimpleNamespace(request=SimpleNamespace(id="task-1", retries=0)), env.to_dict()
+        )  # type: ignore[arg-type]
+    finally:
+        applier.close()
     monkeypatch.undo()
 
     assert replay_json(invoke)["replayed"] == 1

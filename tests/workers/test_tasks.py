@@ -165,3 +165,25 @@ def test_dead_letters_that_cannot_be_written_keep_the_message_queued(
     with pytest.raises(Retry):
         applier.apply(task, {"v": 99, "calls": [{"type": "page"}]})
     assert task.retried[0]["countdown"] == 4
+
+
+def test_a_single_call_that_crashes_is_a_dead_letter_and_applies_after_a_fix(
+    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One-call messages skip the savepoint: the failure rolls back and the letter is kept apart."""
+
+    def crash(*_: Any) -> None:
+        raise RuntimeError("worker code crashed")
+
+    monkeypatch.setitem(batch.APPLY, "page", crash)
+    env = envelope(app_id, [{"type": "page", "userId": "u1", "messageId": "m-1"}])
+    applier.apply(FakeTask(), env.to_dict())
+    assert [(r[1], r[2]["messageId"]) for r in dead_letters(clean_db)] == [("apply_failed", "m-1")]
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM processed_messages")) == 0
+        assert conn.scalar(text("SELECT count(*) FROM users")) == 0
+
+    monkeypatch.undo()
+    applier.apply(FakeTask(), env.to_dict())  # the same message again, after the fix
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT page_views FROM users")) == 1

@@ -47,6 +47,18 @@ APPLY: dict[str, Callable[[BatchState, Call], None]] = {
 TRANSIENT_STATES = {"40001", "40P01", "55P03", "57014"}
 
 
+class CallFailed(Exception):
+    """The only call of a message failed for good; the caller rolls back and keeps `letter`.
+
+    A message of one call skips the savepoint that isolates calls of a batch (two round trips of
+    its dozen), so its failure aborts the transaction and the dead letter needs a fresh one.
+    """
+
+    def __init__(self, letter: DeadLetter) -> None:
+        super().__init__(letter.error)
+        self.letter = letter
+
+
 class Retriable(Exception):
     """May succeed later (a deadlock, a lost connection, a race): retry the whole message."""
 
@@ -115,7 +127,14 @@ def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = No
                 )
             )
 
-    if calls:
+    if len(calls) == 1 and not letters:
+        try:
+            _apply(conn, env, caps, calls, outcome)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            raise CallFailed(_failed(env, calls[0], exc, meta)) from exc
+    elif calls:
         try:
             with conn.begin_nested():
                 _apply(conn, env, caps, calls, outcome)
@@ -172,17 +191,19 @@ def _apply_one_by_one(
                 "call failed",
                 extra={"message_id": call.message_id, "error": type(exc).__name__},
             )
-            letters.append(
-                DeadLetter(
-                    f"failed:{env.app_id}:{call.message_id}",
-                    "apply_failed",
-                    f"{type(exc).__name__}: {exc}"[:2000],
-                    call.raw,
-                    call.message_id,
-                    meta,
-                )
-            )
+            letters.append(_failed(env, call, exc, meta))
     return letters
+
+
+def _failed(env: Envelope, call: Call, exc: Exception, meta: dict[str, Any]) -> DeadLetter:
+    return DeadLetter(
+        f"failed:{env.app_id}:{call.message_id}",
+        "apply_failed",
+        f"{type(exc).__name__}: {exc}"[:2000],
+        call.raw,
+        call.message_id,
+        meta,
+    )
 
 
 def _first_code(errors: object) -> str:

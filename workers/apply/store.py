@@ -89,11 +89,10 @@ def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
 
 def load(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> BatchState:
     """Lock and read everything `calls` will touch: profiles, companies, definitions."""
-    state = BatchState(app_id=app_id, definitions=_load_definitions(conn, app_id, caps, calls))
     keys = id_keys(calls)
-    conn.execute(
-        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-        {"keys": sorted({lock_key(app_id, kind, value) for kind, value in keys})},
+    locks = sorted({lock_key(app_id, kind, value) for kind, value in keys})
+    state = BatchState(
+        app_id=app_id, definitions=_lock_and_load_definitions(conn, app_id, caps, calls, locks)
     )
     for _ in range(3):
         try:
@@ -192,20 +191,27 @@ def app_caps(conn: Connection, app_id: int) -> Caps:
     return Caps(*row)
 
 
-def _load_definitions(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> Definitions:
-    """The app's user and company definitions, those of the events in `calls`, and every event
-    name with its id, in one statement."""
+def _lock_and_load_definitions(
+    conn: Connection, app_id: int, caps: Caps, calls: list[Call], locks: list[int]
+) -> Definitions:
+    """Take the advisory locks of the calls' ids, and read the app's user and company definitions,
+    those of the events in `calls` and every event name with its id: one round trip.
+
+    The definitions do not depend on the locks; the profiles, read by the next statement (with a
+    snapshot taken after the locks were granted), do.
+    """
     defs = Definitions(caps=caps)
     events = sorted({clean_text(str(c.body["event"]).strip()) for c in calls if c.type == "track"})
-    attributes, event_ids = conn.execute(
+    attributes, event_ids, _ = conn.execute(
         text(
             "SELECT (SELECT coalesce(json_agg(json_build_array(scope, event, name, type, choices, "
             "multiple)), '[]') FROM attribute_definitions "
             "WHERE app_id = :app AND (scope <> 'event' OR event = ANY(:events))), "
             "(SELECT coalesce(json_object_agg(name, id), '{}') FROM event_definitions "
-            "WHERE app_id = :app)"
+            "WHERE app_id = :app), "
+            "(SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:locks AS bigint[])) AS k)"
         ),
-        {"app": app_id, "events": events},
+        {"app": app_id, "events": events, "locks": locks},
     ).one()
     for scope, event, name, type_, choices, multiple in attributes:
         defs.add(scope, event, name, Definition(type_, choices, multiple))
