@@ -36,6 +36,18 @@ def stack_env(settings: Settings) -> dict[str, str]:
     }
 
 
+WORKER_ARGS = ("-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat")
+
+
+def start_worker(env: dict[str, str], log: Path, queues: str = "ingest") -> subprocess.Popen[bytes]:
+    """A real `celery -A workers worker` in its own process group, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues, *WORKER_ARGS],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,18 +72,12 @@ def stack(
     """Start gunicorn and a worker against the test database and Redis; yield the receiver's URL."""
     port = free_port()
     env = stack_env(settings)
-    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("receiver", "worker")}
-    procs = [
-        subprocess.Popen(
+    with (tmp_path / "receiver.log").open("wb") as log:
+        receiver = subprocess.Popen(
             [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "2", "api:create_app()"],
-            cwd=ROOT, env=env, stdout=logs["receiver"], stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [str(BIN / "celery"), "-A", "workers", "worker", "-Q", "ingest,replay", "-c", "1",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
-        ),
-    ]  # fmt: skip
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    procs = [receiver, start_worker(env, tmp_path / "worker.log", "ingest,replay")]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url + "/healthz"), what="the receiver")
@@ -84,5 +90,3 @@ def stack(
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for f in logs.values():
-            f.close()

@@ -32,7 +32,7 @@ from shared.envelope import Envelope
 from shared.migrate import upgrade
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
-from tests.e2e.conftest import BIN, ROOT, free_port, stack_env, wait_for
+from tests.e2e.conftest import free_port, stack_env, start_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -105,15 +105,6 @@ def private_pg() -> Iterator[PrivatePostgres]:
         yield pg
     finally:
         pg.remove()
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(BIN / "celery"), "-A", "workers", "worker", "-Q", INGEST, "-c", "1",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

@@ -15,20 +15,17 @@ from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
-from tests.e2e.conftest import BIN, ROOT, stack_env, wait_for
+from tests.e2e.conftest import stack_env, start_worker, wait_for
 from workers.apply.store import lock_key
 
 pytestmark = pytest.mark.e2e
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = stack_env(settings) | {"VISIBILITY_TIMEOUT": "4", "TASK_TIME_LIMIT": "3"}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(BIN / "celery"), "-A", "workers", "worker", "-Q", INGEST, "-c", "1",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+def start_lossy_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """A worker whose unacknowledged messages go back to the queue after 4 seconds."""
+    return start_worker(
+        stack_env(settings) | {"VISIBILITY_TIMEOUT": "4", "TASK_TIME_LIMIT": "3"}, log
+    )
 
 
 def test_killed_worker_message_is_redelivered_and_applied_once(
@@ -49,7 +46,7 @@ def test_killed_worker_message_is_redelivered_and_applied_once(
         blocker.execute(
             text("SELECT pg_advisory_lock(:k)"), {"k": lock_key(app_id, "user", "victim")}
         )
-        worker = start_worker(settings, log)
+        worker = start_lossy_worker(settings, log)
         make_celery(settings).send_task(APPLY_TASK, args=[env.to_dict()], queue=INGEST)
 
         def waiting_on_lock() -> bool:
@@ -71,7 +68,7 @@ def test_killed_worker_message_is_redelivered_and_applied_once(
         assert conn.scalar(text("SELECT count(*) FROM processed_messages")) == 0
 
     time.sleep(4.5)  # past the visibility timeout, the unacknowledged message is restored
-    worker = start_worker(settings, log)
+    worker = start_lossy_worker(settings, log)
     try:
 
         def applied() -> bool:
