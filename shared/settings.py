@@ -45,7 +45,7 @@ class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/userdest"
     """DATABASE_URL: the Postgres database, in the usual postgresql://user@host:port/db form."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """REDIS_URL: the Redis that carries the queues and the receiver's short-lived caches."""
+    """REDIS_URL: the Redis that carries the queues and the per-key rate-limit counters."""
 
     max_call_bytes: int = 32 * 1024
     """MAX_CALL_BYTES: the largest single call accepted, after decompression."""
