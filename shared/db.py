@@ -15,6 +15,8 @@ from shared.settings import Settings
 def make_engine(settings: Settings, **kwargs: object) -> Engine:
     """An engine for DATABASE_URL; pool_pre_ping so a restarted Postgres costs one retry, not a crash."""
     kwargs.setdefault("pool_pre_ping", True)
+    # Error messages then never quote a statement's parameters: they hold traits, and errors are logged.
+    kwargs.setdefault("hide_parameters", True)
     kwargs.setdefault("json_serializer", json_dumps)
     kwargs.setdefault("json_deserializer", orjson.loads)
     return create_engine(settings.sqlalchemy_url, **kwargs)

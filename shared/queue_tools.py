@@ -111,14 +111,16 @@ def _received_at(call: dict[str, Any], envelope: Envelope) -> str:
     return envelope.received_at
 
 
-def export_calls(envelope: Envelope) -> list[dict[str, Any]]:
-    """The envelope's accepted calls, each carrying its assigned messageId and its receivedAt.
+def export_calls(envelope: Envelope) -> list[Any]:
+    """The envelope's accepted calls, each carrying its assigned messageId and its receivedAt, then
+    the calls the receiver rejected, as sent, so that nothing waiting is lost: `userdest replay`
+    refuses those again and names them, line by line.
 
     A default the envelope holds beside the batch's context and integrations (the type a single
     call's endpoint fixes) goes into the call where the call has none, as the worker would merge it.
     """
     extra = {k: v for k, v in envelope.defaults.items() if k not in _BATCH_KEYS}
-    calls = []
+    calls: list[Any] = []
     for call, message_id in zip(envelope.calls, envelope.message_ids, strict=True):
         if not isinstance(call, dict):
             continue  # the receiver never accepts one; a worker would dead-letter it
@@ -129,6 +131,7 @@ def export_calls(envelope: Envelope) -> list[dict[str, Any]]:
         out["messageId"] = message_id
         out["receivedAt"] = _received_at(call, envelope)
         calls.append(out)
+    calls.extend(r.get("call") for r in envelope.rejected if isinstance(r, dict))
     return calls
 
 
@@ -207,5 +210,7 @@ def export_queue(
         for line in export_lines(envelope, max_bytes, max_calls):
             write(line)
             summary.lines += 1
-        summary.calls += sum(1 for c in envelope.calls if isinstance(c, dict))
+        summary.calls += sum(1 for c in envelope.calls if isinstance(c, dict)) + len(
+            envelope.rejected
+        )
     return summary

@@ -13,7 +13,6 @@ from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from shared import metrics
 from shared.db import make_engine
@@ -22,7 +21,15 @@ from shared.queues import APPLY_TASK
 from shared.settings import Settings
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import store
-from workers.apply.batch import CallFailed, Outcome, Retriable, apply_envelope, is_transient
+from workers.apply.batch import (
+    CallFailed,
+    Outcome,
+    Retriable,
+    apply_envelope,
+    describe,
+    is_transient,
+    is_unreachable,
+)
 from workers.apply.deadletters import DeadLetter
 from workers.apply.deadletters import store as store_dead_letters
 
@@ -74,7 +81,10 @@ class Applier:
                 self._retry(task, env, exc)
             else:
                 # A bug outside the per-call isolation: keep the calls rather than ack them away.
-                logger.exception("message failed", extra={"request_id": env.request_id})
+                logger.error(
+                    "message failed",
+                    extra={"request_id": env.request_id, "error": describe(exc), "at": where(exc)},
+                )
                 self._dead_letter_all(
                     task, env.app_id, payload, "worker_error", f"{type(exc).__name__}: {exc}"
                 )
@@ -83,7 +93,7 @@ class Applier:
         try:
             _record_metrics(outcome, env, time.perf_counter() - started)
         except Exception:  # metrics must never undo or fail applied work
-            logger.exception("could not record metrics", extra={"request_id": env.request_id})
+            logger.error("could not record metrics", extra={"request_id": env.request_id})
         logger.info(
             "message applied",
             extra={
@@ -167,22 +177,18 @@ class Applier:
         logger.error("message dead-lettered", extra={"request_id": request_id, "reason": reason})
 
 
-def is_unreachable(exc: BaseException) -> bool:
-    """Postgres cannot be reached at all (down, restarting, network): retry without a limit."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    state = getattr(exc.orig, "sqlstate", None)
-    # No SQLSTATE: the client never got an answer. Class 08 is a connection exception; 57P01-03
-    # are the server shutting down or starting up.
-    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+def where(exc: BaseException) -> str:
+    """file:line of the innermost frame an exception came from: enough to find a bug, no values."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
 
 
 def _retry_later(task: Task, exc: BaseException) -> Exception:
     """Celery's Retry for this task, with exponential backoff capped at MAX_BACKOFF seconds."""
     countdown = min(2**task.request.retries, MAX_BACKOFF)
-    return task.retry(exc=Retriable(str(exc)), countdown=countdown, max_retries=None)
+    return task.retry(exc=Retriable(describe(exc)), countdown=countdown, max_retries=None)
 
 
 def _record_metrics(outcome: Outcome, env: Envelope, seconds: float) -> None:

@@ -217,13 +217,15 @@ def test_export_writes_the_waiting_calls_and_leaves_the_queue_as_it_was(
     result = ok(invoke("queue", "export", "--queue", "ingest"))
 
     assert redis_client.lrange(INGEST, 0, -1) == before
-    assert result.stderr == "exported 3 messages (4 calls) from ingest\n"
+    assert result.stderr == "exported 3 messages (5 calls) from ingest\n"
     batch, single, own = (orjson.loads(line) for line in result.stdout.splitlines())
-    # The batch keeps its context and sentAt; its refused call is a dead letter, not exported.
+    # The batch keeps its context and sentAt; its refused call comes last, as sent, so that nothing
+    # waiting is lost (a replay refuses it again and names it).
     assert batch == {
         "batch": [
             {**PAGE, "receivedAt": received_at},
             {**TRACK, "messageId": originals[0]["message_ids"][1], "receivedAt": received_at},
+            REJECTED,
         ],
         "context": CONTEXT,
         "sentAt": SENT_AT,
@@ -259,10 +261,11 @@ def test_an_export_replays_to_the_same_message_ids(
     result = ok(invoke("replay", "-", "--app", "mirror", "--json", stdin=exported))
     assert orjson.loads(result.stdout) == {
         "accepted": 4,
-        "rejected": 0,
+        "rejected": 1,
         "duplicates": 0,
         "lines": 3,
     }
+    assert "missing_event" in result.stderr  # the call the receiver refused, named again
     assert message_ids(redis_client) == [m for env in originals for m in env["message_ids"]]
     replayed = envelopes(redis_client, REPLAY)
     assert replayed[0]["defaults"] == {"context": CONTEXT}
@@ -287,7 +290,7 @@ def test_export_to_a_gzip_file_with_a_json_summary(
     assert orjson.loads(result.stdout) == {
         "queue": "ingest",
         "messages": 3,
-        "calls": 4,
+        "calls": 5,
         "lines": 3,
         "apps": 1,
         "skipped": [],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -582,3 +583,60 @@ def test_nul_characters_never_fail_a_call(apply: Apply, conn: Connection, app_id
     p = profile(conn, app_id, "u1")
     assert p["attributes"]["blob"] == {"k\ufffd": ["\ufffd"]}
     assert "\u0000" not in (p["email"] or "")
+
+
+LONG = secrets.token_urlsafe(4000)
+"""An id that neither fits a btree index entry (~2.7 KB) nor compresses to fit one (a JWT, say)."""
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "track", "userId": LONG, "event": "E"},
+        {"type": "page", "anonymousId": LONG},
+        {"type": "track", "userId": "u9", "event": LONG},
+        {"type": "group", "userId": "u9", "groupId": LONG},
+    ],
+    ids=["user-id", "anonymous-id", "event", "group-id"],
+)
+def test_a_value_too_long_for_an_index_fails_its_call_alone(
+    apply: Apply, conn: Connection, app_id: int, bad: dict[str, Any]
+) -> None:
+    """Postgres refuses index entries over ~2.7 KB: a permanent error, not one to retry."""
+    outcome = apply(identify("good", email="g@example.com"), bad)
+    assert outcome.applied == {"identify": 1}
+    assert profile(conn, app_id, "good")["email"] == "g@example.com"
+    assert list(conn.scalars(text("SELECT reason FROM dead_letters"))) == ["apply_failed"]
+
+
+@pytest.mark.parametrize("existing", ["neither", "user-only"])
+def test_an_aliased_previous_id_also_works_as_a_user_id(
+    apply: Apply, conn: Connection, app_id: int, existing: str
+) -> None:
+    if existing == "user-only":
+        apply(page("newU"))
+    apply({"type": "alias", "previousId": "oldU", "userId": "newU"})
+    apply(identify("oldU", email="old@example.com"), page(anonymous_id="oldU"))
+    p = profile(conn, app_id, "newU")
+    assert (p["user_id"], p["email"]) == ("newU", "old@example.com")
+    assert count(conn, "SELECT count(*) FROM users") == 1
+
+
+def test_a_merge_does_not_bring_back_a_field_a_newer_call_cleared(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply(
+        identify(
+            anonymous_id="anonR", ts="2026-01-01T00:00:00Z", email="stale@example.com", plan="old"
+        )
+    )
+    apply(identify("userR", ts="2026-02-01T00:00:00Z", email="keep@example.com", plan="pro"))
+    apply(identify("userR", ts="2026-03-01T00:00:00Z", email=None, plan=None))
+    apply(identify("userR", "anonR", ts="2026-03-02T00:00:00Z"))  # merges anonR into userR
+    p = profile(conn, app_id, "userR")
+    assert p["anonymous_ids"] == ["anonR"]
+    assert p["email"] is None and p["attributes"] == {}
+    assert p["field_times"]["email"] == "2026-03-01T00:00:00.000Z"
+    # A replay of the February call cannot bring it back either.
+    apply(identify("userR", ts="2026-02-01T00:00:00Z", email="keep@example.com"))
+    assert profile(conn, app_id, "userR")["email"] is None

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared.settings import Settings
 from tests.workers.conftest import envelope
@@ -187,3 +187,25 @@ def test_a_single_call_that_crashes_is_a_dead_letter_and_applies_after_a_fix(
     applier.apply(FakeTask(), env.to_dict())  # the same message again, after the fix
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT page_views FROM users")) == 1
+
+
+def test_a_retry_never_quotes_the_failing_statement_s_values(
+    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Postgres quotes values in its messages and SQLAlchemy would add the parameters: a retry
+    (which Celery logs) carries only the error's kind and SQLSTATE, and the engine hides parameters."""
+    with applier.engine.connect() as conn, pytest.raises(DBAPIError) as caught:
+        conn.execute(text("SELECT CAST(:v AS integer)"), {"v": "secret@example.com"})
+    assert "SQL parameters hidden" in str(caught.value)
+    assert tasks.describe(caught.value) == "DataError (SQLSTATE 22P02)"
+
+    def deadlock(*_: Any) -> None:
+        raise OperationalError(
+            "UPDATE users ...", {"rows": "secret@example.com"}, _PgError("40P01")
+        )
+
+    monkeypatch.setattr(tasks, "apply_envelope", deadlock)
+    task = FakeTask()
+    with pytest.raises(Retry):
+        applier.apply(task, envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    assert str(task.retried[0]["exc"]) == "OperationalError (SQLSTATE 40P01)"

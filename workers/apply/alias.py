@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.ids import normalize_id
 from workers.apply.call import Call
-from workers.apply.state import BatchState
+from workers.apply.state import BatchState, Profile
 
 
 def apply_alias(state: BatchState, call: Call) -> None:
@@ -22,7 +22,13 @@ def apply_alias(state: BatchState, call: Call) -> None:
         previous.dirty = True
         state.link(("user", user_id), previous)
     elif current is not None:
-        state.link(("anonymous", previous_id), current)
+        _link_previous(state, previous_id, current)
     else:
-        profile = state.create(user_id)
-        state.link(("anonymous", previous_id), profile)
+        _link_previous(state, previous_id, state.create(user_id))
+
+
+def _link_previous(state: BatchState, previous_id: str, profile: Profile) -> None:
+    """A previousId no profile has is usually an anonymousId, but may be a former userId: it names
+    `profile` either way, so a later call with it as userId finds this profile, not a new one."""
+    state.link(("anonymous", previous_id), profile)
+    state.link(("user", previous_id), profile)

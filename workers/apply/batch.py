@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared.envelope import Envelope
 from shared.timeparse import parse_iso, utcnow
@@ -43,8 +43,13 @@ APPLY: dict[str, Callable[[BatchState, Call], None]] = {
     "alias": apply_alias,
 }
 
-# Postgres SQLSTATEs worth another try: serialization failure, deadlock, lock timeout, cancelled.
-TRANSIENT_STATES = {"40001", "40P01", "55P03", "57014"}
+# Postgres SQLSTATEs worth another try: serialization failure, deadlock, lock timeout, a statement
+# cancelled by its timeout, and the races STYLE 8 says to retry rather than hide: a unique key or a
+# foreign key that another transaction changed first. Anything else (a value too long for an index,
+# a bad value) fails the same way every time: the call is isolated and kept as a dead letter.
+TRANSIENT_STATES = {"40001", "40P01", "55P03", "57014", "23505", "23503"}
+# The server is going away or not up yet.
+UNREACHABLE_STATES = {"57P01", "57P02", "57P03"}
 
 
 class CallFailed(Exception):
@@ -63,13 +68,36 @@ class Retriable(Exception):
     """May succeed later (a deadlock, a lost connection, a race): retry the whole message."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | IntegrityError | store.ProfileVanished):
-        # IntegrityError here is a race another transaction won (STYLE 8): retried, not hidden.
+def sqlstate(exc: BaseException) -> str | None:
+    """The Postgres SQLSTATE behind a SQLAlchemy error, if the server sent one."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Postgres cannot be reached at all (down, restarting, network): worth retrying without end."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    if isinstance(exc, DBAPIError):
-        return getattr(exc.orig, "sqlstate", None) in TRANSIENT_STATES or exc.connection_invalidated
-    return False
+    state = sqlstate(exc)
+    if state in UNREACHABLE_STATES or (state or "").startswith("08"):
+        return True
+    # No SQLSTATE on an OperationalError: the client never got an answer. (A client-side
+    # DataError has none either, and is not a reason to wait.)
+    return state is None and isinstance(exc, OperationalError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """May succeed if the whole message is tried again later."""
+    if isinstance(exc, store.ProfileVanished):
+        return True
+    return is_unreachable(exc) or sqlstate(exc) in TRANSIENT_STATES
+
+
+def describe(exc: BaseException) -> str:
+    """An error's kind and SQLSTATE, for logs: never its message, which may quote values."""
+    state = sqlstate(exc)
+    return f"{type(exc).__name__} (SQLSTATE {state})" if state else type(exc).__name__
 
 
 @dataclass

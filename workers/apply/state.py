@@ -49,18 +49,26 @@ class Record:
         self.dirty = True
 
     def absorb(self, other: Record) -> None:
-        """Fill this record's empty fields and attributes from `other` (the target side of a merge)."""
+        """Fill this record's empty fields and attributes from `other` (the target side of a merge).
+
+        A field this record cleared later than `other` wrote it stays empty: the merge must not
+        bring back what a newer call removed (SPEC 5.8).
+        """
         for name, value in other.fields.items():
             if self.fields.get(name) is None and value is not None:
-                self.fields[name] = value
-                if name in other.field_times:
-                    self.field_times[name] = other.field_times[name]
+                self._take(other, name, name, value, self.fields)
         for name, value in other.attributes.items():
             if name not in self.attributes:
-                self.attributes[name] = value
-                if ATTR + name in other.field_times:
-                    self.field_times[ATTR + name] = other.field_times[ATTR + name]
+                self._take(other, ATTR + name, name, value, self.attributes)
         self.dirty = True
+
+    def _take(self, other: Record, key: str, name: str, value: Any, into: dict[str, Any]) -> None:
+        theirs = other.field_times.get(key, "")
+        if self.field_times.get(key, "") > theirs:
+            return
+        into[name] = value
+        if theirs:
+            self.field_times[key] = theirs
 
 
 @dataclass(slots=True)
