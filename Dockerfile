@@ -31,4 +31,4 @@ RUN pip install --no-deps . \
 USER userdest
 WORKDIR /home/userdest
 EXPOSE 8000
-CMD ["gunicorn", "api:create_app()", "--bind", "0.0.0.0:8000"]
+CMD ["gunicorn", "--config", "python:api.gunicorn_conf", "api:create_app()", "--bind", "0.0.0.0:8000"]

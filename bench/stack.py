@@ -175,8 +175,8 @@ class Stack:
         env.pop("WEB_CONCURRENCY", None)  # -w below is the bench's parameter
         commands = {
             "receiver": [
-                str(BIN / "gunicorn"), "api:create_app()", "--bind", f"127.0.0.1:{self.port}",
-                "--workers", str(RECEIVER_PROCESSES), *_no_control_socket(),
+                str(BIN / "gunicorn"), "--config", "python:api.gunicorn_conf", "api:create_app()",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", str(RECEIVER_PROCESSES),
             ],
             "worker": [
                 str(BIN / "celery"), "-A", "workers", "worker", "-Q", "ingest",
@@ -242,15 +242,6 @@ class Stack:
         if self._metrics_dir is not None:
             self._metrics_dir.cleanup()
             self._metrics_dir = None
-
-
-def _no_control_socket() -> list[str]:
-    """gunicorn 25+ opens a control socket at one path per user: two stacks would fight over it."""
-    from gunicorn.config import KNOWN_SETTINGS
-
-    return (
-        ["--no-control-socket"] if any(s.name == "control_socket" for s in KNOWN_SETTINGS) else []
-    )
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

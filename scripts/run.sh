@@ -63,7 +63,7 @@ trap 'stop' EXIT
 # Job control puts each child in its own process group, so a Ctrl-C reaches only this script,
 # which then stops the children once and in order (a second signal would make Celery cold-stop).
 set -m
-"$BIN/gunicorn" "api:create_app()" --bind "$HOST:$PORT" --workers 2 \
+"$BIN/gunicorn" --config python:api.gunicorn_conf "api:create_app()" --bind "$HOST:$PORT" --workers 2 \
   >"$LOGS/receiver.log" 2>&1 &
 receiver=$!
 "$BIN/celery" -A workers worker -Q ingest,replay -c 2 \

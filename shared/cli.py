@@ -894,6 +894,7 @@ def deadletters_replay(
                 app_id=_app_id(session, app_name),
                 ids=ids,
                 reason=reason,
+                size=min(settings.replay_batch_size, settings.max_batch_calls),
             )
 
         try:

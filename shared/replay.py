@@ -2,7 +2,7 @@
 
 Each line of an NDJSON file (one call, or one `{"batch": [...]}` body) is checked by the receiver's
 own functions (api/checks.py) and within the receiver's size limits; the calls that pass travel in
-envelopes of up to CALLS_PER_MESSAGE calls, as the receiver's would, with source "replay".
+envelopes of up to REPLAY_BATCH_SIZE calls, as the receiver's would, with source "replay".
 
 Idempotency is the point: every call keeps its `messageId`, and a call without one gets a UUID5 of
 its canonical JSON instead of the receiver's random UUID, so replaying one file twice (or an export
@@ -35,7 +35,6 @@ from shared.readmodel import NotFound
 from shared.settings import Settings
 from shared.timeparse import iso, utcnow
 
-CALLS_PER_MESSAGE = 100
 """The most calls one replayed envelope carries (the receiver's batches carry up to 2,500)."""
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b0f8a63-4c2e-5d71-9e0a-7a6f1d2c3b48")
 """The UUID5 namespace of derived message ids. Changing it changes every derived id: never do."""
@@ -278,11 +277,12 @@ class Pacer:
         self._sent += calls
 
 
-def message_size(rate: float | None) -> int:
-    """Calls per envelope: CALLS_PER_MESSAGE, fewer under a low --rate so the pace stays even."""
+def message_size(rate: float | None, size: int) -> int:
+    """Calls per envelope: `size` (REPLAY_BATCH_SIZE), fewer under a low --rate so the pace stays
+    even."""
     if rate is None:
-        return CALLS_PER_MESSAGE
-    return max(1, min(CALLS_PER_MESSAGE, int(rate)))
+        return size
+    return max(1, min(size, int(rate)))
 
 
 @dataclass(slots=True)
@@ -333,7 +333,8 @@ def replay_lines(
                 "calls were enqueued; replaying the same input again is safe"
             ) from None
 
-    batcher = Batcher(app_id, message_size(rate), deliver)
+    size = min(settings.replay_batch_size, settings.max_batch_calls)
+    batcher = Batcher(app_id, message_size(rate, size), deliver)
     seen: set[str] = set()
     for number, raw in lines:
         if not raw.strip():
@@ -391,6 +392,7 @@ def replay_dead_letters(
     app_id: int | None = None,
     ids: Sequence[int] = (),
     reason: str | None = None,
+    size: int = 100,
 ) -> dict[str, Any]:
     """Enqueue dead letters again and mark them replayed, in the caller's transaction.
 
@@ -453,7 +455,7 @@ def replay_dead_letters(
             app = cast(int, letter.app_id)  # _unreplayable refused letters without one
             batcher = batchers.get(app)
             if batcher is None:
-                batcher = batchers[app] = Batcher(app, CALLS_PER_MESSAGE, send)
+                batcher = batchers[app] = Batcher(app, size, send)
             batcher.add(_dead_letter_call(letter), message_id)
             done.append(letter.id)
         for batcher in batchers.values():

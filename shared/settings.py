@@ -80,6 +80,8 @@ class Settings:
     """TASK_TIME_LIMIT: seconds one message may take before its worker process is replaced."""
     visibility_timeout: int = 3600
     """VISIBILITY_TIMEOUT: seconds before Redis gives an unacknowledged message to another worker."""
+    replay_batch_size: int = 100
+    """REPLAY_BATCH_SIZE: calls per queue message that replays make (at most MAX_BATCH_CALLS)."""
     dedupe_days: int = 30
     """DEDUPE_DAYS: how long a messageId is remembered per app."""
     worker_metrics_port: int = 0
@@ -127,6 +129,8 @@ class Settings:
         for name in ("max_call_bytes", "max_batch_bytes", "max_batch_calls", "max_depth"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive")
+        if self.replay_batch_size <= 0:
+            raise SettingsError("REPLAY_BATCH_SIZE must be positive")
         if not 0 < self.auth_cache_ttl <= 10:
             raise SettingsError("AUTH_CACHE_TTL must be above 0 and at most 10 seconds")
         if self.trusted_proxies < 0 or self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:

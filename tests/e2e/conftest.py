@@ -74,7 +74,7 @@ def stack(
     env = stack_env(settings)
     with (tmp_path / "receiver.log").open("wb") as log:
         receiver = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "2", "api:create_app()"],
+            [str(BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "-b", f"127.0.0.1:{port}", "-w", "2", "api:create_app()"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     procs = [receiver, start_worker(env, tmp_path / "worker.log", "ingest,replay")]

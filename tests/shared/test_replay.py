@@ -370,9 +370,17 @@ def test_pacer_never_sends_ahead_of_the_rate(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_small_rate_sends_one_call_a_message():
-    assert replay.message_size(None) == replay.CALLS_PER_MESSAGE
-    assert replay.message_size(0.5) == 1
-    assert replay.message_size(5000) == replay.CALLS_PER_MESSAGE
+    assert replay.message_size(None, 100) == 100
+    assert replay.message_size(0.5, 100) == 1
+    assert replay.message_size(5000, 100) == 100
+
+
+def test_replay_batch_size_sets_the_calls_per_message(
+    invoke: Invoke, shop: int, redis_client: redis.Redis
+):
+    lines = ndjson(*({**TRACK, "userId": f"u{i}", "messageId": f"m-{i}"} for i in range(7)))
+    ok(invoke("replay", "-", "--app", "shop", stdin=lines, env={"REPLAY_BATCH_SIZE": "3"}))
+    assert [len(env["calls"]) for env in envelopes(redis_client)] == [3, 3, 1]
 
 
 # --- idempotency -------------------------------------------------------------------------------

@@ -1,0 +1,29 @@
+"""gunicorn's own settings for the receiver: `gunicorn -c python:api.gunicorn_conf "api:create_app()"`.
+
+gunicorn logs through its own loggers before and beside the Flask app; this makes those lines JSON
+too (SPEC 7: one JSON object a line), and leaves access logs off: a line per call would cost more
+than the call, and the metrics count requests by endpoint and status.
+"""
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    },
+}
+
+# gunicorn 27's control socket lives at one path per user (~/.gunicorn/gunicorn.ctl), so two
+# receivers on one host (make run beside a test run, or the bench) would fight over it; userdest
+# does not use it. Older gunicorns ignore the name.
+control_socket_disable = True
