@@ -68,7 +68,7 @@ class Settings:
     broker_timeout: float = 2.0
     """BROKER_TIMEOUT: seconds the receiver waits for Redis before answering 503."""
 
-    worker_concurrency: int = 4
+    worker_concurrency: int = 2
     """WORKER_CONCURRENCY: worker processes per `celery worker` (its -c option wins)."""
     worker_prefetch: int = 4
     """WORKER_PREFETCH: messages each worker process reserves ahead."""
