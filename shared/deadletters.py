@@ -83,18 +83,20 @@ def list_letters(session: Session, where: Filter, limit: int | None) -> list[dic
         .order_by(DeadLetter.id.desc())
         .limit(limit)
     )
-    return [
-        {
-            "id": letter.id,
-            "app": app,
-            "reason": letter.reason,
-            "error": letter.error,
-            "attempts": letter.attempts,
-            "created_at": iso(letter.created_at),
-            "call": letter.call,
-        }
-        for letter, app in session.execute(query)
-    ]
+    return [_summary(letter, app) for letter, app in session.execute(query)]
+
+
+def _summary(letter: DeadLetter, app: str | None) -> dict[str, Any]:
+    """What `deadletters list --json` answers for one letter (SPEC 6)."""
+    return {
+        "id": letter.id,
+        "app": app,
+        "reason": letter.reason,
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "created_at": iso(letter.created_at),
+        "call": letter.call,
+    }
 
 
 def show_letter(session: Session, letter_id: int) -> dict[str, Any]:
@@ -108,17 +110,11 @@ def show_letter(session: Session, letter_id: int) -> dict[str, Any]:
         raise NotFound(f"no dead letter {letter_id}")
     letter, app = row
     return {
-        "id": letter.id,
-        "app": app,
-        "reason": letter.reason,
-        "error": letter.error,
-        "attempts": letter.attempts,
-        "created_at": iso(letter.created_at),
+        **_summary(letter, app),
         "updated_at": iso(letter.updated_at),
         "replayed_at": None if letter.replayed_at is None else iso(letter.replayed_at),
         "message_id": letter.message_id,
         "meta": letter.meta,
-        "call": letter.call,
     }
 
 

@@ -56,7 +56,11 @@ def fail(clean_db: Engine, settings: Settings) -> Run:
 
 
 def _failure(env: dict[str, str], args: tuple[str, ...], stdin: str | None) -> Any:
-    result = _invoke(env, args, stdin)
+    return one_line_error(_invoke(env, args, stdin))
+
+
+def one_line_error(result: Result) -> str:
+    """The one `Error: ...` line a failing command prints on stderr, with a non-zero exit."""
     assert result.exit_code != 0, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output

@@ -24,6 +24,7 @@ from shared.settings import Settings
 from shared.tenancy import create_app
 from shared.timeparse import parse_iso, utcnow
 from tests.api.support import fixture, queued
+from tests.shared.test_cli import one_line_error
 
 Invoke = Callable[..., Result]
 
@@ -89,17 +90,6 @@ def shop(clean_db: Engine, redis_client: redis.Redis) -> int:
 def ok(result: Result) -> Result:
     assert result.exit_code == 0, (result.output, result.exception)
     return result
-
-
-def one_line_error(result: Result) -> str:
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> str:
