@@ -101,3 +101,70 @@ def test_concurrent_workers_make_one_profile_with_exact_counters(
         assert one("SELECT count(*) FROM companies") == 2
         assert one("SELECT count(*) FROM memberships") == 2
         assert one("SELECT count(*) FROM processed_messages") == 6 * PROCESSES * ROUNDS
+
+
+CAP = 10
+DEFINING_ROUNDS = 12
+
+
+def _definer(database_url: str, app_id: int, proc: int, start_at: float) -> int:
+    """Apply messages that each bring three new user attribute names; returns retries."""
+    engine = make_engine(Settings(database_url=database_url), pool_size=1)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))  # connected before the start, so all begin together
+    time.sleep(max(0.0, start_at - time.time()))
+    retries = 0
+    for n in range(DEFINING_ROUNDS):
+        traits = {f"p{proc}_{n}_{k}": "x" for k in range(3)}
+        env = Envelope(
+            app_id=app_id,
+            received_at="2026-11-28T12:00:00.000Z",
+            request_id=f"d{proc}-{n}",
+            calls=[{"type": "identify", "userId": f"user-{proc}", "traits": traits}],
+            message_ids=[str(uuid.uuid4())],
+        )
+        for attempt in range(20):
+            try:
+                with engine.begin() as conn:
+                    apply_envelope(conn, env)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                retries += 1
+                time.sleep(0.01 * (attempt + 1))
+    engine.dispose()
+    return retries
+
+
+def test_concurrent_workers_never_pass_an_apps_cap_together(
+    clean_db: Engine, settings: Settings
+) -> None:
+    with clean_db.begin() as conn:
+        app_id = int(
+            conn.scalar(
+                text(
+                    "INSERT INTO apps (name, max_user_attributes) VALUES ('capped', :cap) RETURNING id"
+                ),
+                {"cap": CAP},
+            )
+        )
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(PROCESSES) as pool:
+        start_at = time.time() + 3  # after every spawned process has imported and connected
+        pool.starmap(
+            _definer, [(settings.database_url, app_id, p, start_at) for p in range(PROCESSES)]
+        )
+    with clean_db.connect() as conn:
+        defined = set(
+            conn.scalars(text("SELECT name FROM attribute_definitions WHERE scope = 'user'"))
+        )
+        ignored = conn.scalar(
+            text("SELECT sum(count) FROM ignored_values WHERE reason = 'over_cap'")
+        )
+        stored: set[str] = set()
+        for attrs in conn.scalars(text("SELECT attributes FROM users")):
+            stored |= set(attrs)
+    assert len(defined) == CAP
+    assert ignored == PROCESSES * DEFINING_ROUNDS * 3 - CAP
+    assert stored == defined

@@ -62,6 +62,11 @@ class Definitions:
             return self.caps.event_attributes
         return self.caps.user if scope == "user" else self.caps.company
 
+    def may_define(self, scope: str, event: str, name: str) -> bool:
+        """Whether a value under `name` would define it now: new, well named and under the cap."""
+        defs = self.event.get(event, {}) if scope == "event" else self._scope(scope, "")
+        return name not in defs and 0 < len(name) <= MAX_NAME and len(defs) < self._cap(scope)
+
     def define_event(self, name: str) -> bool:
         """True if the event name is known or could be defined now; False if over the cap."""
         if name in self.event_ids or name in self.new_events:

@@ -37,6 +37,11 @@ class Call:
     time: datetime
     """The event time after Segment's clock-skew rule (SPEC 5.2)."""
 
+    @property
+    def event(self) -> str:
+        """A track call's event name as stored (parse_call made sure it is a non-empty string)."""
+        return clean_text(str(self.body.get("event", "")).strip())
+
     def obj(self, key: str) -> dict[str, Any]:
         """`traits`, `properties` or `context` as a dict, empty where absent or not an object."""
         value = self.body.get(key)

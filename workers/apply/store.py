@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, text
 
 from shared.db import json_dumps
-from shared.ids import clean_text, normalize_id
+from shared.ids import normalize_id
 from shared.models import COMPANY_FIELDS, PROFILE_FIELDS, EventOccurrence, PageView
 from workers.apply.attributes import Caps, Definition, Definitions
 from workers.apply.call import Call
@@ -26,6 +26,7 @@ from workers.apply.state import (
     IdKey,
     Profile,
 )
+from workers.profile import map_company_traits, map_user_traits
 
 
 class UnknownApp(LookupError):
@@ -91,9 +92,15 @@ def load(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> BatchS
     """Lock and read everything `calls` will touch: profiles, companies, definitions."""
     keys = id_keys(calls)
     locks = sorted({lock_key(app_id, kind, value) for kind, value in keys})
-    state = BatchState(
-        app_id=app_id, definitions=_lock_and_load_definitions(conn, app_id, caps, calls, locks)
-    )
+    definitions = _lock_and_load_definitions(conn, app_id, caps, calls, locks)
+    if _defines_new_names(definitions, calls):
+        # New names count against the app's caps: one definer at a time, reading the definitions
+        # again once it holds the lock, so that concurrent workers never pass a cap together.
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(app_id, "definitions", "")}
+        )
+        definitions = _lock_and_load_definitions(conn, app_id, caps, calls, [])
+    state = BatchState(app_id=app_id, definitions=definitions)
     for _ in range(3):
         try:
             _load_profiles(conn, state, keys)
@@ -105,6 +112,31 @@ def load(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> BatchS
         raise ProfileVanished("profiles kept moving under concurrent merges")
     _load_companies(conn, state, calls)
     return state
+
+
+def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
+    """Whether applying `calls` may define an event name or attribute the app does not have yet.
+
+    A name past its scope's cap, too long, or sent only as null defines nothing, so it does not
+    count: an app that keeps sending new names past its cap must not serialise its workers.
+    """
+    for call in calls:
+        if call.type == "identify":
+            scope, event, values = "user", "", map_user_traits(call.obj("traits"))[1]
+        elif call.type == "group":
+            scope, event, values = "company", "", map_company_traits(call.obj("traits"))[1]
+        elif call.type == "track":
+            if call.event not in defs.event_ids and len(defs.event_ids) < defs.caps.event_names:
+                return True
+            scope, event, values = "event", call.event, call.obj("properties")
+        else:
+            continue
+        if any(
+            value is not None and defs.may_define(scope, event, name)
+            for name, value in values.items()
+        ):
+            return True
+    return False
 
 
 def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> None:
@@ -201,7 +233,7 @@ def _lock_and_load_definitions(
     snapshot taken after the locks were granted), do.
     """
     defs = Definitions(caps=caps)
-    events = sorted({clean_text(str(c.body["event"]).strip()) for c in calls if c.type == "track"})
+    events = sorted({c.event for c in calls if c.type == "track"})
     attributes, event_ids, _ = conn.execute(
         text(
             "SELECT (SELECT coalesce(json_agg(json_build_array(scope, event, name, type, choices, "

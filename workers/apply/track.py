@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from shared.ids import clean_text
 from workers.apply.call import Call
 from workers.apply.resolve import resolve
 from workers.apply.state import BatchState
@@ -10,7 +9,7 @@ from workers.apply.state import BatchState
 
 def apply_track(state: BatchState, call: Call) -> None:
     profile = resolve(state, call)
-    name = clean_text(str(call.body["event"]).strip())
+    name = call.event
     if not state.definitions.define_event(name):
         return  # over the app's cap of event names: counted, not recorded
     properties = state.definitions.coerce("event", call.obj("properties"), event=name)
