@@ -251,7 +251,12 @@ def _lock_and_load_definitions(
     return defs
 
 
-_json_rows = json_dumps
+def _write_rows(conn: Connection, sql: str, rows: list[dict[str, Any]], **params: Any) -> None:
+    """Run `sql` once for all `rows`, passed as one jsonb parameter `:rows` that the statement
+    unpacks with jsonb_to_recordset: one statement for N rows (STYLE 10). Nothing to write, no
+    statement."""
+    if rows:
+        conn.execute(text(sql), {**params, "rows": json_dumps(rows)})
 
 
 def flush(conn: Connection, state: BatchState, key_id: str | None = None) -> None:
@@ -309,15 +314,12 @@ def _insert_new_profiles(conn: Connection, state: BatchState) -> dict[int, int]:
         text("SELECT nextval('users_id_seq') FROM generate_series(1, :n)"), {"n": len(new)}
     ).all()
     real = {p.pk: i for p, i in zip(new, ids, strict=True)}
-    conn.execute(
-        text(
-            "INSERT INTO users (id, app_id, user_id) SELECT r.id, :app, r.user_id "
-            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, user_id text)"
-        ),
-        {
-            "app": state.app_id,
-            "rows": _json_rows([{"id": real[p.pk], "user_id": p.user_id} for p in new]),
-        },
+    _write_rows(
+        conn,
+        "INSERT INTO users (id, app_id, user_id) SELECT r.id, :app, r.user_id "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, user_id text)",
+        [{"id": real[p.pk], "user_id": p.user_id} for p in new],
+        app=state.app_id,
     )
     return real
 
@@ -374,14 +376,12 @@ def _update_profiles(conn: Connection, state: BatchState, pk: Any) -> None:
         for p in sorted(state.profiles.values(), key=lambda p: pk(p.pk))
         if p.dirty
     ]
-    if rows:
-        conn.execute(
-            text(
-                f"UPDATE users AS u SET {_PROFILE_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
-                f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_PROFILE_RECORD}) WHERE u.id = r.id"
-            ),
-            {"rows": _json_rows(rows)},
-        )
+    _write_rows(
+        conn,
+        f"UPDATE users AS u SET {_PROFILE_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_PROFILE_RECORD}) WHERE u.id = r.id",
+        rows,
+    )
 
 
 def _write_identities(conn: Connection, state: BatchState, pk: Any) -> None:
@@ -389,16 +389,15 @@ def _write_identities(conn: Connection, state: BatchState, pk: Any) -> None:
         {"kind": kind, "value": value, "user_pk": pk(target)}
         for (kind, value), target in sorted(state.identity_writes.items())
     ]
-    if rows:
-        conn.execute(
-            text(
-                "INSERT INTO identities (app_id, kind, value, user_pk) "
-                "SELECT :app, r.kind, r.value, r.user_pk "
-                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(kind text, value text, user_pk bigint) "
-                "ON CONFLICT (app_id, kind, value) DO UPDATE SET user_pk = EXCLUDED.user_pk"
-            ),
-            {"app": state.app_id, "rows": _json_rows(rows)},
-        )
+    _write_rows(
+        conn,
+        "INSERT INTO identities (app_id, kind, value, user_pk) "
+        "SELECT :app, r.kind, r.value, r.user_pk "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(kind text, value text, user_pk bigint) "
+        "ON CONFLICT (app_id, kind, value) DO UPDATE SET user_pk = EXCLUDED.user_pk",
+        rows,
+        app=state.app_id,
+    )
 
 
 _COMPANY_RECORD = ", ".join(
@@ -414,14 +413,12 @@ def _update_companies(conn: Connection, state: BatchState) -> None:
         for c in sorted(state.companies.values(), key=lambda c: c.pk)
         if c.dirty
     ]
-    if rows:
-        conn.execute(
-            text(
-                f"UPDATE companies AS c SET {_COMPANY_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
-                f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_COMPANY_RECORD}) WHERE c.id = r.id"
-            ),
-            {"rows": _json_rows(rows)},
-        )
+    _write_rows(
+        conn,
+        f"UPDATE companies AS c SET {_COMPANY_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_COMPANY_RECORD}) WHERE c.id = r.id",
+        rows,
+    )
 
 
 def _write_memberships(conn: Connection, state: BatchState, pk: Any) -> None:
@@ -429,17 +426,14 @@ def _write_memberships(conn: Connection, state: BatchState, pk: Any) -> None:
     for (company, user), since in state.memberships.items():
         key = (company, pk(user))
         merged[key] = since if key not in merged else min(merged[key], since)
-    if merged:
-        rows = [{"c": c, "u": u, "s": s} for (c, u), s in sorted(merged.items())]
-        conn.execute(
-            text(
-                "INSERT INTO memberships (company_id, user_pk, member_since) SELECT r.c, r.u, r.s "
-                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(c bigint, u bigint, s timestamptz) "
-                "ON CONFLICT (company_id, user_pk) DO UPDATE "
-                "SET member_since = LEAST(memberships.member_since, EXCLUDED.member_since)"
-            ),
-            {"rows": _json_rows(rows)},
-        )
+    _write_rows(
+        conn,
+        "INSERT INTO memberships (company_id, user_pk, member_since) SELECT r.c, r.u, r.s "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(c bigint, u bigint, s timestamptz) "
+        "ON CONFLICT (company_id, user_pk) DO UPDATE "
+        "SET member_since = LEAST(memberships.member_since, EXCLUDED.member_since)",
+        [{"c": c, "u": u, "s": s} for (c, u), s in sorted(merged.items())],
+    )
 
 
 def _write_definitions(conn: Connection, state: BatchState) -> dict[str, int]:
@@ -461,32 +455,29 @@ def _write_definitions(conn: Connection, state: BatchState) -> dict[str, int]:
             {"app": state.app_id, "names": names},
         ):
             defs.event_ids[name] = event_id
-    if defs.new_attributes:
-        rows = [{"s": s, "e": e, "n": n} for s, e, n in sorted(set(defs.new_attributes))]
-        conn.execute(
-            text(
-                "INSERT INTO attribute_definitions (app_id, scope, event, name, type, origin) "
-                "SELECT :app, r.s, r.e, r.n, 'string', 'traffic' "
-                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text) "
-                "ON CONFLICT DO NOTHING"
-            ),
-            {"app": state.app_id, "rows": _json_rows(rows)},
-        )
+    _write_rows(
+        conn,
+        "INSERT INTO attribute_definitions (app_id, scope, event, name, type, origin) "
+        "SELECT :app, r.s, r.e, r.n, 'string', 'traffic' "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text) "
+        "ON CONFLICT DO NOTHING",
+        [{"s": s, "e": e, "n": n} for s, e, n in sorted(set(defs.new_attributes))],
+        app=state.app_id,
+    )
     return defs.event_ids
 
 
 def _count_ignored(conn: Connection, state: BatchState) -> None:
-    ignored = state.definitions.ignored
-    if not ignored:
-        return
-    rows = [{"s": s, "e": e, "n": n, "r": r, "c": c} for (s, e, n, r), c in sorted(ignored.items())]
-    conn.execute(
-        text(
-            "INSERT INTO ignored_values (app_id, scope, event, name, reason, count) "
-            "SELECT :app, r.s, r.e, r.n, r.r, r.c "
-            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text, r text, c bigint) "
-            "ON CONFLICT (app_id, scope, event, name, reason) DO UPDATE "
-            "SET count = ignored_values.count + EXCLUDED.count, last_at = now()"
-        ),
-        {"app": state.app_id, "rows": _json_rows(rows)},
+    _write_rows(
+        conn,
+        "INSERT INTO ignored_values (app_id, scope, event, name, reason, count) "
+        "SELECT :app, r.s, r.e, r.n, r.r, r.c "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text, r text, c bigint) "
+        "ON CONFLICT (app_id, scope, event, name, reason) DO UPDATE "
+        "SET count = ignored_values.count + EXCLUDED.count, last_at = now()",
+        [
+            {"s": s, "e": e, "n": n, "r": r, "c": c}
+            for (s, e, n, r), c in sorted(state.definitions.ignored.items())
+        ],
+        app=state.app_id,
     )
