@@ -23,6 +23,7 @@ RUN mkdir -p api workers shared \
 COPY api ./api
 COPY workers ./workers
 COPY shared ./shared
+COPY ops ./ops
 RUN pip install --no-deps . \
     && rm -rf /src \
     && useradd --system --user-group --uid 10001 --create-home --home-dir /home/userdest \

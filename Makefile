@@ -33,8 +33,8 @@ test: install ## run the whole test suite against local Postgres and Redis
 	$(BIN)/pytest
 
 lint: install ## ruff and mypy on the packages
-	$(BIN)/ruff check api workers shared bench tests
-	$(BIN)/ruff format --check api workers shared bench tests
+	$(BIN)/ruff check api workers shared ops bench tests
+	$(BIN)/ruff format --check api workers shared ops bench tests
 	$(BIN)/mypy
 
 bench: install ## run the seeded SPEC 9 workload on the real stack; writes bench-results/latest.json

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError
+from shared.calls import Refusal
 from shared.metrics import AUTH_LOOKUPS
 from shared.tenancy import AuthView, hash_key, host_matches, load_auth_view
 
@@ -71,8 +71,8 @@ def key_from_body(body: Any) -> str | None:
     return _clean_key(body.get("writeKey"))
 
 
-def _refused() -> ApiError:
-    return ApiError(403, "invalid_api_key", "the API key is unknown or revoked")
+def _refused() -> Refusal:
+    return Refusal(403, "invalid_api_key", "the API key is unknown or revoked")
 
 
 class AuthCache:
@@ -100,7 +100,7 @@ class AuthCache:
         self._lock = threading.Lock()
 
     def authenticate(self, key: str) -> AuthView:
-        """The key's view, or ApiError 403 (unknown, revoked) or 503 (Postgres down, key unseen)."""
+        """The key's view, or Refusal 403 (unknown, revoked) or 503 (Postgres down, key unseen)."""
         if len(key) > MAX_KEY_LENGTH:
             raise _refused()
         digest = hash_key(key)
@@ -125,7 +125,7 @@ class AuthCache:
         except SQLAlchemyError as exc:
             if stale is None:
                 logger.warning("key look-up failed", extra={"error": type(exc).__name__})
-                raise ApiError(
+                raise Refusal(
                     503,
                     "auth_unavailable",
                     "API keys cannot be checked right now; retry later",
@@ -195,7 +195,7 @@ def check_domains(
         )
     for found in hosts:
         if found is not None and not host_matches(found, domains):
-            raise ApiError(403, "untrusted_domain", "the sending site is not a trusted domain")
+            raise Refusal(403, "untrusted_domain", "the sending site is not a trusted domain")
 
 
 def check_signature(secret: str | None, signature: str | None, *bodies: bytes | None) -> None:
@@ -203,7 +203,7 @@ def check_signature(secret: str | None, signature: str | None, *bodies: bytes | 
     if not secret:
         return
     if not signature:
-        raise ApiError(401, "missing_signature", "X-Signature is required for this app's webhooks")
+        raise Refusal(401, "missing_signature", "X-Signature is required for this app's webhooks")
     given = signature.strip().lower().encode("latin-1", "replace")
     key = secret.encode()
     for body in bodies:
@@ -212,4 +212,4 @@ def check_signature(secret: str | None, signature: str | None, *bodies: bytes | 
         expected = hmac.new(key, body, hashlib.sha1).hexdigest().encode()
         if hmac.compare_digest(expected, given):
             return
-    raise ApiError(401, "bad_signature", "X-Signature does not match the body")
+    raise Refusal(401, "bad_signature", "X-Signature does not match the body")

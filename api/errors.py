@@ -1,6 +1,6 @@
-"""The one exception type of the receiver and the handlers that turn anything into a JSON answer.
+"""The handlers that turn any refusal or failure into a JSON answer.
 
-Every refusal is an `ApiError` with a short, stable `code` (documented in docs/receiver.md and the
+Every refusal is a `shared.calls.Refusal` with a short, stable `code` (documented in docs/receiver.md and the
 OpenAPI document). Whatever else goes wrong (unknown route, wrong method, a bug) still answers
 JSON, never an HTML page or a traceback.
 """
@@ -15,6 +15,7 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from shared.calls import Refusal
 from shared.metrics import HTTP_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -22,29 +23,12 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-class ApiError(Exception):
-    """A request the receiver refuses: HTTP status, stable code, human message, optional details."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        errors: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.errors = errors
-        self.headers = headers
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"success": False, "code": self.code, "message": self.message}
-        if self.errors is not None:
-            body["errors"] = self.errors
-        return Response(orjson.dumps(body), self.status, self.headers, mimetype=JSON)
+def answer(refusal: Refusal) -> Response:
+    """The JSON answer to a refusal: `success` false, its code and message, and any details."""
+    body: dict[str, Any] = {"success": False, "code": refusal.code, "message": refusal.message}
+    if refusal.errors is not None:
+        body["errors"] = refusal.errors
+    return Response(orjson.dumps(body), refusal.status, refusal.headers, mimetype=JSON)
 
 
 # The codes of the HTTP errors Flask and werkzeug raise themselves.
@@ -66,14 +50,14 @@ def _request_id() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def handle_api_error(error: ApiError) -> Response:
+def handle_refusal(error: Refusal) -> Response:
     HTTP_ERRORS.labels(error.code).inc()
     # The code and the request id are enough to find the request; never its body or key.
     logger.info(
         "refused",
         extra={"request_id": _request_id(), "status": error.status, "code": error.code},
     )
-    return error.response()
+    return answer(error)
 
 
 def handle_http_exception(error: HTTPException) -> Response:
@@ -83,7 +67,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     if status == 405 and error.response is None:
         # werkzeug puts the allowed methods in its own headers; keep the Allow one.
         headers = {k: v for k, v in error.get_headers() if k.lower() == "allow"}
-    return handle_api_error(ApiError(status, code, error.name, headers=headers or None))
+    return handle_refusal(Refusal(status, code, error.name, headers=headers or None))
 
 
 def handle_unexpected(error: Exception) -> Response:
@@ -98,12 +82,12 @@ def handle_unexpected(error: Exception) -> Response:
         },
     )
     HTTP_ERRORS.labels("internal_error").inc()
-    return ApiError(
-        500, "internal_error", "the receiver failed; the request was not accepted"
-    ).response()
+    return answer(
+        Refusal(500, "internal_error", "the receiver failed; the request was not accepted")
+    )
 
 
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(Refusal, handle_refusal)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

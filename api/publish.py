@@ -10,15 +10,15 @@ from typing import Any
 from celery import Celery
 from redis import Redis
 
-from api.errors import ApiError
 from shared import publish
+from shared.calls import Refusal
 from shared.publish import BrokerUnavailable, make_redis
 
 __all__ = ["Publisher", "make_redis"]
 
 
 class Publisher(publish.Publisher):
-    """Enqueues envelopes for the APPLY_TASK task on a queue, or raises ApiError 503."""
+    """Enqueues envelopes for the APPLY_TASK task on a queue, or raises Refusal 503."""
 
     def __init__(self, celery: Celery, client: Redis, retry_after: int) -> None:
         super().__init__(celery, client)
@@ -29,7 +29,7 @@ class Publisher(publish.Publisher):
         try:
             super().publish(envelope, queue)
         except BrokerUnavailable:
-            raise ApiError(
+            raise Refusal(
                 503,
                 "broker_unavailable",
                 "the queue cannot be reached; nothing was accepted, retry later",

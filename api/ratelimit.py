@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import redis
 
-from api.errors import ApiError
+from shared.calls import Refusal
 
 PREFIX = "userdest:ratelimit:"
 
@@ -58,14 +58,14 @@ class RateLimiter:
                 self._client.decr(current)
         except redis.RedisError:
             # The same Redis carries the queue: nothing could be accepted now anyway.
-            raise ApiError(
+            raise Refusal(
                 503,
                 "broker_unavailable",
                 "the queue cannot be reached; nothing was accepted, retry later",
                 headers={"Retry-After": self._headers["Retry-After"]},
             ) from None
         if over:
-            raise ApiError(
+            raise Refusal(
                 429,
                 "rate_limited",
                 "too many requests for this API key; retry later",

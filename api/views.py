@@ -37,21 +37,21 @@ from api.auth import (
     key_from_authorization,
     key_from_body,
 )
-from api.checks import (
-    CALL_TYPES,
-    check_batch,
-    check_call,
-    check_depth,
-    error,
-    parse_json,
-    read_body,
-    usable_message_id,
-)
-from api.errors import JSON, ApiError
+from api.body import read_body
+from api.errors import JSON
 from api.openapi import document
 from api.publish import Publisher, make_redis
 from api.ratelimit import RateLimiter
 from shared import metrics
+from shared.calls import (
+    CALL_TYPES,
+    Refusal,
+    check_batch,
+    check_calls,
+    check_depth,
+    parse_json,
+    usable_message_id,
+)
 from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.envelope import Envelope
@@ -115,8 +115,8 @@ def remote_addr(environ: dict[str, Any], trusted_proxies: int) -> str | None:
     return addr if isinstance(addr, str) else None
 
 
-def _missing_key() -> ApiError:
-    return ApiError(
+def _missing_key() -> Refusal:
+    return Refusal(
         401,
         "missing_api_key",
         "no API key: send Authorization: Basic base64(key:), Bearer or Token, or a writeKey",
@@ -181,7 +181,7 @@ class Receiver:
         self._bytes[route.endpoint].observe(len(raw))
         try:
             body = parse_json(raw)
-        except ApiError:
+        except Refusal:
             if view is None:
                 raise _missing_key() from None
             raise
@@ -201,7 +201,7 @@ class Receiver:
             # The path fixes the type; the call is not touched, the worker merges this under it.
             defaults = {"type": route.call_type} if route.call_type else {}
         else:
-            raise ApiError(400, "not_an_object", "the body must be a JSON object (one call)")
+            raise Refusal(400, "not_an_object", "the body must be a JSON object (one call)")
         if view.domains:
             host = header_host(environ.get("HTTP_ORIGIN"), environ.get("HTTP_REFERER"))
             check_domains(view.domains, host, calls, defaults)
@@ -251,29 +251,17 @@ class Receiver:
         max_call = self.settings.max_call_bytes
         # A single call's body is already within MAX_CALL_BYTES; a batch's calls are measured one
         # by one only where the whole body is over it.
-        measure = route.batch and len(raw) > max_call
-        accepted: list[Any] = []
-        message_ids: list[str] = []
-        rejected: list[dict[str, Any]] = []
-        answers: list[dict[str, Any]] = []
-        for index, call in enumerate(calls):
-            if type(call) is dict:
-                # The key is the request's credential, not part of the call: it must not travel
-                # on the queue or be stored with a dead letter.
-                call.pop("writeKey", None)
-            errors = check_call(call, route.call_type)
-            if measure and len(orjson.dumps(call)) > max_call:
-                errors.append(error("call_too_large", f"a call is at most {max_call} bytes"))
-            if not errors:
-                accepted.append(call)
-                message_ids.append(usable_message_id(call) or str(uuid.uuid4()))
-                continue
+        checked = check_calls(
+            calls, route.call_type, max_call if route.batch and len(raw) > max_call else None
+        )
+        for entry in checked.rejected:
+            errors = entry["errors"]
             metrics.CALLS_REJECTED.labels(errors[0]["code"]).inc()
             if not route.batch:
-                raise ApiError(400, errors[0]["code"], errors[0]["message"], errors=errors)
-            rejected.append({"index": index, "call": call, "errors": errors})
-            answers.append({"index": index, "errors": errors})
-        return accepted, message_ids, rejected, answers
+                raise Refusal(400, errors[0]["code"], errors[0]["message"], errors=errors)
+        message_ids = [usable_message_id(c) or str(uuid.uuid4()) for c in checked.accepted]
+        answers = [{"index": r["index"], "errors": r["errors"]} for r in checked.rejected]
+        return checked.accepted, message_ids, checked.rejected, answers
 
     def readiness(self) -> Response:
         checks = {"redis": "ok", "postgres": "ok"}

@@ -43,11 +43,11 @@ from bench.stack import (
     target_from_env,
 )
 from bench.workload import DEFINED, MIX, UNDEFINED, generate
-from shared.cli import define_attribute
+from ops.cli.attributes import define_attribute
 from shared.db import make_engine
 from shared.queues import INGEST
 from shared.settings import Settings
-from shared.tenancy import create_app, create_key
+from shared.tenancy import create_key, new_app
 from shared.timeparse import iso, utcnow
 
 BATCH_SIZE = 100
@@ -322,12 +322,12 @@ def _figures(
 def _tenancy(engine: Engine) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
     """The measured app with its definitions, and a warm-up app, each with a key."""
     with Session(engine) as session:
-        app = create_app(session, "bench")
+        app = new_app(session, "bench")
         key = create_key(session, app)
         for a in DEFINED:
             choices = list(a.choices) if a.choices else None
             define_attribute(session, app, a.scope, a.event, a.name, a.type, choices, False)
-        warm = create_app(session, "bench-warmup")
+        warm = new_app(session, "bench-warmup")
         warm_key = create_key(session, warm)
         session.commit()
         return (app.id, key.key_id, key.api_key), (warm.id, warm_key.key_id, warm_key.api_key)

@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 VERSION = 1
 
 
@@ -45,9 +43,6 @@ class Envelope:
         """The message as a dict; calls are shared, not copied (asdict would deep-copy them)."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
-    def dumps(self) -> bytes:
-        return orjson.dumps(self.to_dict())
-
     @classmethod
     def from_dict(cls, data: Any) -> Envelope:
         if not isinstance(data, dict):
@@ -63,13 +58,6 @@ class Envelope:
         if len(env.message_ids) != len(env.calls):
             raise EnvelopeError("an envelope needs one message id per call")
         return env
-
-    @classmethod
-    def loads(cls, raw: bytes | str) -> Envelope:
-        try:
-            return cls.from_dict(orjson.loads(raw))
-        except orjson.JSONDecodeError as exc:
-            raise EnvelopeError(f"a message must be JSON: {exc}") from None
 
 
 def merge_defaults(call: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.attributes import DEFAULT_CAPS, NAME_MAX, ORIGINS, SCOPES, TYPES, Caps
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -42,9 +44,11 @@ PROFILE_FIELDS = (
 """The standard profile columns of `users`, in the order SPEC 6 lists them."""
 COMPANY_FIELDS = ("name", "description", "email", "employees", "phone", "country", "region", "city")
 """The standard columns of `companies` that group traits map to (SPEC 5.7)."""
-SCOPES = ("user", "company", "event")
-TYPES = ("string", "integer", "float", "boolean", "date", "datetime", "fixed", "json")
-ORIGINS = ("operator", "traffic")
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    """A tuple of names as a SQL list: ('a', 'b')."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 class Base(DeclarativeBase):
@@ -74,13 +78,29 @@ class App(Base):
     webhook_secret: Mapped[str | None] = mapped_column(
         Text, comment="HMAC-SHA1 secret that POST /webhook bodies must be signed with"
     )
-    max_user_attributes: Mapped[int] = mapped_column(Integer, server_default="1000")
-    max_company_attributes: Mapped[int] = mapped_column(Integer, server_default="1000")
-    max_event_names: Mapped[int] = mapped_column(Integer, server_default="1000")
+    max_user_attributes: Mapped[int] = mapped_column(Integer, server_default=str(DEFAULT_CAPS.user))
+    max_company_attributes: Mapped[int] = mapped_column(
+        Integer, server_default=str(DEFAULT_CAPS.company)
+    )
+    max_event_names: Mapped[int] = mapped_column(
+        Integer, server_default=str(DEFAULT_CAPS.event_names)
+    )
     max_event_attributes: Mapped[int] = mapped_column(
-        Integer, server_default="200", comment="attribute definitions per event name"
+        Integer,
+        server_default=str(DEFAULT_CAPS.event_attributes),
+        comment="attribute definitions per event name",
     )
     created_at: Mapped[datetime] = _now()
+
+    @property
+    def caps(self) -> Caps:
+        """The app's caps on definitions, as workers and the CLI apply them."""
+        return Caps(
+            self.max_user_attributes,
+            self.max_company_attributes,
+            self.max_event_names,
+            self.max_event_attributes,
+        )
 
 
 class ApiKey(Base):
@@ -113,13 +133,10 @@ class AttributeDefinition(Base):
     __tablename__ = "attribute_definitions"
     __table_args__ = (
         UniqueConstraint("app_id", "scope", "event", "name"),
-        CheckConstraint("scope in ('user', 'company', 'event')", name="scope"),
-        CheckConstraint(
-            "type in ('string','integer','float','boolean','date','datetime','fixed','json')",
-            name="type",
-        ),
-        CheckConstraint("origin in ('operator', 'traffic')", name="origin"),
-        CheckConstraint("char_length(name) between 1 and 64", name="name_length"),
+        CheckConstraint(f"scope in {_sql_list(SCOPES)}", name="scope"),
+        CheckConstraint(f"type in {_sql_list(TYPES)}", name="type"),
+        CheckConstraint(f"origin in {_sql_list(ORIGINS)}", name="origin"),
+        CheckConstraint(f"char_length(name) between 1 and {NAME_MAX}", name="name_length"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -128,7 +145,7 @@ class AttributeDefinition(Base):
     event: Mapped[str] = mapped_column(
         Text, server_default="", comment="event name for the event scope, '' otherwise"
     )
-    name: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
     type: Mapped[str] = mapped_column(String(10))
     choices: Mapped[list[Any] | None] = mapped_column(JSONB, comment="for fixed: allowed values")
     multiple: Mapped[bool] = mapped_column(Boolean, server_default="false")

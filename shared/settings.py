@@ -66,7 +66,7 @@ class Settings:
     retry_after_seconds: int = 5
     """RETRY_AFTER_SECONDS: what a 503 or 429 answer tells the sender to wait."""
     broker_timeout: float = 2.0
-    """BROKER_TIMEOUT: seconds the receiver waits for Redis before answering 503."""
+    """BROKER_TIMEOUT: seconds the receiver waits for Redis, or for Postgres on a key it has not cached, before answering 503."""
 
     worker_concurrency: int = 2
     """WORKER_CONCURRENCY: worker processes per `celery worker` (its -c option wins)."""

@@ -48,7 +48,7 @@ def get_app(session: Session, name: str) -> App:
     return app
 
 
-def create_app(session: Session, name: str) -> App:
+def new_app(session: Session, name: str) -> App:
     name = name.strip()
     if not name:
         raise TenancyError("an app name must not be empty")

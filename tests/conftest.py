@@ -19,11 +19,8 @@ from sqlalchemy.orm import Session
 from shared.db import make_engine
 from shared.migrate import upgrade
 from shared.settings import Settings
+from tests.support.db import ADMIN_URL, REDIS_BASE
 
-ADMIN_URL = os.environ.get(
-    "USERDEST_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_BASE = os.environ.get("USERDEST_TEST_REDIS", "redis://127.0.0.1:6379")
 TEST_DB = f"userdest_test_{os.getpid()}"
 CLAIM = "userdest:test-run"
 """A key each test run sets in the Redis database it took, so two runs never take the same one."""

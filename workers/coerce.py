@@ -46,6 +46,7 @@ from typing import Any, Final
 
 import orjson
 
+from shared.attributes import TYPES, normalize_type
 from shared.timeparse import iso, parse_iso
 
 __all__ = ["IGNORED", "TYPES", "coerce", "normalize_type"]
@@ -63,8 +64,6 @@ class _Ignored(enum.Enum):
 IGNORED: Final = _Ignored.IGNORED
 """Returned when a value cannot be converted: the stored value stays and the miss is counted."""
 
-TYPES: Final = ("string", "integer", "float", "boolean", "date", "datetime", "fixed", "json")
-_SYNONYMS: Final = {"number": "float"}
 
 STRING_MAX = 255
 I64_MIN: Final = -(2**63)
@@ -77,18 +76,6 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 _PLAIN_INT = re.compile(r"[+-]?[0-9]{1,18}")
 _TRUE: Final = frozenset({"true", "yes", "1"})
 _FALSE: Final = frozenset({"false", "no", "0"})
-
-
-def normalize_type(name: str) -> str:
-    """The canonical attribute type for a name given by an operator or a caller."""
-    key = name.strip().lower() if isinstance(name, str) else ""
-    key = _SYNONYMS.get(key, key)
-    if key not in TYPES:
-        raise ValueError(
-            f"unknown attribute type {name!r}: use one of string, integer, float (or number), "
-            "boolean, date, datetime, fixed, json"
-        )
-    return key
 
 
 def number_text(value: int | float) -> str:
@@ -253,11 +240,7 @@ def _to_datetime_value(value: Any) -> datetime | None:
             except ValueError:
                 return None
             return _from_epoch(number)
-        try:
-            return parse_iso(value)
-        except OverflowError:
-            # A date at the calendar's edge with an offset that moves it past year 1 or 9999.
-            return None
+        return parse_iso(value)
     return None
 
 

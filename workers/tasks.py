@@ -30,7 +30,7 @@ from workers.apply.batch import (
     is_transient,
     is_unreachable,
 )
-from workers.apply.deadletters import DeadLetter
+from workers.apply.deadletters import LetterToKeep
 from workers.apply.deadletters import store as store_dead_letters
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Applier:
             task, env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
         )
 
-    def _keep(self, task: Task, app_id: int | None, letters: list[DeadLetter]) -> None:
+    def _keep(self, task: Task, app_id: int | None, letters: list[LetterToKeep]) -> None:
         """Store dead letters in a transaction of their own, or retry the message if Postgres is
         down: a message is never acknowledged with its calls nowhere."""
         try:
@@ -163,7 +163,7 @@ class Applier:
         kept = ("request_id", "received_at", "defaults", "sent_at")
         meta = {k: payload.get(k) for k in kept} if isinstance(payload, dict) else {}
         letters = [
-            DeadLetter(
+            LetterToKeep(
                 dedupe_key=f"{reason}:{app_id}:{task.request.id or request_id}:{i}:{mid}",
                 reason=reason,
                 error=error,

@@ -10,22 +10,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from api import create_app
 from api.views import Receiver
 from shared.settings import Settings
-from shared.tenancy import create_app as create_tenant_app
-from shared.tenancy import create_key
-from tests.api.support import Tenant, basic, jdump, queued
-
-
-def make_tenant(engine: Engine, name: str = "shop") -> Tenant:
-    with Session(engine) as session:
-        app = create_tenant_app(session, name)
-        key = create_key(session, app)
-        session.commit()
-        return Tenant(engine, app.id, name, key.key_id, key.api_key)
+from tests.support.receiver import Tenant, basic, jdump, make_tenant, queued
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import Engine
 
 from api.auth import AuthCache, key_from_authorization, url_host
-from api.errors import ApiError
+from shared.calls import Refusal
 from shared.db import make_engine
 from shared.settings import Settings
 from shared.tenancy import hash_key
-from tests.api.support import Tenant, basic, fixture, gz, jdump
+from tests.support.fixtures import fixture
+from tests.support.receiver import Tenant, basic, gz, jdump
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
 
@@ -115,7 +116,7 @@ def test_the_header_key_wins_over_the_body_write_key(client, tenant: Tenant, ing
 
 
 def test_a_key_of_another_app_lands_in_that_app(client, tenant: Tenant, clean_db, ingest_queue):
-    from tests.api.conftest import make_tenant
+    from tests.support.receiver import make_tenant
 
     other = make_tenant(clean_db, "other")
     assert post(client, "/v1/track", CALL, basic(other.api_key)).status_code == 200
@@ -164,17 +165,17 @@ def test_the_cache_keeps_answers_and_misses_for_the_ttl(engine: Engine, tenant: 
     cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, clock=clock)
     view = cache.authenticate(tenant.api_key)
     assert view.key_id == tenant.key_id and view.app_id == tenant.app_id
-    with pytest.raises(ApiError) as unknown:
+    with pytest.raises(Refusal) as unknown:
         cache.authenticate("ud_unknown")
     assert unknown.value.status == 403
 
     tenant.revoke()
     clock.now += 4.9
     assert cache.authenticate(tenant.api_key).key_id == tenant.key_id  # still cached
-    with pytest.raises(ApiError):
+    with pytest.raises(Refusal):
         cache.authenticate("ud_unknown")  # the miss is cached too
     clock.now += 0.2
-    with pytest.raises(ApiError) as revoked:
+    with pytest.raises(Refusal) as revoked:
         cache.authenticate(tenant.api_key)
     assert revoked.value.code == "invalid_api_key"
 
@@ -201,7 +202,7 @@ def test_with_postgres_down_a_seen_key_keeps_working_and_an_unseen_one_is_503(te
         cache._engine = down
         clock.now += 10
         assert cache.authenticate(tenant.api_key).key_id == tenant.key_id
-        with pytest.raises(ApiError) as unseen:
+        with pytest.raises(Refusal) as unseen:
             cache.authenticate("ud_never_seen")
         assert unseen.value.status == 503
         assert unseen.value.code == "auth_unavailable"
@@ -213,7 +214,7 @@ def test_with_postgres_down_a_seen_key_keeps_working_and_an_unseen_one_is_503(te
 def test_the_cache_is_bounded(tenant: Tenant):
     cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, max_entries=3)
     for i in range(10):
-        with pytest.raises(ApiError):
+        with pytest.raises(Refusal):
             cache.authenticate(f"ud_unknown_{i}")
         assert len(cache._entries) <= 3
 

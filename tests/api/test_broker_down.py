@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.api.support import Tenant, basic, jdump, queued
+from tests.support.receiver import Tenant, basic, jdump, queued
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
 

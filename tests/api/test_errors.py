@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from api.errors import ApiError
-from tests.api.support import basic, jdump
+from api.errors import answer
+from shared.calls import Refusal
+from tests.support.receiver import basic, jdump
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
 
@@ -32,7 +33,7 @@ def test_a_bug_is_a_json_500_without_a_traceback(client, receiver_app: Flask, mo
     def boom(*args, **kwargs):
         raise RuntimeError("secret detail from deep inside")
 
-    monkeypatch.setattr("api.views.check_call", boom)
+    monkeypatch.setattr("api.views.check_calls", boom)
     response = client.post("/v1/track", data=jdump(CALL), headers=basic(tenant.api_key))
     assert response.status_code == 500
     assert response.is_json
@@ -42,14 +43,14 @@ def test_a_bug_is_a_json_500_without_a_traceback(client, receiver_app: Flask, mo
 
 
 def test_api_error_carries_its_headers_and_errors():
-    error = ApiError(
+    error = Refusal(
         429,
         "rate_limited",
         "slow down",
         errors=[{"code": "x", "message": "y"}],
         headers={"Retry-After": "5"},
     )
-    response = error.response()
+    response = answer(error)
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "5"
     assert response.json == {

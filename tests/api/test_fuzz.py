@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.views import ROUTES
-from tests.api.support import Tenant, all_fixtures
+from tests.support.fixtures import all_fixtures
+from tests.support.receiver import Tenant
 
 PATHS = [path for route in ROUTES for path in route.paths] + ["/healthz", "/v1/", "/v1/unknown"]
 FIXTURES = list(all_fixtures().values())

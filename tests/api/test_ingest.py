@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from shared.timeparse import parse_iso
-from tests.api.support import Tenant, all_fixtures, gz, jdump
+from tests.support.fixtures import all_fixtures
+from tests.support.receiver import Tenant, gz, jdump
 
 FIXTURES = all_fixtures()
 SINGLE = {name: call for name, call in FIXTURES.items() if name != "webhook-forwarded"}
@@ -558,7 +559,7 @@ def test_x_forwarded_for_is_ignored_without_trusted_proxies(send, ingest_queue):
 def test_x_forwarded_for_is_honoured_for_trusted_proxies(
     proxies, forwarded, expected, make_receiver, tenant: Tenant, redis_client, ingest_queue
 ):
-    from tests.api.support import basic
+    from tests.support.receiver import basic
 
     client = make_receiver(trusted_proxies=proxies).test_client()
     headers = {**basic(tenant.api_key), "X-Forwarded-For": forwarded}

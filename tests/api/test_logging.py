@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.logs import HANDLER_NAME, configure_logging
-from tests.api.support import Tenant, basic, gz, jdump
+from tests.support.receiver import Tenant, basic, gz, jdump
 
 TRAIT = "zofia-secret-trait-7781"
 PROPERTY = "property-value-5512"
@@ -92,7 +92,7 @@ def test_the_receiver_never_logs_a_key_or_a_trait_value(
     def boom(*args, **kwargs):
         raise ValueError(f"cannot handle {TRAIT}")
 
-    monkeypatch.setattr("api.views.check_call", boom)
+    monkeypatch.setattr("api.views.check_calls", boom)
     statuses.append(client.post("/v1/identify", data=jdump(call), headers=basic(key)).status_code)
 
     assert statuses == [200, 200, 200, 200, 400, 400, 403, 403, 400, 401, 403, 500]

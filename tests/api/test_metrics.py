@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.support import Tenant, basic, jdump
+from tests.support.receiver import Tenant, basic, jdump
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
 

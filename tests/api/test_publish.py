@@ -17,7 +17,7 @@ from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.queues import APPLY_TASK, INGEST, REPLAY
 from shared.settings import Settings
-from tests.api.support import fixture
+from tests.support.fixtures import fixture
 
 ENVELOPE = Envelope(
     app_id=3,

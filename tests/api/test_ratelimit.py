@@ -6,9 +6,9 @@ import fakeredis
 import pytest
 import redis
 
-from api.errors import ApiError
 from api.ratelimit import RateLimiter
-from tests.api.support import Tenant, basic, jdump
+from shared.calls import Refusal
+from tests.support.receiver import Tenant, basic, jdump
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
 
@@ -24,7 +24,7 @@ class Clock:
 def allowed(limiter: RateLimiter, key: str = "key_a") -> bool:
     try:
         limiter.check(key)
-    except ApiError as exc:
+    except Refusal as exc:
         assert exc.status == 429
         assert exc.code == "rate_limited"
         return False
@@ -47,7 +47,7 @@ def test_a_burst_then_429_with_retry_after(fake):
     clock = Clock()
     limiter = RateLimiter(fake, per_second=2.0, burst=3, retry_after=4, clock=clock)
     assert [allowed(limiter) for _ in range(5)] == [True, True, True, False, False]
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Refusal) as refused:
         limiter.check("key_a")
     assert refused.value.headers == {"Retry-After": "4", "X-RateLimit-Reset": "4"}
 

@@ -13,7 +13,7 @@ from segment.analytics import Client
 from segment.analytics.request import APIError
 from werkzeug.serving import make_server
 
-from tests.api.support import Tenant
+from tests.support.receiver import Tenant
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from shared.settings import Settings
-from tests.conftest import ADMIN_URL
+from tests.support.db import ADMIN_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = (

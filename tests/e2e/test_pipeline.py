@@ -11,15 +11,15 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from shared.settings import Settings
-from shared.tenancy import create_app, create_key
-from tests.e2e.conftest import BIN, ROOT, stack_env, wait_for
+from shared.tenancy import create_key, new_app
+from tests.support.stack import BIN, ROOT, stack_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def test_segment_library_to_profile(stack: str, clean_db: Engine, settings: Settings) -> None:
     with Session(clean_db) as session:
-        app = create_app(session, "e2e")
+        app = new_app(session, "e2e")
         key = create_key(session, app)
         session.commit()
 

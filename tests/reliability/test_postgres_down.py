@@ -32,7 +32,7 @@ from shared.envelope import Envelope
 from shared.migrate import upgrade
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
-from tests.e2e.conftest import free_port, stack_env, start_worker, wait_for
+from tests.support.stack import free_port, stack_env, start_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 

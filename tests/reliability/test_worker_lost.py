@@ -15,7 +15,7 @@ from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
-from tests.e2e.conftest import stack_env, start_worker, wait_for
+from tests.support.stack import stack_env, start_worker, wait_for
 from workers.apply.store import lock_key
 
 pytestmark = pytest.mark.e2e

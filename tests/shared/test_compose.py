@@ -193,23 +193,19 @@ def test_every_variable_in_compose_is_read_by_something() -> None:
 
 
 def test_userdest_console_script_is_declared() -> None:
-    assert PYPROJECT["project"]["scripts"]["userdest"] == "shared.cli:main"
+    assert PYPROJECT["project"]["scripts"]["userdest"] == "ops.cli:main"
     deps = " ".join(PYPROJECT["project"]["dependencies"])
     for tool in ("gunicorn", "celery"):
         assert re.search(rf"\b{tool}\b", deps), f"{tool} is run by compose but not a dependency"
 
 
 def test_cli_module_defines_main() -> None:
-    if not (ROOT / "shared" / "cli.py").exists():
-        pytest.skip("shared/cli.py is not written yet")
-    cli = importlib.import_module("shared.cli")
+    cli = importlib.import_module("ops.cli")
     assert callable(getattr(cli, "main", None))
 
 
 def test_api_package_offers_create_app() -> None:
     init = ROOT / "api" / "__init__.py"
-    if not init.exists():
-        pytest.skip("api/__init__.py is not written yet")
     tree = ast.parse(init.read_text())
     names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     for node in tree.body:

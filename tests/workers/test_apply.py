@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Connection, text
 
 from shared.envelope import Envelope
-from tests.workers.conftest import envelope, fixture_call
+from tests.support.envelopes import envelope
+from tests.support.fixtures import fixture
 from workers.apply import batch
 from workers.apply.batch import Outcome
 
@@ -141,7 +142,7 @@ def test_operator_definitions_are_never_changed_by_traffic(
 def test_browser_identify_fixture_maps_traits_and_context(
     apply: Apply, conn: Connection, app_id: int
 ) -> None:
-    apply(fixture_call("browser-identify.json"))
+    apply(fixture("browser-identify.json"))
     p = profile(conn, app_id, "97980cfea0067")
     assert (p["email"], p["first_name"], p["last_name"]) == ("zofia@example.com", "Zofia", "Nowak")
     assert (p["gender"], p["country"], p["region"], p["city"]) == (
@@ -185,7 +186,7 @@ def test_page_counters_with_out_of_order_timestamps(
 
 
 def test_page_fixture_records_the_view(apply: Apply, conn: Connection, app_id: int) -> None:
-    apply(fixture_call("browser-page.json"))
+    apply(fixture("browser-page.json"))
     view = conn.execute(text("SELECT * FROM page_views")).mappings().one()
     assert (view["kind"], view["name"], view["category"]) == ("page", "Pricing", "Marketing")
     assert (view["path"], view["title"], view["referrer"], view["search"]) == (
@@ -202,7 +203,7 @@ def test_page_fixture_records_the_view(apply: Apply, conn: Connection, app_id: i
 
 
 def test_screen_is_a_page_view_of_kind_screen(apply: Apply, conn: Connection, app_id: int) -> None:
-    apply(fixture_call("android-screen.json"))
+    apply(fixture("android-screen.json"))
     p = profile(conn, app_id, "6f1e8f5a-2b1c-4d3e-9f80-1a2b3c4d5e6f")
     assert p["page_views"] == 1
     assert (p["device_type"], p["os"], p["resolution"]) == ("mobile", "Android 14", "1080x2400")
@@ -326,7 +327,7 @@ def test_alias_merges_previous_into_user(apply: Apply, conn: Connection, app_id:
         page(anonymous_id="507f191e810c19729de860ea"),
         identify("97980cfea0067", email="z@example.com"),
     )
-    apply(fixture_call("alias.json"))
+    apply(fixture("alias.json"))
     p = profile(conn, app_id, "97980cfea0067")
     assert p["anonymous_ids"] == ["507f191e810c19729de860ea"]
     assert p["page_views"] == 1 and p["email"] == "z@example.com"
@@ -373,11 +374,11 @@ def test_alias_of_a_changed_user_id_keeps_the_old_id_working(
 def test_group_with_membership(apply: Apply, conn: Connection, app_id: int) -> None:
     define(conn, app_id, "company", "plan", "fixed", choices='["free", "pro", "enterprise"]')
     later = {
-        **fixture_call("group.json"),
+        **fixture("group.json"),
         "messageId": "g-2",
         "timestamp": "2026-11-29T09:20:00.000Z",
     }
-    apply(later, fixture_call("group.json"))
+    apply(later, fixture("group.json"))
     company = conn.execute(text("SELECT * FROM companies")).mappings().one()
     assert (company["group_id"], company["name"], company["employees"]) == (
         "0e8c78ea9d97a7b8185e8632",
@@ -406,7 +407,7 @@ def test_track_records_typed_properties_and_defines_new_ones(
 ) -> None:
     define(conn, app_id, "event", "total", "float", event="Order Completed")
     define(conn, app_id, "event", "revenue", "float", event="Order Completed")
-    apply(fixture_call("ios-track.json"), fixture_call("server-track.json"))
+    apply(fixture("ios-track.json"), fixture("server-track.json"))
     props = conn.scalar(
         text(
             "SELECT e.properties FROM events e JOIN event_definitions d ON d.id = e.event_id WHERE d.name = 'Order Completed'"
@@ -432,12 +433,12 @@ def test_track_records_typed_properties_and_defines_new_ones(
 
 def test_engage_audience_identify_and_track(apply: Apply, conn: Connection, app_id: int) -> None:
     define(conn, app_id, "user", "order_completed_last_30days", "boolean")
-    apply(fixture_call("engage-audience-identify.json"), fixture_call("engage-audience-track.json"))
+    apply(fixture("engage-audience-identify.json"), fixture("engage-audience-track.json"))
     p = profile(conn, app_id, "97980cfea0067")
     assert p["attributes"] == {"order_completed_last_30days": True}
     assert p["email"] == "zofia@example.com"
     exited = {
-        **fixture_call("engage-audience-identify.json"),
+        **fixture("engage-audience-identify.json"),
         "messageId": "exit",
         "timestamp": "2026-11-29T12:00:00.000Z",
     }
@@ -452,7 +453,7 @@ def test_engage_audience_identify_and_track(apply: Apply, conn: Connection, app_
 def test_webhook_forwarded_call_uses_its_corrected_timestamp(
     apply: Apply, conn: Connection, app_id: int
 ) -> None:
-    apply(fixture_call("webhook-forwarded.json"), received_at="2026-11-28T13:00:00.000Z")
+    apply(fixture("webhook-forwarded.json"), received_at="2026-11-28T13:00:00.000Z")
     occurred = conn.scalar(text("SELECT occurred_at FROM events"))
     assert occurred.isoformat() == "2026-11-28T09:15:59.500000+00:00"
 

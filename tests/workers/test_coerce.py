@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.coerce import IGNORED, STRING_MAX, TYPES, coerce, normalize_type, number_text
+from shared.attributes import TYPES, normalize_type
+from workers.coerce import IGNORED, STRING_MAX, coerce, number_text
 
 I64_MAX = 2**63 - 1
 I64_MIN = -(2**63)

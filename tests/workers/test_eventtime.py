@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from workers.eventtime import event_time
+from shared.eventtime import event_time
+from tests.support.fixtures import fixture
 
-FIXTURES = Path("/work/shared/fixtures")
 RECEIVED = datetime(2026, 11, 28, 9, 0, 6, tzinfo=UTC)
 
 
 def t(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def fixture(name: str) -> dict[str, Any]:
-    call: dict[str, Any] = json.loads((FIXTURES / name).read_text())
-    call.pop("_about", None)
-    return call
 
 
 # (call, batch sentAt, expected); the receiver received everything at RECEIVED (09:00:06).

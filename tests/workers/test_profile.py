@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.fixtures import fixture
 from workers.profile import map_company_traits, map_context, map_user_traits, parse_user_agent
-
-FIXTURES = Path("/work/shared/fixtures")
-
-
-def fixture(name: str) -> dict[str, Any]:
-    call: dict[str, Any] = json.loads((FIXTURES / name).read_text())
-    call.pop("_about", None)
-    return call
-
 
 # User traits: (traits, standard fields, custom attributes)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, text
 
-from tests.workers.conftest import envelope
+from tests.support.envelopes import envelope
 from workers.apply.batch import apply_envelope
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared.settings import Settings
-from tests.workers.conftest import envelope
+from tests.support.envelopes import envelope
 from workers import tasks
 from workers.apply import batch
 

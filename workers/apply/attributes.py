@@ -11,9 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.attributes import NAME_MAX, Caps, valid_name
 from workers.coerce import IGNORED, coerce
-
-MAX_NAME = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +23,6 @@ class Definition:
 
 
 STRING = Definition("string")
-
-
-@dataclass(frozen=True, slots=True)
-class Caps:
-    user: int = 1000
-    company: int = 1000
-    event_names: int = 1000
-    event_attributes: int = 200
 
 
 @dataclass
@@ -57,15 +48,10 @@ class Definitions:
             return self.event.setdefault(event, {})
         return self.user if scope == "user" else self.company
 
-    def _cap(self, scope: str) -> int:
-        if scope == "event":
-            return self.caps.event_attributes
-        return self.caps.user if scope == "user" else self.caps.company
-
     def may_define(self, scope: str, event: str, name: str) -> bool:
         """Whether a value under `name` would define it now: new, well named and under the cap."""
         defs = self.event.get(event, {}) if scope == "event" else self._scope(scope, "")
-        return name not in defs and 0 < len(name) <= MAX_NAME and len(defs) < self._cap(scope)
+        return name not in defs and valid_name(name) and len(defs) < self.caps.for_scope(scope)
 
     def define_event(self, name: str) -> bool:
         """True if the event name is known or could be defined now; False if over the cap."""
@@ -86,10 +72,10 @@ class Definitions:
             if definition is None:
                 if value is None:
                     continue  # nothing to clear, and a null says nothing about the type
-                if not 0 < len(name) <= MAX_NAME:
-                    self.ignored[scope, event, name[:MAX_NAME], "bad_name"] += 1
+                if not valid_name(name):
+                    self.ignored[scope, event, name[:NAME_MAX], "bad_name"] += 1
                     continue
-                if len(defs) >= self._cap(scope):
+                if len(defs) >= self.caps.for_scope(scope):
                     self.ignored[scope, event, name, "over_cap"] += 1
                     continue
                 definition = defs[name] = STRING

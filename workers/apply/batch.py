@@ -12,7 +12,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -24,7 +23,7 @@ from workers.apply import store
 from workers.apply.alias import apply_alias
 from workers.apply.attributes import Caps
 from workers.apply.call import BadCall, Call, parse_call
-from workers.apply.deadletters import DeadLetter
+from workers.apply.deadletters import LetterToKeep
 from workers.apply.deadletters import store as store_dead_letters
 from workers.apply.group import apply_group
 from workers.apply.identify import apply_identify
@@ -59,7 +58,7 @@ class CallFailed(Exception):
     its dozen), so its failure aborts the transaction and the dead letter needs a fresh one.
     """
 
-    def __init__(self, letter: DeadLetter) -> None:
+    def __init__(self, letter: LetterToKeep) -> None:
         super().__init__(letter.error)
         self.letter = letter
 
@@ -106,7 +105,6 @@ class Outcome:
     duplicates: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     ignored: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
-    event_times: list[datetime] = field(default_factory=list)
 
 
 def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = None) -> Outcome:
@@ -127,7 +125,7 @@ def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = No
         "sent_at": env.sent_at,
     }
     letters = [
-        DeadLetter(
+        LetterToKeep(
             dedupe_key=f"rejected:{env.app_id}:{delivery_id or env.request_id}:{r.get('index')}",
             reason=_first_code(r.get("errors")),
             error="; ".join(
@@ -150,7 +148,7 @@ def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = No
             calls.append(parse_call(index, raw, message_id, env, received_at))
         except BadCall as exc:
             letters.append(
-                DeadLetter(
+                LetterToKeep(
                     f"bad:{env.app_id}:{message_id}", exc.code, str(exc), raw, message_id, meta
                 )
             )
@@ -195,7 +193,6 @@ def _apply(
         store.flush(conn, state, env.key_id)
         outcome.applied.update(state.applied)
         outcome.ignored.update(state.definitions.ignored)
-        outcome.event_times.extend(c.time for c in calls)
     outcome.duplicates += duplicates
 
 
@@ -206,7 +203,7 @@ def _apply_one_by_one(
     calls: list[Call],
     outcome: Outcome,
     meta: dict[str, Any],
-) -> list[DeadLetter]:
+) -> list[LetterToKeep]:
     letters = []
     for call in calls:
         try:
@@ -223,8 +220,8 @@ def _apply_one_by_one(
     return letters
 
 
-def _failed(env: Envelope, call: Call, exc: Exception, meta: dict[str, Any]) -> DeadLetter:
-    return DeadLetter(
+def _failed(env: Envelope, call: Call, exc: Exception, meta: dict[str, Any]) -> LetterToKeep:
+    return LetterToKeep(
         f"failed:{env.app_id}:{call.message_id}",
         "apply_failed",
         f"{type(exc).__name__}: {exc}"[:2000],

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared.calls import CALL_TYPES
 from shared.envelope import Envelope, merge_defaults
+from shared.eventtime import event_time
 from shared.ids import clean_text, normalize_id
 from shared.timeparse import parse_iso
-from workers.eventtime import event_time
-
-TYPES = ("identify", "page", "screen", "track", "group", "alias")
 
 
 class BadCall(ValueError):
@@ -54,7 +53,7 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
         raise BadCall("not_an_object", "a call must be a JSON object")
     body = merge_defaults(raw, env.defaults)
     kind = body.get("type")
-    if kind not in TYPES:
+    if kind not in CALL_TYPES:
         raise BadCall("unknown_type", f"unknown call type {kind!r}")
     user_id = normalize_id(body.get("userId"))
     anonymous_id = normalize_id(body.get("anonymousId"))

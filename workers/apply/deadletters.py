@@ -11,7 +11,7 @@ from shared.db import json_dumps
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class LetterToKeep:
     dedupe_key: str
     """One row per failing call however often its message is redelivered; a repeat bumps attempts."""
     reason: str
@@ -28,7 +28,7 @@ def _storable(value: Any) -> str:
         return json_dumps(repr(value))
 
 
-def store(conn: Connection, app_id: int | None, letters: list[DeadLetter]) -> None:
+def store(conn: Connection, app_id: int | None, letters: list[LetterToKeep]) -> None:
     if not letters:
         return
     rows = [

@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, text
 
+from shared.attributes import Caps
 from shared.db import json_dumps
 from shared.ids import normalize_id
 from shared.models import COMPANY_FIELDS, PROFILE_FIELDS, EventOccurrence, PageView
-from workers.apply.attributes import Caps, Definition, Definitions
+from workers.apply.attributes import Definition, Definitions
 from workers.apply.call import Call
 from workers.apply.state import (
     BatchState,

@@ -1,27 +1,21 @@
-"""Unit tests of the receiver's body reading, gzip bound, JSON depth and call checks."""
+"""The call contract: JSON parsing, depth, the checks of one call and of a batch envelope."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import tracemalloc
-import zlib
 from typing import Any
 
 import pytest
 
-from api.checks import (
+from shared.calls import (
+    Refusal,
     check_batch,
     check_call,
     check_depth,
-    gunzip,
     parse_json,
-    read_body,
     too_deep,
     usable_message_id,
 )
-from api.errors import ApiError
 
 
 def codes(call: Any, fixed: str | None = None) -> list[str]:
@@ -29,111 +23,9 @@ def codes(call: Any, fixed: str | None = None) -> list[str]:
 
 
 def status_code(fn: Any, *args: Any) -> tuple[int, str]:
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Refusal) as refused:
         fn(*args)
     return refused.value.status, refused.value.code
-
-
-# --- gzip ----------------------------------------------------------------------------------------
-
-
-def test_gunzip_takes_exactly_the_bound_and_refuses_one_byte_more():
-    assert gunzip(gzip.compress(b"a" * 1000), 1000) == b"a" * 1000
-    assert status_code(gunzip, gzip.compress(b"a" * 1001), 1000) == (413, "payload_too_large")
-
-
-def test_gunzip_reads_every_member():
-    assert gunzip(gzip.compress(b"ab") + gzip.compress(b"cd"), 100) == b"abcd"
-    assert status_code(gunzip, gzip.compress(b"a" * 60) + gzip.compress(b"a" * 60), 100)[0] == 413
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"plain text",
-        gzip.compress(b"hello")[:-3],
-        gzip.compress(b"hello") + b"trailing garbage",
-        zlib.compress(b"zlib, not gzip"),
-    ],
-)
-def test_gunzip_refuses_what_is_not_whole_gzip(data):
-    assert status_code(gunzip, data, 1000) == (400, "invalid_gzip")
-
-
-def bomb(size: int) -> bytes:
-    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    block = b"\0" * 1_000_000
-    parts = [packer.compress(block) for _ in range(size // len(block))]
-    return b"".join(parts) + packer.flush()
-
-
-def test_a_gzip_bomb_costs_no_more_memory_than_the_bound():
-    data = bomb(200_000_000)  # 200 MB of zeros in about 200 KB
-    assert len(data) < 300_000
-    limit = 500 * 1024
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        with pytest.raises(ApiError) as refused:
-            gunzip(data, limit)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert refused.value.status == 413
-    assert peak < 3 * limit
-
-
-# --- reading the body ----------------------------------------------------------------------------
-
-
-class Trickle(io.RawIOBase):
-    """A stream that hands out a few bytes a read, as a socket may."""
-
-    def __init__(self, data: bytes, step: int = 7) -> None:
-        self.data = data
-        self.step = step
-        self.read_bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.data[: min(self.step, size if size >= 0 else self.step)]
-        self.data = self.data[len(chunk) :]
-        self.read_bytes += len(chunk)
-        return chunk
-
-
-def test_read_body_reads_short_reads_to_the_end():
-    raw, wire = read_body(Trickle(b'{"a": 1}' * 100), None, None, 1000)  # type: ignore[arg-type]
-    assert raw == b'{"a": 1}' * 100
-    assert wire is None
-
-
-def test_a_declared_length_over_the_bound_is_refused_unread():
-    stream = Trickle(b"x" * 5000)
-    assert status_code(read_body, stream, 5000, None, 1000) == (413, "payload_too_large")
-    assert stream.read_bytes == 0
-
-
-def test_an_undeclared_length_is_read_only_just_past_the_bound():
-    stream = Trickle(b"x" * 1_000_000, step=64 * 1024)
-    assert status_code(read_body, stream, None, "identity", 1000)[0] == 413
-    assert stream.read_bytes <= 1000 + 64 * 1024
-
-
-def test_read_body_returns_the_wire_bytes_of_gzip_too():
-    wire = gzip.compress(b'{"a": 1}')
-    raw, sent = read_body(io.BytesIO(wire), len(wire), "GZip", 1000)
-    assert raw == b'{"a": 1}' and sent == wire
-
-
-@pytest.mark.parametrize("encoding", ["br", "deflate", "gzip, br", "compress"])
-def test_other_encodings_are_415(encoding):
-    assert status_code(read_body, io.BytesIO(b"{}"), 2, encoding, 1000) == (
-        415,
-        "unsupported_encoding",
-    )
 
 
 # --- JSON ----------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ import orjson
 import redis
 
 from shared.envelope import Envelope, EnvelopeError
+from shared.eventtime import MAX_FUTURE
 from shared.queues import APPLY_TASK, QUEUES
 from shared.timeparse import parse_iso, utcnow
-from workers.eventtime import MAX_FUTURE
 
 UNACKED = "unacked"
 """kombu's Redis hash of delivered, unacknowledged messages (its `unacked_key`)."""
@@ -102,7 +102,7 @@ def queue_stats(client: redis.Redis) -> dict[str, dict[str, Any]]:
 
 def _received_at(call: dict[str, Any], envelope: Envelope) -> str:
     """The receivedAt the worker would use for this call: its own where it honours that, else the
-    envelope's (workers/eventtime.py)."""
+    envelope's (shared/eventtime.py)."""
     envelope_time = parse_iso(envelope.received_at)
     own = call.get("receivedAt")
     own_time = parse_iso(own)

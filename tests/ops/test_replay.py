@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,22 +10,19 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from click.testing import CliRunner, Result
 from kombu import Connection, Exchange, Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from shared import replay
-from shared.cli import main
-from shared.queue_tools import decode_message
+from ops import replay
+from ops.queues import decode_message
+from shared.calls import derived_message_id, message_id_of
 from shared.queues import APPLY_TASK, INGEST, REPLAY
 from shared.settings import Settings
-from shared.tenancy import create_app
+from shared.tenancy import new_app
 from shared.timeparse import parse_iso, utcnow
-from tests.api.support import fixture, queued
-from tests.shared.test_cli import one_line_error
-
-Invoke = Callable[..., Result]
+from tests.support.cli import Invoke, envelopes, invoker, message_ids, ok, one_line_error
+from tests.support.fixtures import fixture
 
 TRACK = {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m-1"}
 NO_USER = {"type": "identify", "traits": {"email": "x@example.com"}}
@@ -53,26 +49,6 @@ MIXED = ndjson(TRACK, NO_USER, "", "{oops", TRACK, BATCH, NO_ID, WITH_KEY)
 """8 lines: 7 not blank; 5 calls accepted, 3 rejected (lines 2, 4 and line 6's index 1), 1 duplicate."""
 
 
-def envelopes(client: redis.Redis, queue: str = REPLAY) -> list[dict[str, Any]]:
-    return queued(client, queue)
-
-
-def message_ids(client: redis.Redis, queue: str = REPLAY) -> list[str]:
-    return [mid for env in envelopes(client, queue) for mid in env["message_ids"]]
-
-
-def invoker(settings: Settings) -> Invoke:
-    """Runs `userdest ARGS...` against the test database and Redis database; returns the Result.
-
-    `env` overrides variables (a dead REDIS_URL, a smaller limit)."""
-    base = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-
-    def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Result:
-        return CliRunner(env={**base, **(env or {})}).invoke(main, list(args), input=stdin)
-
-    return run
-
-
 @pytest.fixture
 def invoke(settings: Settings) -> Invoke:
     return invoker(settings)
@@ -82,14 +58,9 @@ def invoke(settings: Settings) -> Invoke:
 def shop(clean_db: Engine, redis_client: redis.Redis) -> int:
     """The app `shop`, committed, with the run's Redis database emptied; its id."""
     with Session(clean_db) as session:
-        app = create_app(session, "shop")
+        app = new_app(session, "shop")
         session.commit()
         return app.id
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> str:
@@ -127,14 +98,14 @@ def test_good_bad_duplicate_and_batch_lines(
     assert single["defaults"] == {}
     assert single["sent_at"] is None
     assert batch["calls"] == [PAGE, IDENTIFY]
-    assert batch["message_ids"] == [replay.derived_message_id(PAGE), "m-2"]
+    assert batch["message_ids"] == [derived_message_id(PAGE), "m-2"]
     assert batch["defaults"] == {"context": BATCH["context"]}
     assert batch["sent_at"] == BATCH["sentAt"]
     alias = {k: v for k, v in WITH_KEY.items() if k != "writeKey"}
     assert rest["calls"] == [NO_ID, alias]  # the write key never travels on the queue
     assert rest["message_ids"] == [
-        replay.derived_message_id(NO_ID),
-        replay.derived_message_id(alias),
+        derived_message_id(NO_ID),
+        derived_message_id(alias),
     ]
     for env in (single, batch, rest):
         assert env["app_id"] == shop
@@ -391,14 +362,12 @@ def test_replaying_a_file_twice_gives_the_same_message_ids(
 def test_derived_ids_ignore_key_order_and_the_write_key():
     a = {"type": "track", "event": "E", "userId": "u", "properties": {"a": 1, "b": 2}}
     b = {"properties": {"b": 2, "a": 1}, "userId": "u", "event": "E", "type": "track"}
-    assert replay.derived_message_id(a) == replay.derived_message_id(b)
-    assert replay.derived_message_id(a) != replay.derived_message_id({**a, "event": "F"})
+    assert derived_message_id(a) == derived_message_id(b)
+    assert derived_message_id(a) != derived_message_id({**a, "event": "F"})
     line_a = replay.check_line(1, orjson.dumps({**a, "writeKey": "k1"}), Settings())
-    assert replay.message_id_of(line_a.calls[0]) == replay.derived_message_id(a)
+    assert message_id_of(line_a.calls[0]) == derived_message_id(a)
     # A blank messageId cannot serve as a key: the derived one stands in.
-    assert replay.message_id_of({**a, "messageId": " "}) == replay.derived_message_id(
-        {**a, "messageId": " "}
-    )
+    assert message_id_of({**a, "messageId": " "}) == derived_message_id({**a, "messageId": " "})
 
 
 # --- failures ----------------------------------------------------------------------------------

@@ -12,16 +12,16 @@ import redis
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from shared.calls import derived_message_id
 from shared.envelope import Envelope
 from shared.models import DeadLetter as DeadLetterRow
 from shared.queues import INGEST, REPLAY
-from shared.replay import derived_message_id
 from shared.settings import Settings
-from shared.tenancy import create_app
+from shared.tenancy import new_app
 from shared.timeparse import iso
-from tests.shared.test_replay import Invoke, envelopes, invoker, ok, one_line_error
+from tests.support.cli import Invoke, envelopes, invoker, ok, one_line_error
 from workers.apply.batch import apply_envelope
-from workers.apply.deadletters import DeadLetter, store
+from workers.apply.deadletters import LetterToKeep, store
 
 LIST_KEYS = {"id", "app", "reason", "error", "attempts", "created_at", "call"}
 SHOW_KEYS = LIST_KEYS | {"updated_at", "replayed_at", "message_id", "meta"}
@@ -50,7 +50,7 @@ class Seeded:
     orphan: int
 
 
-def _store(engine: Engine, app_id: int | None, letter: DeadLetter) -> int:
+def _store(engine: Engine, app_id: int | None, letter: LetterToKeep) -> int:
     with engine.begin() as conn:
         store(conn, app_id, [letter])
         return int(
@@ -65,7 +65,7 @@ def letter_of(seeded_id: int, engine: Engine) -> DeadLetterRow:
         return session.get_one(DeadLetterRow, seeded_id)
 
 
-FAILED_LETTER = DeadLetter("failed:shop:m-9", "apply_failed", "boom", FAILED, "m-9", {})
+FAILED_LETTER = LetterToKeep("failed:shop:m-9", "apply_failed", "boom", FAILED, "m-9", {})
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def seeded(clean_db: Engine, redis_client: redis.Redis) -> Seeded:
     """Five dead letters, oldest first: two the receiver refused in a batch (one of which its
     checks would take now), one a worker failed, one out of retries (another app), one orphan."""
     with Session(clean_db) as session:
-        shop, other = create_app(session, "shop"), create_app(session, "other")
+        shop, other = new_app(session, "shop"), new_app(session, "other")
         session.commit()
         shop_id, other_id = shop.id, other.id
     meta = {"received_at": RECEIVED, "request_id": "req-1", "key_id": "key_1"}
@@ -83,7 +83,7 @@ def seeded(clean_db: Engine, redis_client: redis.Redis) -> Seeded:
         still_bad=_store(
             clean_db,
             shop_id,
-            DeadLetter(
+            LetterToKeep(
                 "rejected:shop:req-1:0",
                 "missing_event",
                 "a track call needs a non-empty event name",
@@ -95,12 +95,12 @@ def seeded(clean_db: Engine, redis_client: redis.Redis) -> Seeded:
         fixed=_store(
             clean_db,
             shop_id,
-            DeadLetter("rejected:shop:req-1:1", "invalid_timestamp", "bad", FIXED, None, meta),
+            LetterToKeep("rejected:shop:req-1:1", "invalid_timestamp", "bad", FIXED, None, meta),
         ),
         failed=_store(
             clean_db,
             shop_id,
-            DeadLetter(
+            LetterToKeep(
                 FAILED_LETTER.dedupe_key,
                 FAILED_LETTER.reason,
                 FAILED_LETTER.error,
@@ -112,7 +112,7 @@ def seeded(clean_db: Engine, redis_client: redis.Redis) -> Seeded:
         exhausted=_store(
             clean_db,
             other_id,
-            DeadLetter(
+            LetterToKeep(
                 "retries_exhausted:other:t1:0:m-4",
                 "retries_exhausted",
                 "deadlock",
@@ -124,7 +124,9 @@ def seeded(clean_db: Engine, redis_client: redis.Redis) -> Seeded:
         orphan=_store(
             clean_db,
             None,
-            DeadLetter("unknown_app:None:t2:0:None", "unknown_app", "no app 99", ORPHAN, None, {}),
+            LetterToKeep(
+                "unknown_app:None:t2:0:None", "unknown_app", "no app 99", ORPHAN, None, {}
+            ),
         ),
     )
 
@@ -186,7 +188,7 @@ def test_list_mistakes_are_one_line(invoke: Invoke, seeded: Seeded):
 
 def test_list_as_a_table_abbreviates_the_call(invoke: Invoke, seeded: Seeded, clean_db: Engine):
     long_call = {**FIXED, "traits": {"bio": "x" * 500}}
-    _store(clean_db, seeded.shop, DeadLetter("bad:shop:long", "bad", "e", long_call, "long", {}))
+    _store(clean_db, seeded.shop, LetterToKeep("bad:shop:long", "bad", "e", long_call, "long", {}))
     result = ok(invoke("deadletters", "list"))
     assert "apply_failed" in result.stdout
     assert "x" * 100 not in result.stdout
@@ -399,7 +401,7 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
     from workers.tasks import Applier
 
     with Session(clean_db) as session:
-        app_id = create_app(session, "shop").id
+        app_id = new_app(session, "shop").id
         session.commit()
     call = {
         "userId": "u1",

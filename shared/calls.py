@@ -1,106 +1,66 @@
-"""Cheap checks on what a request carries: its size, its JSON, and the shape of each call (SPEC 3).
+"""The call contract (SPEC 3): the checks one call must pass, the batch envelope, message ids.
 
-The receiver interprets nothing: it makes sure each call is something a worker can apply or store,
-and leaves every value as sent. A JSON `null` counts as absent, as Segment's libraries send it
-(`"anonymousId": null`, `"originalTimestamp": null`).
+One module, used by the receiver, `userdest replay` and the workers alike, so they cannot disagree
+on what a call is. Checks are cheap and interpret nothing: they make sure each call is something a
+worker can apply or store, and leave every value as sent. A JSON `null` counts as absent, as
+Segment's libraries send it (`"anonymousId": null`, `"originalTimestamp": null`).
 """
 
 from __future__ import annotations
 
-import zlib
-from typing import IO, Any
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
-from api.errors import ApiError
 from shared.ids import normalize_id
 from shared.timeparse import parse_iso
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+"""Every call type, in the order the receiver's endpoints list them."""
 _KNOWN_TYPES = frozenset(CALL_TYPES)
 _OBJECT_FIELDS = ("traits", "properties", "context")
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
 MAX_MESSAGE_ID = 100
 """A messageId must be shorter than this."""
-
-_CHUNK = 64 * 1024
-# Deflate can make incompressible data slightly larger; this covers gzip's header and that growth.
-_GZIP_SLACK = 1024
+MESSAGE_ID_NAMESPACE = uuid.UUID("5b0f8a63-4c2e-5d71-9e0a-7a6f1d2c3b48")
+"""The UUID5 namespace of derived message ids. Changing it changes every derived id: never do."""
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
+class Refusal(Exception):
+    """Input refused: an HTTP status, a short stable code, a human message, optional details.
 
-
-def read_body(
-    stream: IO[bytes], content_length: int | None, encoding: str | None, limit: int
-) -> tuple[bytes, bytes | None]:
-    """The body, decompressed, at most `limit` bytes; and the bytes as sent where they were gzip.
-
-    A body over the limit is refused (413) before more than the limit is held in memory, however
-    well it compresses.
+    The receiver answers it as JSON (api/errors.py); replay reports it against the line.
     """
-    encoding = (encoding or "").strip().lower()
-    if encoding in ("", "identity"):
-        gzipped = False
-    elif encoding in ("gzip", "x-gzip"):
-        gzipped = True
-    else:
-        raise ApiError(415, "unsupported_encoding", "Content-Encoding must be gzip or absent")
-    wire_limit = limit + limit // 100 + _GZIP_SLACK if gzipped else limit
-    if content_length is not None and content_length > wire_limit:
-        raise _too_large(limit)
-    chunks = []
-    size = 0
-    while True:
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > wire_limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not gzipped:
-        return data, None
-    return gunzip(data, limit), data
 
-
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip (one or more members) into at most `limit` bytes, else 413; bad data 400."""
-    out: list[bytes] = []
-    size = 0
-    try:
-        while data:
-            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            pending = data
-            while pending:
-                # max_length stops the output at one byte over the bound, whatever the ratio.
-                chunk = member.decompress(pending, limit + 1 - size)
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                out.append(chunk)
-                pending = member.unconsumed_tail
-            if not member.eof:
-                raise ApiError(400, "invalid_gzip", "the gzip body is truncated")
-            data = member.unused_data
-    except zlib.error:
-        raise ApiError(400, "invalid_gzip", "the body is not valid gzip") from None
-    return b"".join(out)
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers
 
 
 def parse_json(raw: bytes) -> Any:
     """The JSON document in `raw` (UTF-8, no NaN or Infinity), else 400 invalid_json."""
     if not raw.strip():
-        raise ApiError(400, "invalid_json", "the body is empty")
+        raise Refusal(400, "invalid_json", "the body is empty")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         # orjson refuses nesting past 1024 levels itself; that is the depth rule too.
         if "depth" in str(exc):
-            raise ApiError(400, "too_deep", "the JSON nests too deeply") from None
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+            raise Refusal(400, "too_deep", "the JSON nests too deeply") from None
+        raise Refusal(400, "invalid_json", "the body is not valid JSON") from None
 
 
 def too_deep(value: Any, budget: int) -> bool:
@@ -122,7 +82,7 @@ def check_depth(document: Any, raw: bytes, max_depth: int) -> None:
         return
     kind = type(document)
     if (kind is dict or kind is list) and too_deep(document, max_depth):
-        raise ApiError(400, "too_deep", f"the JSON nests deeper than {max_depth} levels")
+        raise Refusal(400, "too_deep", f"the JSON nests deeper than {max_depth} levels")
 
 
 def error(code: str, message: str) -> dict[str, str]:
@@ -195,24 +155,67 @@ def usable_message_id(call: dict[str, Any]) -> str | None:
     return None
 
 
+def derived_message_id(call: Any) -> str:
+    """A UUID5 of the call's canonical JSON (keys sorted): the same call always gets the same id.
+
+    Replays use it for calls without a usable messageId, so replaying one file twice gives the same
+    ids; the receiver gives such live calls a random UUID instead (two identical live calls are two
+    events).
+    """
+    canonical = orjson.dumps(call, option=orjson.OPT_SORT_KEYS).decode()
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, canonical))
+
+
+def message_id_of(call: dict[str, Any]) -> str:
+    """The call's own messageId where it is usable, else its derived one."""
+    return usable_message_id(call) or derived_message_id(call)
+
+
+@dataclass(slots=True)
+class Checked:
+    """The calls of a request (or replayed line) sorted into those to enqueue and those refused."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    """`{"index", "call", "errors"}` for each refused call, in order."""
+
+
+def check_calls(calls: list[Any], fixed_type: str | None, max_call_bytes: int | None) -> Checked:
+    """Check every call of a request; `max_call_bytes` measures each call (None: no need, as the
+    whole body is already within it). The `writeKey` a call may carry is removed: it is the
+    request's credential, and must not travel on the queue or be stored with a dead letter."""
+    checked = Checked()
+    for index, call in enumerate(calls):
+        if type(call) is dict:
+            call.pop("writeKey", None)
+        errors = check_call(call, fixed_type)
+        if max_call_bytes is not None and len(orjson.dumps(call)) > max_call_bytes:
+            errors.append(error("call_too_large", f"a call is at most {max_call_bytes} bytes"))
+        if errors:
+            checked.rejected.append({"index": index, "call": call, "errors": errors})
+        else:
+            checked.accepted.append(call)
+    return checked
+
+
 def check_batch(body: Any, max_calls: int) -> tuple[list[Any], dict[str, Any], str | None]:
     """The calls, the defaults (top-level context and integrations) and the sentAt of a batch."""
     if type(body) is not dict:
-        raise ApiError(400, "invalid_batch", "a batch must be a JSON object")
+        raise Refusal(400, "invalid_batch", "a batch must be a JSON object")
     calls = body.get("batch")
     if type(calls) is not list:
-        raise ApiError(400, "invalid_batch", "a batch needs a `batch` list of calls")
+        raise Refusal(400, "invalid_batch", "a batch needs a `batch` list of calls")
     if len(calls) > max_calls:
-        raise ApiError(413, "too_many_calls", f"a batch holds at most {max_calls} calls")
+        raise Refusal(413, "too_many_calls", f"a batch holds at most {max_calls} calls")
     defaults: dict[str, Any] = {}
     for name in ("context", "integrations"):
         value = body.get(name)
         if value is None:
             continue
         if type(value) is not dict:
-            raise ApiError(400, f"invalid_{name}", f"the batch's {name} must be an object")
+            raise Refusal(400, f"invalid_{name}", f"the batch's {name} must be an object")
         defaults[name] = value
     sent_at = body.get("sentAt")
     if sent_at is not None and parse_iso(sent_at) is None:
-        raise ApiError(400, "invalid_timestamp", "the batch's sentAt must be an ISO-8601 time")
+        raise Refusal(400, "invalid_timestamp", "the batch's sentAt must be an ISO-8601 time")
     return calls, defaults, sent_at

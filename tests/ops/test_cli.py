@@ -13,11 +13,12 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from shared.cli import main
+from ops.cli import main
 from shared.models import App, AttributeDefinition, EventDefinition, User
 from shared.settings import Settings
-from tests.conftest import ADMIN_URL
-from tests.shared.test_readmodel import (
+from tests.support.cli import one_line_error
+from tests.support.db import ADMIN_URL
+from tests.support.readmodel import (
     COMPANY_KEYS,
     DEFINITION_KEYS,
     EVENT_KEYS,
@@ -57,18 +58,6 @@ def fail(clean_db: Engine, settings: Settings) -> Run:
 
 def _failure(env: dict[str, str], args: tuple[str, ...], stdin: str | None) -> Any:
     return one_line_error(_invoke(env, args, stdin))
-
-
-def one_line_error(result: Result) -> str:
-    """The one `Error: ...` line a failing command prints on stderr, with a non-zero exit."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def as_json(result: Result) -> Any:

@@ -11,16 +11,6 @@ from shared.timeparse import parse_iso
 MAX_FUTURE = timedelta(hours=24)
 
 
-def _parse(value: Any) -> datetime | None:
-    """A call's time field as an aware UTC datetime; unparseable, null or out of range is None."""
-    try:
-        return parse_iso(value)
-    except OverflowError:
-        # parse_iso lets a date at the edge of the calendar (9999-12-31T23:59-05:00) overflow
-        # when moved to UTC; such a time is as unusable as an unparseable one.
-        return None
-
-
 def _utc(value: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken as UTC."""
     if value.tzinfo is None:
@@ -33,20 +23,20 @@ def event_time(
 ) -> datetime:
     """The time a call's event happened, as an aware UTC datetime (SPEC 5.2)."""
     receiver_received = _utc(received_at)
-    received = _parse(call.get("receivedAt"))
+    received = parse_iso(call.get("receivedAt"))
     # A call cannot have been received long after we received it: rule 4 applied to the call's
     # own receivedAt, so a forged or broken one cannot carry the event time into the future.
     if received is None or received > receiver_received + MAX_FUTURE:
         received = receiver_received
 
-    timestamp = _parse(call.get("timestamp"))
-    original = _parse(call.get("originalTimestamp"))
+    timestamp = parse_iso(call.get("timestamp"))
+    original = parse_iso(call.get("originalTimestamp"))
     if timestamp is not None and original is not None:
         # Segment already corrected this call (Webhooks destination, an export); do not again.
         result = timestamp
     else:
         own = timestamp if timestamp is not None else original
-        sent = _parse(call.get("sentAt"))
+        sent = parse_iso(call.get("sentAt"))
         if sent is None and batch_sent_at is not None:
             sent = _utc(batch_sent_at)
         if own is None:

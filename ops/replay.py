@@ -1,7 +1,7 @@
 """`userdest replay` and `userdest deadletters replay`: Segment calls back onto a queue (SPEC 7).
 
-Each line of an NDJSON file (one call, or one `{"batch": [...]}` body) is checked by the receiver's
-own functions (api/checks.py) and within the receiver's size limits; the calls that pass travel in
+Each line of an NDJSON file (one call, or one `{"batch": [...]}` body) is checked by the call
+contract the receiver uses (shared/calls.py) and within the receiver's size limits; the calls that pass travel in
 envelopes of up to REPLAY_BATCH_SIZE calls, as the receiver's would, with source "replay".
 
 Idempotency is the point: every call keeps its `messageId`, and a call without one gets a UUID5 of
@@ -25,19 +25,23 @@ import orjson
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
-from api.checks import check_batch, check_call, check_depth, error, parse_json, usable_message_id
-from api.errors import ApiError
-from shared.deadletters import is_open
+from ops.deadletters import is_open
+from ops.readmodel import NotFound
+from shared.calls import (
+    Refusal,
+    check_batch,
+    check_call,
+    check_calls,
+    check_depth,
+    message_id_of,
+    parse_json,
+)
 from shared.envelope import Envelope, merge_defaults
 from shared.models import DeadLetter
 from shared.publish import BrokerUnavailable, Publisher
-from shared.readmodel import NotFound
 from shared.settings import Settings
 from shared.timeparse import iso, utcnow
 
-"""The most calls one replayed envelope carries (the receiver's batches carry up to 2,500)."""
-MESSAGE_ID_NAMESPACE = uuid.UUID("5b0f8a63-4c2e-5d71-9e0a-7a6f1d2c3b48")
-"""The UUID5 namespace of derived message ids. Changing it changes every derived id: never do."""
 CALL_SLACK = 256
 """Bytes a call may exceed MAX_CALL_BYTES by: room for the messageId and receivedAt that
 `userdest queue export` adds to a call the receiver took, so an export always replays whole."""
@@ -48,17 +52,6 @@ PAGE = 1000
 
 class ReplayError(Exception):
     """The replay cannot go on (unreadable input, Redis gone); one line for the operator."""
-
-
-def derived_message_id(call: Any) -> str:
-    """A UUID5 of the call's canonical JSON (keys sorted): the same call always gets the same id."""
-    canonical = orjson.dumps(call, option=orjson.OPT_SORT_KEYS).decode()
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, canonical))
-
-
-def message_id_of(call: dict[str, Any]) -> str:
-    """The call's own messageId where it is usable, else its derived one."""
-    return usable_message_id(call) or derived_message_id(call)
 
 
 # --- reading NDJSON ------------------------------------------------------------------------------
@@ -169,29 +162,23 @@ def check_line(number: int, raw: bytes, settings: Settings) -> Line:
             return refuse("payload_too_large", f"a call is at most {settings.max_call_bytes} bytes")
         else:
             indexed = [(None, body)]
-    except ApiError as exc:
+    except Refusal as exc:
         return refuse(exc.code, exc.message)
 
-    measure = len(raw) > call_limit
-    for index, call in indexed:
-        if type(call) is dict:
-            # A credential, not part of the call: the receiver drops it too.
-            call.pop("writeKey", None)
-        errors = check_call(call, None)
-        if measure and len(orjson.dumps(call)) > call_limit:
-            message = f"a call is at most {settings.max_call_bytes} bytes"
-            errors.append(error("call_too_large", message))
-        if errors:
-            line.rejections.append(
-                Rejection(
-                    number,
-                    index,
-                    tuple(dict.fromkeys(e["code"] for e in errors)),
-                    "; ".join(e["message"] for e in errors),
-                )
+    checked = check_calls(
+        [call for _, call in indexed], None, call_limit if len(raw) > call_limit else None
+    )
+    line.calls = checked.accepted
+    for entry in checked.rejected:
+        errors = entry["errors"]
+        line.rejections.append(
+            Rejection(
+                number,
+                indexed[entry["index"]][0],
+                tuple(dict.fromkeys(e["code"] for e in errors)),
+                "; ".join(e["message"] for e in errors),
             )
-        else:
-            line.calls.append(call)
+        )
     return line
 
 

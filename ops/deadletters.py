@@ -1,7 +1,7 @@
 """The operator's side of dead letters: listing, showing, counting and purging them (SPEC 7).
 
 Workers write dead letters (workers/apply/deadletters.py); `userdest deadletters replay` puts them
-back on a queue (shared/replay.py) and stamps `replayed_at`. A letter is *open* while it was never
+back on a queue (ops/replay.py) and stamps `replayed_at`. A letter is *open* while it was never
 replayed, or failed again after its last replay: the worker's upsert moves `updated_at` past
 `replayed_at` then. Lists and counts show open letters unless asked for all.
 """
@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from ops.readmodel import NotFound
 from shared.models import App, DeadLetter
-from shared.readmodel import NotFound
 from shared.timeparse import iso
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")

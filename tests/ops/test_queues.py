@@ -15,16 +15,16 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from shared import readmodel
+from ops import readmodel
+from ops.queues import export_lines
 from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.publish import Publisher, make_redis
-from shared.queue_tools import export_lines
 from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
-from shared.tenancy import create_app
+from shared.tenancy import new_app
 from shared.timeparse import iso, utcnow
-from tests.shared.test_replay import (
+from tests.support.cli import (
     Invoke,
     envelopes,
     invoker,
@@ -33,7 +33,7 @@ from tests.shared.test_replay import (
     one_line_error,
 )
 from workers.apply.batch import Outcome, apply_envelope
-from workers.apply.deadletters import DeadLetter, store
+from workers.apply.deadletters import LetterToKeep, store
 
 SENT_AT = "2024-03-01T12:00:00.000Z"
 CONTEXT = {"library": {"name": "analytics.js"}, "locale": "pl-PL"}
@@ -74,7 +74,7 @@ def invoke(settings: Settings) -> Invoke:
 def apps(clean_db: Engine, redis_client: redis.Redis) -> dict[str, int]:
     """`shop` (the source deployment's app) and `mirror` (standing in for another deployment)."""
     with Session(clean_db) as session:
-        made = {name: create_app(session, name) for name in ("shop", "mirror")}
+        made = {name: new_app(session, name) for name in ("shop", "mirror")}
         session.commit()
         return {name: app.id for name, app in made.items()}
 
@@ -160,9 +160,9 @@ def test_stats_count_waiting_unacked_dead_letters_and_lag(
     held = publisher.message(newest, INGEST)
     redis_client.hset("unacked", "tag-1", orjson.dumps([orjson.loads(held), "", INGEST]))
     with clean_db.begin() as conn:
-        store(conn, apps["shop"], [DeadLetter(f"k{i}", "r", "e", {}, None, {}) for i in range(2)])
+        store(conn, apps["shop"], [LetterToKeep(f"k{i}", "r", "e", {}, None, {}) for i in range(2)])
         conn.execute(text("UPDATE dead_letters SET replayed_at = now() + interval '1 hour'"))
-        store(conn, apps["shop"], [DeadLetter("k9", "r", "e", {}, None, {})])
+        store(conn, apps["shop"], [LetterToKeep("k9", "r", "e", {}, None, {})])
 
     answer = stats(invoke)
     ingest, replay = answer["queues"]["ingest"], answer["queues"]["replay"]

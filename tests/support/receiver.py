@@ -1,4 +1,4 @@
-"""Helpers for the receiver's tests: fixtures' data, Basic auth, and reading the `ingest` queue."""
+"""Helpers for tests of the receiver: Basic auth, bodies, reading the queue, a committed tenant."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import copy
 import gzip
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -17,20 +16,7 @@ from sqlalchemy.orm import Session
 from shared.envelope import Envelope
 from shared.models import App
 from shared.queues import APPLY_TASK, INGEST
-from shared.tenancy import add_domain, create_key, revoke_key
-
-FIXTURES = Path("/work/shared/fixtures")
-
-
-def fixture(name: str) -> dict[str, Any]:
-    """A realistic call from /work/shared/fixtures, without its `_about` note."""
-    call = json.loads((FIXTURES / f"{name}.json").read_text())
-    call.pop("_about", None)
-    return call
-
-
-def all_fixtures() -> dict[str, dict[str, Any]]:
-    return {p.stem: fixture(p.stem) for p in sorted(FIXTURES.glob("*.json"))}
+from shared.tenancy import add_domain, create_key, new_app, revoke_key
 
 
 def basic(key: str) -> dict[str, str]:
@@ -98,3 +84,11 @@ class Tenant:
             new = create_key(session, session.get_one(App, self.app_id))
             session.commit()
         return new.key_id, new.api_key
+
+
+def make_tenant(engine: Engine, name: str = "shop") -> Tenant:
+    with Session(engine) as session:
+        app = new_app(session, name)
+        key = create_key(session, app)
+        session.commit()
+        return Tenant(engine, app.id, name, key.key_id, key.api_key)

@@ -1,0 +1,181 @@
+"""`userdest attributes`: attribute definitions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+from sqlalchemy import func, null, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ops import readmodel
+from ops.cli.common import (
+    app_option,
+    emit,
+    in_app,
+    json_option,
+    work,
+)
+from shared import tenancy
+from shared.attributes import NAME_MAX, SCOPES, normalize_type, valid_name
+from shared.models import App, AttributeDefinition, EventDefinition
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.group()
+def attributes() -> None:
+    """Attribute definitions: how values are typed."""
+
+
+def _normalize_type(name: str) -> str:
+    try:
+        return normalize_type(name)  # the workers' rule, so both sides agree on synonyms
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _parse_choices(raw: str | None, kind: str, multiple: bool) -> list[str] | None:
+    if kind != "fixed":
+        if raw is not None or multiple:
+            raise click.ClickException("--choices and --multiple apply to the fixed type only")
+        return None
+    choices = list(dict.fromkeys(c.strip() for c in (raw or "").split(",") if c.strip()))
+    if not choices:
+        raise click.ClickException("the fixed type needs --choices a,b,...")
+    return choices
+
+
+def _check_event(scope: str, event: str | None) -> str:
+    if scope != "event":
+        if event is not None:
+            raise click.ClickException("--event applies to the event scope only")
+        return ""
+    if event is None or not event.strip():
+        raise click.ClickException("the event scope needs --event EVENT")
+    return event
+
+
+def _check_room(session: Session, app: App, scope: str, event: str, name: str) -> None:
+    """Refuse a new name past the app's cap: traffic drops such names, an operator is told."""
+    same_scope = (
+        AttributeDefinition.app_id == app.id,
+        AttributeDefinition.scope == scope,
+        AttributeDefinition.event == event,
+    )
+    if session.scalar(
+        select(AttributeDefinition.id).where(*same_scope, AttributeDefinition.name == name)
+    ):
+        return
+    if scope == "event":
+        exists = session.scalar(
+            select(EventDefinition.id).where(
+                EventDefinition.app_id == app.id, EventDefinition.name == event
+            )
+        )
+        events = session.scalar(
+            select(func.count())
+            .select_from(EventDefinition)
+            .where(EventDefinition.app_id == app.id)
+        )
+        if exists is None and (events or 0) >= app.caps.event_names:
+            raise click.ClickException(
+                f"{app.name!r} already has {app.caps.event_names} events, its cap"
+            )
+    cap = app.caps.for_scope(scope)
+    count = select(func.count()).select_from(AttributeDefinition).where(*same_scope)
+    if (session.scalar(count) or 0) >= cap:
+        where = f"event {event!r}" if scope == "event" else f"the {scope} scope"
+        raise click.ClickException(f"{app.name!r} already has {cap} attributes in {where}, its cap")
+
+
+def define_attribute(
+    session: Session,
+    app: App,
+    scope: str,
+    event: str,
+    name: str,
+    kind: str,
+    choices: list[str] | None,
+    multiple: bool,
+) -> dict[str, Any]:
+    """Create or redefine one definition as the operator's: traffic never changes it after this."""
+    _check_room(session, app, scope, event, name)
+    if scope == "event":
+        session.execute(
+            insert(EventDefinition)
+            .values(app_id=app.id, name=event, origin="operator")
+            .on_conflict_do_update(index_elements=["app_id", "name"], set_={"origin": "operator"})
+        )
+    values = {
+        "type": kind,
+        "choices": null() if choices is None else choices,
+        "multiple": multiple,
+        "origin": "operator",
+    }
+    row = session.execute(
+        insert(AttributeDefinition)
+        .values(app_id=app.id, scope=scope, event=event, name=name, **values)
+        .on_conflict_do_update(index_elements=["app_id", "scope", "event", "name"], set_=values)
+        .returning(
+            AttributeDefinition.scope,
+            AttributeDefinition.event,
+            AttributeDefinition.name,
+            AttributeDefinition.type,
+            AttributeDefinition.choices,
+            AttributeDefinition.origin,
+        )
+    ).one()
+    return readmodel.definition(row)
+
+
+@attributes.command("define")
+@app_option
+@click.option("--scope", type=click.Choice(SCOPES), required=True, help="Whose attribute it is.")
+@click.option("--event", metavar="EVENT", help="The event name (event scope only).")
+@click.argument("attr")
+@click.argument("type_", metavar="TYPE")
+@click.option("--choices", metavar="A,B", help="The allowed values of a fixed attribute.")
+@click.option("--multiple", is_flag=True, help="A fixed attribute holding a list of choices.")
+@json_option
+def attributes_define(
+    app_name: str,
+    scope: str,
+    event: str | None,
+    attr: str,
+    type_: str,
+    choices: str | None,
+    multiple: bool,
+    as_json: bool,
+) -> None:
+    """Define ATTR as TYPE: string, integer, float (number), boolean, date, datetime, fixed, json.
+
+    Redefining an attribute, whoever defined it, changes its type and makes it the operator's.
+    Values already stored stay as they are; later calls are coerced to the new type.
+    """
+    if not valid_name(attr) or not attr.strip():
+        raise click.ClickException(f"an attribute name is 1 to {NAME_MAX} characters")
+    kind = _normalize_type(type_)
+    parsed = _parse_choices(choices, kind, multiple)
+    event_name = _check_event(scope, event)
+
+    def unit(session: Session) -> dict[str, Any]:
+        app = tenancy.get_app(session, app_name)
+        return define_attribute(session, app, scope, event_name, attr, kind, parsed, multiple)
+
+    emit(work(unit), as_json, title="attribute defined")
+
+
+@attributes.command("list")
+@app_option
+@json_option
+def attributes_list(app_name: str, as_json: bool) -> None:
+    """List the app's attribute definitions, operator's and those traffic made."""
+    emit(
+        work(in_app(app_name, readmodel.attribute_list)),
+        as_json,
+        title=f"attributes of {app_name}",
+        empty="no attributes",
+    )

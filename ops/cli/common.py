@@ -1,0 +1,197 @@
+"""What every command group shares: settings, one unit of work, one way to print, the options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+import orjson
+import psycopg
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from ops import deadletters as dead_letters
+from shared import tenancy
+from shared.db import make_engine, make_sessionmaker
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 10
+"""Seconds to wait for Postgres before telling the operator it cannot be reached."""
+
+
+def load_settings() -> Settings:
+    return Settings.from_env().verify()
+
+
+def work(unit: Callable[[Session], T]) -> T:
+    """Run `unit` in one transaction against DATABASE_URL, commit it, and return its answer."""
+    engine = make_engine(load_settings(), connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            return unit(session)
+    finally:
+        engine.dispose()
+
+
+def in_app(app_name: str, query: Callable[[Session, int], T]) -> Callable[[Session], T]:
+    """A unit of work for `work()`: `query(session, app_id)` for the app named `app_name`."""
+    return lambda session: query(session, tenancy.get_app(session, app_name).id)
+
+
+def emit(data: Any, as_json: bool, *, title: str | None = None, empty: str = "none") -> None:
+    """Print `data` as indented JSON, else as a table (a list) or key/value panels (a dict)."""
+    if as_json:
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured: let tables take their natural width instead of folding at 80 columns.
+        console = Console(width=1000)
+    if isinstance(data, list):
+        console.print(_table(data, title) if data else Text(empty))
+        return
+    for renderable in _panels(data, title):
+        console.print(renderable)
+
+
+def _cell(value: Any) -> Text:
+    # Text, not markup: a value such as "[object Object]" must print as it is.
+    if value is None or value == []:
+        return Text("-", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return Text(", ".join(value))
+    if isinstance(value, dict | list):
+        return Text(orjson.dumps(value).decode())
+    return Text(str(value))
+
+
+def _table(rows: list[dict[str, Any]], title: str | None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row.values()))
+    return table
+
+
+def _panels(data: dict[str, Any], title: str | None) -> Iterator[Table]:
+    """Scalars in one key/value table; each nested object or list of objects in its own table."""
+    main = Table(title=title, title_justify="left", show_header=False)
+    main.add_column(style="bold")
+    main.add_column(overflow="fold")
+    nested: list[Table] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            inner = Table(title=key, title_justify="left", show_header=False)
+            inner.add_column(style="bold")
+            inner.add_column(overflow="fold")
+            for name, item in value.items():
+                inner.add_row(Text(name), _cell(item))
+            nested.append(inner)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            nested.append(_table(value, key))
+        else:
+            main.add_row(Text(key), _cell(value))
+    yield main
+    yield from nested
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def database_error(exc: DBAPIError) -> str:
+    first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
+    if isinstance(exc.orig, psycopg.errors.UndefinedTable):
+        return f"the database is not migrated ({first}); run `userdest db upgrade`"
+    if "does not exist" in first and "database" in first:
+        return f"{first}; run `userdest db upgrade` to create it"
+    if isinstance(exc, OperationalError):
+        return f"cannot reach the database: {first}"
+    return f"database error: {first}"
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Answer in JSON instead of tables."
+)
+app_option = click.option("--app", "app_name", required=True, metavar="NAME", help="The app.")
+
+
+limit_option = click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="Only the N newest."
+)
+
+
+#
+# These need Redis, Celery's message format and (for replays) the receiver's checks; they import
+# them when they run, so the other commands start without loading Flask, Celery or redis-py.
+
+
+@contextmanager
+def broker(settings: Settings, read_timeout: float | None = None) -> Iterator[redis.Redis]:
+    """A Redis client for REDIS_URL that answers now; any Redis failure becomes one line."""
+    import redis
+
+    from shared.publish import BrokerUnavailable, make_redis
+
+    client = make_redis(settings, read_timeout)
+    try:
+        client.ping()
+        yield client
+    except (redis.RedisError, BrokerUnavailable) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"cannot reach Redis: {one_line(first)}") from None
+    finally:
+        client.close()
+
+
+@contextmanager
+def celery_app(settings: Settings) -> Iterator[Celery]:
+    """The Celery app that publishes replays; Celery is imported only by commands that need it."""
+    from shared.celery_app import make_celery
+
+    app = make_celery(settings)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def parse_duration_option(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return dead_letters.parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+optional_app = click.option("--app", "app_name", metavar="NAME", help="Only this app's.")
+reason_option = click.option("--reason", metavar="CODE", help="Only this reason code.")
+older_option = click.option(
+    "--older-than",
+    metavar="DURATION",
+    callback=parse_duration_option,
+    help="Only those created longer ago than this (30m, 12h, 7d, 1d12h).",
+)
+
+
+def app_id_of(session: Session, app_name: str | None) -> int | None:
+    return None if app_name is None else tenancy.get_app(session, app_name).id

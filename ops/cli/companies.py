@@ -1,0 +1,34 @@
+"""`userdest companies`: companies and their members."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ops import readmodel
+from ops.cli.common import (
+    app_option,
+    emit,
+    in_app,
+    json_option,
+    work,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.group()
+def companies() -> None:
+    """Companies, looked up by groupId."""
+
+
+@companies.command("show")
+@app_option
+@click.argument("group_id")
+@json_option
+def companies_show(app_name: str, group_id: str, as_json: bool) -> None:
+    """Show the company GROUP_ID and the users linked to it."""
+    found = work(in_app(app_name, lambda s, app_id: readmodel.company_profile(s, app_id, group_id)))
+    emit(found, as_json, title=f"company {group_id}")

@@ -1,0 +1,169 @@
+"""`userdest deadletters`: list, show, replay and purge dead letters."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+from sqlalchemy.orm import Session
+
+from ops import deadletters as dead_letters
+from ops.cli.common import (
+    app_id_of,
+    broker,
+    celery_app,
+    emit,
+    json_option,
+    limit_option,
+    load_settings,
+    older_option,
+    one_line,
+    optional_app,
+    parse_duration_option,
+    reason_option,
+    work,
+)
+from shared.queues import REPLAY
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.group()
+def deadletters() -> None:
+    """Dead letters: batch calls the receiver refused, calls a worker could not apply.
+
+    Listed, shown, replayed after a fix (keeping their messageId) and purged. A replayed letter
+    stays, marked, and is listed again only if it fails again.
+    """
+
+
+@deadletters.command("list")
+@optional_app
+@reason_option
+@older_option
+@click.option(
+    "--newer-than",
+    metavar="DURATION",
+    callback=parse_duration_option,
+    help="Only those created at most this long ago.",
+)
+@click.option("--all", "include_replayed", is_flag=True, help="Include the replayed ones.")
+@limit_option
+@json_option
+def deadletters_list(
+    app_name: str | None,
+    reason: str | None,
+    older_than: timedelta | None,
+    newer_than: timedelta | None,
+    include_replayed: bool,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List dead letters, newest first: those not replayed yet unless --all."""
+
+    def unit(session: Session) -> list[dict[str, Any]]:
+        where = dead_letters.Filter(
+            app_id=app_id_of(session, app_name),
+            reason=reason,
+            older_than=older_than,
+            newer_than=newer_than,
+            include_replayed=include_replayed,
+        )
+        return dead_letters.list_letters(session, where, limit)
+
+    letters = work(unit)
+    if not as_json:
+        # A call can be 32 KB: the table shows its start; `deadletters show ID` shows all of it.
+        letters = [{**row, "call": _abbreviated(row["call"])} for row in letters]
+    emit(letters, as_json, title="dead letters", empty="no dead letters")
+
+
+def _abbreviated(value: Any, width: int = 60) -> str:
+    text_ = orjson.dumps(value).decode()
+    return text_ if len(text_) <= width else text_[: width - 1] + "…"
+
+
+@deadletters.command("show")
+@click.argument("letter_id", metavar="ID", type=int)
+@json_option
+def deadletters_show(letter_id: int, as_json: bool) -> None:
+    """Show the dead letter ID with its raw call and everything kept about it."""
+    letter = work(lambda session: dead_letters.show_letter(session, letter_id))
+    emit(letter, as_json, title=f"dead letter {letter_id}")
+
+
+@deadletters.command("replay")
+@optional_app
+@reason_option
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@json_option
+def deadletters_replay(
+    app_name: str | None, reason: str | None, ids: tuple[int, ...], as_json: bool
+) -> None:
+    """Enqueue dead letters again on the `replay` queue, after a fix.
+
+    The letters IDs, else every one not replayed yet (of the app, of the reason). Each keeps its
+    messageId, so what was applied before is not applied twice. A letter the receiver's checks
+    still refuse, or of an unknown app, is skipped and stays listed.
+    """
+    from ops import replay
+    from shared.publish import Publisher
+
+    settings = load_settings()
+    with broker(settings) as client, celery_app(settings) as celery:
+        publisher = Publisher(celery, client)
+
+        def unit(session: Session) -> dict[str, Any]:
+            return replay.replay_dead_letters(
+                session,
+                publisher,
+                REPLAY,
+                app_id=app_id_of(session, app_name),
+                ids=ids,
+                reason=reason,
+                size=min(settings.replay_batch_size, settings.max_batch_calls),
+            )
+
+        try:
+            answer = work(unit)
+        except replay.ReplayError as exc:
+            raise click.ClickException(one_line(str(exc))) from None
+    emit(answer, as_json, title="dead letters replayed")
+
+
+@deadletters.command("purge")
+@optional_app
+@reason_option
+@older_option
+@click.option("--replayed", "replayed_only", is_flag=True, help="Only those already replayed.")
+@click.option("--yes", is_flag=True, help="Really delete them: there is no undo.")
+@json_option
+def deadletters_purge(
+    app_name: str | None,
+    reason: str | None,
+    older_than: timedelta | None,
+    replayed_only: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete dead letters for good: all of them, or the app's, reason's, age's. Needs --yes."""
+
+    def unit(session: Session) -> dict[str, Any]:
+        where = dead_letters.Filter(
+            app_id=app_id_of(session, app_name),
+            reason=reason,
+            older_than=older_than,
+            include_replayed=True,
+            replayed_only=replayed_only,
+        )
+        if not yes:
+            count = dead_letters.count_letters(session, where)
+            raise click.ClickException(
+                f"this would delete {count} dead letters for good; add --yes to do it"
+            )
+        return {"deleted": dead_letters.purge(session, where)}
+
+    emit(work(unit), as_json, title="dead letters purged")

@@ -1,0 +1,70 @@
+"""`userdest domains`: trusted domains."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+from sqlalchemy.orm import Session
+
+from ops import readmodel
+from ops.cli.common import (
+    app_option,
+    emit,
+    in_app,
+    json_option,
+    work,
+)
+from shared import tenancy
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.group()
+def domains() -> None:
+    """Trusted domains: the hosts browsers may send from.
+
+    Exact (shop.example.com) or wildcard (*.example.com); an app with none trusts every host.
+    """
+
+
+@domains.command("add")
+@app_option
+@click.argument("host")
+@json_option
+def domains_add(app_name: str, host: str, as_json: bool) -> None:
+    """Trust HOST (shop.example.com, or *.example.com for its sub-domains) for the app."""
+
+    def unit(session: Session) -> dict[str, Any]:
+        added = tenancy.add_domain(session, tenancy.get_app(session, app_name), host)
+        return {"app": app_name, "host": added}
+
+    emit(work(unit), as_json, title="domain trusted")
+
+
+@domains.command("remove")
+@app_option
+@click.argument("host")
+@json_option
+def domains_remove(app_name: str, host: str, as_json: bool) -> None:
+    """Stop trusting HOST for the app."""
+
+    def unit(session: Session) -> dict[str, Any]:
+        removed = tenancy.remove_domain(session, tenancy.get_app(session, app_name), host)
+        return {"app": app_name, "host": removed}
+
+    emit(work(unit), as_json, title="domain removed")
+
+
+@domains.command("list")
+@app_option
+@json_option
+def domains_list(app_name: str, as_json: bool) -> None:
+    """List the app's trusted domains; an empty list means every host is trusted."""
+    emit(
+        work(in_app(app_name, readmodel.domain_list)),
+        as_json,
+        title=f"domains of {app_name}",
+        empty="none: every host is trusted",
+    )

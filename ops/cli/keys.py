@@ -1,0 +1,69 @@
+"""`userdest keys`: API keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+from sqlalchemy.orm import Session
+
+from ops import readmodel
+from ops.cli.common import (
+    app_option,
+    emit,
+    in_app,
+    json_option,
+    work,
+)
+from shared import tenancy
+from shared.timeparse import iso
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.group()
+def keys() -> None:
+    """API keys: the write keys Segment sources send."""
+
+
+@keys.command("create")
+@app_option
+@json_option
+def keys_create(app_name: str, as_json: bool) -> None:
+    """Create an API key for the app; its secret is shown this once and never stored."""
+
+    def unit(session: Session) -> dict[str, Any]:
+        new = tenancy.create_key(session, tenancy.get_app(session, app_name))
+        return {"key_id": new.key_id, "api_key": new.api_key}
+
+    answer = work(unit)
+    emit(answer, as_json, title="key created")
+    if not as_json:
+        click.echo("Copy the api_key now: it cannot be shown again.", err=True)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@json_option
+def keys_revoke(key_id: str, as_json: bool) -> None:
+    """Revoke the key KEY_ID; receivers refuse it within seconds. Revoking twice changes nothing."""
+
+    def unit(session: Session) -> dict[str, Any]:
+        key = tenancy.revoke_key(session, key_id)
+        return {"key_id": key.id, "revoked_at": iso(key.revoked_at) if key.revoked_at else None}
+
+    emit(work(unit), as_json, title="key revoked")
+
+
+@keys.command("list")
+@app_option
+@json_option
+def keys_list(app_name: str, as_json: bool) -> None:
+    """List the app's keys: ids, prefixes and times, never a secret."""
+    emit(
+        work(in_app(app_name, readmodel.key_list)),
+        as_json,
+        title=f"keys of {app_name}",
+        empty="no keys",
+    )

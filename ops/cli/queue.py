@@ -1,0 +1,139 @@
+"""`userdest queue`: queue depths and exports."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+import psycopg
+from sqlalchemy.exc import DBAPIError
+
+from ops import deadletters as dead_letters
+from ops.cli.common import (
+    broker,
+    database_error,
+    emit,
+    json_option,
+    load_settings,
+    one_line,
+    optional_app,
+    work,
+)
+from shared import tenancy
+from shared.queues import QUEUES
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.group()
+def queue() -> None:
+    """The Redis queues: how much waits, and a copy of it."""
+
+
+@queue.command("stats")
+@json_option
+def queue_stats(as_json: bool) -> None:
+    """Each queue's waiting and unacknowledged messages and lag, and the open dead letters.
+
+    The lag is the age in seconds of the oldest waiting message. Without Postgres the dead-letter
+    count is null (and a warning goes to stderr): the queues are what to look at in an outage.
+    """
+    from ops import queues
+
+    settings = load_settings()
+    with broker(settings) as client:
+        stats_by_queue = queues.queue_stats(client)
+    dead: int | None
+    try:
+        dead = work(dead_letters.count_open)
+    except (DBAPIError, psycopg.Error) as exc:
+        reason = database_error(exc) if isinstance(exc, DBAPIError) else str(exc)
+        click.echo(f"Warning: dead letters not counted: {one_line(reason)}", err=True)
+        dead = None
+    lags = [q["lag_seconds"] for q in stats_by_queue.values() if q["lag_seconds"] is not None]
+    answer = {
+        "queues": stats_by_queue,
+        "dead_letters": dead,
+        "lag_seconds": max(lags, default=None),
+    }
+    if as_json:
+        emit(answer, True)
+        return
+    emit(
+        [{"queue": name, **stats} for name, stats in stats_by_queue.items()], False, title="queues"
+    )
+    click.echo(f"dead letters not replayed: {'unknown' if dead is None else dead}")
+
+
+@queue.command("export")
+@click.option(
+    "--queue", "name", type=click.Choice(QUEUES), required=True, help="The queue to copy."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Write here instead of stdout; a name ending in .gz is gzipped.",
+)
+@optional_app
+@json_option
+def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool) -> None:
+    """Write the messages waiting in a queue as NDJSON, leaving them on the queue.
+
+    One {"batch": [...]} body a line, oldest first; each call carries its messageId and
+    receivedAt, so `userdest replay` of the file, here or on another deployment, applies each
+    call once and with its event time. Calls the receiver refused travel in the same messages
+    (a worker stores them as dead letters): they are exported too, last in their line and as
+    sent, and a replay names them again.
+    A queue holds every app's messages and `replay --app` puts a file under one app: export one
+    app at a time with --app. The summary goes to stdout with --out, else to stderr.
+    """
+    import gzip
+
+    from ops import queues
+
+    settings = load_settings()
+    app_id = None if app_name is None else work(lambda s: tenancy.get_app(s, app_name).id)
+    # One LRANGE answers the whole queue: give it longer than a publish gets.
+    with broker(settings, read_timeout=max(60.0, settings.broker_timeout)) as client:
+        target: Any
+        if out is None:
+            target = sys.stdout.buffer
+        elif out.endswith(".gz"):
+            target = gzip.open(out, "wb")  # noqa: SIM115 (closed below)
+        else:
+            target = open(out, "wb")  # noqa: SIM115 (closed below)
+        try:
+            summary = queues.export_queue(
+                client,
+                name,
+                target.write,
+                max_bytes=settings.max_batch_bytes,
+                max_calls=settings.max_batch_calls,
+                app_id=app_id,
+            )
+        finally:
+            if out is None:
+                target.flush()
+            else:
+                target.close()
+    for skipped in summary.skipped:
+        click.echo(f"message {skipped['position']}: skipped: {skipped['error']}", err=True)
+    if len(summary.app_ids) > 1:
+        click.echo(
+            f"Warning: the export holds the calls of {len(summary.app_ids)} apps and "
+            "`userdest replay --app` puts a whole file under one; export each with --app NAME",
+            err=True,
+        )
+    answer = {**summary.answer(), "out": out}
+    if out is not None:
+        emit(answer, as_json, title=f"exported {name}")
+    elif as_json:
+        click.echo(orjson.dumps(answer).decode(), err=True)
+    else:
+        click.echo(
+            f"exported {summary.messages} messages ({summary.calls} calls) from {name}", err=True
+        )

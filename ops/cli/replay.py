@@ -1,0 +1,147 @@
+"""`userdest replay`: NDJSON files of Segment calls back onto a queue."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from ops.cli.common import (
+    app_option,
+    broker,
+    celery_app,
+    emit,
+    json_option,
+    load_settings,
+    one_line,
+    work,
+)
+from shared import tenancy
+from shared.queues import QUEUES, REPLAY
+
+if TYPE_CHECKING:
+    from ops.replay import Source, Summary
+
+
+@contextmanager
+def _progress(
+    source: Source,
+) -> Iterator[tuple[Callable[[Summary], None], Callable[[str], None]]]:
+    """(on_line, say): a rich progress bar on stderr where stderr is a terminal, else nothing;
+    `say` prints a line on stderr without tearing the bar."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield (lambda _summary: None), (lambda message: click.echo(message, err=True))
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn()]
+    if source.total is not None:
+        columns += [DownloadColumn(), TimeRemainingColumn()]
+    columns += [TimeElapsedColumn(), TextColumn("{task.fields[counts]}")]
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(os.path.basename(source.name), total=source.total, counts="")
+        seen = 0
+
+        def on_line(summary: Summary) -> None:
+            nonlocal seen
+            seen += 1
+            if seen % 200:
+                return  # the bar redraws ten times a second; most lines need not touch it
+            progress.update(
+                task,
+                completed=source.position() or 0,
+                counts=f"{summary.accepted} ok, {summary.rejected} rejected, "
+                f"{summary.duplicates} dup",
+            )
+
+        yield on_line, lambda message: progress.console.print(Text(message))
+        progress.update(task, completed=source.total or 0)
+
+
+@click.command("replay")
+@click.argument(
+    "path",
+    metavar="FILE|-",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+)
+@app_option
+@click.option(
+    "--queue",
+    type=click.Choice(QUEUES),
+    default=REPLAY,
+    show_default=True,
+    help="The queue to fill; `replay` keeps backfills away from live traffic.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="At most N calls a second.",
+)
+@click.option("--dry-run", is_flag=True, help="Check and count every line; enqueue nothing.")
+@json_option
+def replay_file(
+    path: str, app_name: str, queue: str, rate: float | None, dry_run: bool, as_json: bool
+) -> None:
+    """Check NDJSON Segment calls and enqueue the good ones for the app.
+
+    FILE (or - for stdin, gzip or not) holds one call or one {"batch": [...]} body a line. Each line
+    is checked as the receiver checks a request; refused lines go to stderr with their number and
+    reason. Calls keep their messageId, or get one derived from their content, so replaying the
+    same input twice applies nothing twice.
+    """
+    from ops import replay
+    from shared.publish import Publisher
+
+    settings = load_settings()
+    app_id = work(lambda session: tenancy.get_app(session, app_name).id)
+
+    def run(send: Callable[[dict[str, Any]], None] | None) -> Summary:
+        try:
+            source = replay.Source(path, _stdin())
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            with _progress(source) as (on_line, say):
+                return replay.replay_lines(
+                    source.lines(),
+                    app_id=app_id,
+                    settings=settings,
+                    send=send,
+                    rate=rate,
+                    on_reject=lambda rejection: say(str(rejection)),
+                    on_line=on_line,
+                )
+        except replay.ReplayError as exc:
+            raise click.ClickException(one_line(str(exc))) from None
+        finally:
+            source.close()
+
+    if dry_run:
+        summary = run(None)
+    else:
+        with broker(settings) as client, celery_app(settings) as celery:
+            summary = run(replay.publisher_send(Publisher(celery, client), queue))
+    if as_json:
+        emit(summary.answer(), True)
+        return
+    details = {**summary.answer(), "messages": summary.messages, "queue": queue}
+    emit(details, False, title="dry run: nothing enqueued" if dry_run else f"replayed to {queue}")
+
+
+def _stdin() -> BinaryIO:
+    return sys.stdin.buffer

@@ -1,0 +1,58 @@
+"""The attribute vocabulary (SPEC 2, 5.6): scopes, types, name limits and the per-app caps.
+
+The one place these rules live: the models' check constraints, the workers' coercion and
+auto-definition, and the CLI's `attributes define` all read them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+SCOPES: Final = ("user", "company", "event")
+"""Whose attribute a definition is: a profile's, a company's, or an event name's property."""
+TYPES: Final = ("string", "integer", "float", "boolean", "date", "datetime", "fixed", "json")
+"""The types a definition can have, as stored."""
+SYNONYMS: Final = {"number": "float"}
+"""Other names operators may give a type, and the type they mean."""
+ORIGINS: Final = ("operator", "traffic")
+"""Who made a definition: an operator (never changed by traffic) or traffic (auto-defined)."""
+NAME_MAX: Final = 64
+"""The longest attribute name, in characters (names are 1 to NAME_MAX characters)."""
+
+
+def valid_name(name: object) -> bool:
+    """Whether `name` can be an attribute name: a string of 1 to NAME_MAX characters."""
+    return isinstance(name, str) and 0 < len(name) <= NAME_MAX
+
+
+def normalize_type(name: str) -> str:
+    """The canonical attribute type for a name given by an operator or a caller."""
+    key = name.strip().lower() if isinstance(name, str) else ""
+    key = SYNONYMS.get(key, key)
+    if key not in TYPES:
+        raise ValueError(
+            f"unknown attribute type {name!r}: use one of string, integer, float (or number), "
+            "boolean, date, datetime, fixed, json"
+        )
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """An app's caps on definitions; past one, new names are ignored and counted (SPEC 2)."""
+
+    user: int = 1000
+    company: int = 1000
+    event_names: int = 1000
+    event_attributes: int = 200
+
+    def for_scope(self, scope: str) -> int:
+        """The cap on attribute names in `scope` (for `event`, per event name)."""
+        if scope == "event":
+            return self.event_attributes
+        return self.user if scope == "user" else self.company
+
+
+DEFAULT_CAPS: Final = Caps()
+"""What a new app gets; the columns of `apps` default to these."""

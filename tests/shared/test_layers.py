@@ -1,0 +1,54 @@
+"""The layers point down only (STYLE): shared/ is the bottom; api/, workers/ and ops/ sit beside
+each other on it and never import one another."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("api", "workers", "ops", "shared")
+ALLOWED = {
+    "shared": {"shared"},
+    "api": {"api", "shared"},
+    "workers": {"workers", "shared"},
+    "ops": {"ops", "shared"},
+}
+
+
+def imported_packages(source: str) -> set[tuple[int, str]]:
+    """(line, top-level package) of every import of one of ours, at any depth of the module
+    (imports inside functions count: a lazy import is still a dependency)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {(node.lineno, n.split(".")[0]) for n in names if n.split(".")[0] in PACKAGES}
+    return found
+
+
+def violations(package: str) -> list[str]:
+    out = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for line, target in sorted(imported_packages(path.read_text())):
+            if target not in ALLOWED[package]:
+                out.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    return out
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_layers_point_down_only(package: str) -> None:
+    assert violations(package) == []
+
+
+def test_the_check_sees_an_upward_import() -> None:
+    source = (
+        "def f():\n    from api.views import Receiver\nimport workers.apply\nfrom shared import x\n"
+    )
+    assert imported_packages(source) == {(2, "api"), (3, "workers"), (4, "shared")}

@@ -1,0 +1,53 @@
+"""Running the `userdest` CLI in tests, and reading what it enqueued."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from click.testing import CliRunner, Result
+
+from ops.cli import main
+from shared.queues import REPLAY
+from shared.settings import Settings
+from tests.support.receiver import queued
+
+Invoke = Callable[..., Result]
+
+
+def envelopes(client: redis.Redis, queue: str = REPLAY) -> list[dict[str, Any]]:
+    return queued(client, queue)
+
+
+def message_ids(client: redis.Redis, queue: str = REPLAY) -> list[str]:
+    return [mid for env in envelopes(client, queue) for mid in env["message_ids"]]
+
+
+def invoker(settings: Settings) -> Invoke:
+    """Runs `userdest ARGS...` against the test database and Redis database; returns the Result.
+
+    `env` overrides variables (a dead REDIS_URL, a smaller limit)."""
+    base = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+
+    def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Result:
+        return CliRunner(env={**base, **(env or {})}).invoke(main, list(args), input=stdin)
+
+    return run
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def one_line_error(result: Result) -> str:
+    """The one `Error: ...` line a failing command prints on stderr, with a non-zero exit."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]

@@ -1,0 +1,12 @@
+"""Where the test run's Postgres and Redis are (overridable from the environment)."""
+
+from __future__ import annotations
+
+import os
+
+ADMIN_URL = os.environ.get(
+    "USERDEST_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""A database on the test Postgres to create and drop the run's own database from."""
+REDIS_BASE = os.environ.get("USERDEST_TEST_REDIS", "redis://127.0.0.1:6379")
+"""The test Redis server, without a database number (the run claims one of its own)."""

@@ -1,0 +1,64 @@
+"""Real processes for end-to-end and fault tests: a worker, the stack's environment, waiting."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.settings import Settings
+
+BIN = Path(sys.executable).parent
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "AUTH_CACHE_TTL": "0.5",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+WORKER_ARGS = ("-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat")
+
+
+def start_worker(env: dict[str, str], log: Path, queues: str = "ingest") -> subprocess.Popen[bytes]:
+    """A real `celery -A workers worker` in its own process group, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues, *WORKER_ARGS],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 (a local URL we built)
+            return bool(r.status == 200)
+    except OSError:
+        return False
