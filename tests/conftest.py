@@ -99,17 +99,34 @@ def db(engine: Engine) -> Iterator[Session]:
             trans.rollback()
 
 
-TABLES = (
-    "dead_letters, ignored_values, processed_messages, events, page_views, memberships, companies, "
-    "identities, users, event_definitions, attribute_definitions, trusted_domains, api_keys, apps"
+RESET = text(
+    """
+    DO $$
+    DECLARE name text;
+    BEGIN
+        -- Deleting every row of every table leaves nothing to check, so the foreign keys' triggers
+        -- are skipped: the tables can be emptied in any order. DELETE of a few rows costs a
+        -- fraction of what TRUNCATE does (a new file for each table, an exclusive lock).
+        SET LOCAL session_replication_role = replica;
+        FOR name IN
+            SELECT quote_ident(tablename) FROM pg_tables
+            WHERE schemaname = current_schema() AND tablename <> 'alembic_version'
+        LOOP
+            EXECUTE 'DELETE FROM ' || name;
+        END LOOP;
+        PERFORM setval(c.oid, 1, false) FROM pg_class c
+        WHERE c.relkind = 'S' AND c.relnamespace = current_schema()::regnamespace;
+    END $$
+    """
 )
+"""Empty every table of the schema and restart every sequence, whatever the migrations made."""
 
 
 @pytest.fixture
 def clean_db(engine: Engine) -> Iterator[Engine]:
     """The migrated database, emptied before the test, for tests whose data must really commit."""
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        conn.execute(RESET)
     yield engine
 
 

@@ -25,7 +25,8 @@ def basic(key: str) -> dict[str, str]:
 
 
 def gz(data: bytes) -> bytes:
-    return gzip.compress(data)
+    """gzip of `data`, the same bytes every time (no timestamp), so it can name a test case."""
+    return gzip.compress(data, mtime=0)
 
 
 def jdump(value: Any) -> bytes:
