@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/userdest
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 PORT ?= 8000
+TEST_JOBS ?= 2
 
-.PHONY: help install run test lint migrate bench clean
+.PHONY: help install run test test-fast lint migrate bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "userdest needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
@@ -29,8 +30,11 @@ migrate: install ## create the database if needed and migrate it to the newest s
 run: migrate ## start the receiver (gunicorn) and a worker, and print how to send a first call
 	@bash scripts/run.sh
 
-test: install ## run the whole test suite against local Postgres and Redis
-	$(BIN)/pytest
+test: install ## run the whole test suite against local Postgres and Redis, in TEST_JOBS processes
+	$(BIN)/pytest -n $(TEST_JOBS)
+
+test-fast: install ## the inner loop: every test but those that start processes or services (e2e)
+	$(BIN)/pytest -n $(TEST_JOBS) -m "not e2e"
 
 lint: install ## ruff and mypy on the packages
 	$(BIN)/ruff check api workers shared ops bench tests

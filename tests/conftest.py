@@ -26,6 +26,17 @@ CLAIM = "userdest:test-run"
 """A key each test run sets in the Redis database it took, so two runs never take the same one."""
 
 
+PROCESS_DIRS = ("e2e", "reliability", "bench")
+"""Test folders whose tests start real processes or services: all marked `e2e`."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under PROCESS_DIRS `e2e`, so `make test-fast` (-m "not e2e") skips it."""
+    for item in items:
+        if item.path.parent.name in PROCESS_DIRS:
+            item.add_marker(pytest.mark.e2e)
+
+
 def _claim_redis_db() -> int:
     """USERDEST_TEST_REDIS_DB, else the first of 9..15 no other live test run holds (never 0)."""
     if os.environ.get("USERDEST_TEST_REDIS_DB"):
@@ -124,10 +135,13 @@ RESET = text(
 
 @pytest.fixture
 def clean_db(engine: Engine) -> Iterator[Engine]:
-    """The migrated database, emptied before the test, for tests whose data must really commit."""
+    """The migrated database, emptied before and after the test, for tests whose data must really
+    commit; the tests that roll back (`db`, `conn`) then start from empty tables too."""
     with engine.begin() as conn:
         conn.execute(RESET)
     yield engine
+    with engine.begin() as conn:
+        conn.execute(RESET)
 
 
 @pytest.fixture

@@ -18,7 +18,10 @@ from tests.support.receiver import Tenant, basic, jdump, queued
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+]
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
-import pytest
 import redis
 
 from shared.settings import Settings
@@ -40,8 +39,6 @@ FIGURES = (
     "end_to_end_to_postgres",
     "end_to_end_to_baseline",
 )
-
-pytestmark = pytest.mark.e2e
 
 
 def test_quick_bench_writes_every_figure(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
 import segment.analytics as analytics
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -13,8 +12,6 @@ from sqlalchemy.orm import Session
 from shared.settings import Settings
 from shared.tenancy import create_key, new_app
 from tests.support.stack import BIN, ROOT, stack_env, wait_for
-
-pytestmark = pytest.mark.e2e
 
 
 def test_segment_library_to_profile(stack: str, clean_db: Engine, settings: Settings) -> None:

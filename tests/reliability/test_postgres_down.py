@@ -34,8 +34,6 @@ from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
 from tests.support.stack import free_port, stack_env, start_worker, wait_for
 
-pytestmark = pytest.mark.e2e
-
 RETRYING = "transient failure, retrying"
 
 

@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, text
 
 from shared.celery_app import make_celery
@@ -17,8 +16,6 @@ from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
 from tests.support.stack import stack_env, start_worker, wait_for
 from workers.apply.store import lock_key
-
-pytestmark = pytest.mark.e2e
 
 
 def start_lossy_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:

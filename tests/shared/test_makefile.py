@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("help", "install", "run", "test", "lint", "migrate", "bench")
+TARGETS = ("help", "install", "run", "test", "test-fast", "lint", "migrate", "bench")
 RUN_SH = ROOT / "scripts" / "run.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
