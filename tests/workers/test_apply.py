@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, text
 
+from shared.calls import check_call
 from shared.envelope import Envelope
 from tests.support.envelopes import envelope
 from tests.support.fixtures import fixture
@@ -641,3 +642,25 @@ def test_a_merge_does_not_bring_back_a_field_a_newer_call_cleared(
     # A replay of the February call cannot bring it back either.
     apply(identify("userR", ts="2026-02-01T00:00:00Z", email="keep@example.com"))
     assert profile(conn, app_id, "userR")["email"] is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"type": "alias", "previousId": "anon-1"},
+        {"type": "alias", "userId": "u1"},
+        {"type": "group", "userId": "u1"},
+        {"type": "track", "userId": "u1", "event": " "},
+        {"type": "identify", "userId": "u1", "timestamp": "yesterday"},
+        {"type": "visit", "userId": "u1"},
+    ],
+)
+def test_a_call_the_receiver_refuses_is_dead_lettered_with_the_receivers_code(
+    apply: Apply, conn: Connection, call: dict[str, Any]
+) -> None:
+    # However it reached the queue (an old message, a hand-made export), a worker names a bad call
+    # exactly as the receiver would have refused it: one contract, one code.
+    receiver_codes = [e["code"] for e in check_call(call, None)]
+    assert receiver_codes
+    apply(call)
+    assert list(conn.scalars(text("SELECT reason FROM dead_letters"))) == receiver_codes[:1]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.calls import CALL_TYPES
+from shared.calls import check_call
 from shared.envelope import Envelope, merge_defaults
 from shared.eventtime import event_time
 from shared.ids import clean_text, normalize_id
@@ -52,20 +52,14 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
     if not isinstance(raw, dict):
         raise BadCall("not_an_object", "a call must be a JSON object")
     body = merge_defaults(raw, env.defaults)
-    kind = body.get("type")
-    if kind not in CALL_TYPES:
-        raise BadCall("unknown_type", f"unknown call type {kind!r}")
+    # The receiver's own checks (shared/calls.py): a call it would refuse fails here with the
+    # same code, whichever way it reached the queue.
+    errors = check_call(body, None)
+    if errors:
+        raise BadCall(errors[0]["code"], "; ".join(e["message"] for e in errors))
+    kind = body["type"]
     user_id = normalize_id(body.get("userId"))
     anonymous_id = normalize_id(body.get("anonymousId"))
-    if kind == "alias":
-        if user_id is None or normalize_id(body.get("previousId")) is None:
-            raise BadCall("missing_previous_id", "alias needs userId and previousId")
-    elif user_id is None and anonymous_id is None:
-        raise BadCall("missing_user_id", "a call needs a userId or an anonymousId")
-    if kind == "track" and not (isinstance(body.get("event"), str) and body["event"].strip()):
-        raise BadCall("missing_event", "track needs a non-empty event name")
-    if kind == "group" and normalize_id(body.get("groupId")) is None:
-        raise BadCall("missing_group_id", "group needs a groupId")
     return Call(
         index=index,
         raw=raw,
