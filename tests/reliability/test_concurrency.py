@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.settings import Settings
+from tests.support.factories import make_app
 from workers.apply.batch import apply_envelope, is_transient
 
 PROCESSES = 4
@@ -69,7 +70,7 @@ def test_concurrent_workers_make_one_profile_with_exact_counters(
     clean_db: Engine, settings: Settings
 ) -> None:
     with clean_db.begin() as conn:
-        app_id = int(conn.scalar(text("INSERT INTO apps (name) VALUES ('race') RETURNING id")))
+        app_id = make_app(conn, "race")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(PROCESSES) as pool:
         results = pool.starmap(
@@ -140,15 +141,7 @@ def _definer(database_url: str, app_id: int, proc: int, start_at: float) -> int:
 def test_concurrent_workers_never_pass_an_apps_cap_together(
     clean_db: Engine, settings: Settings
 ) -> None:
-    with clean_db.begin() as conn:
-        app_id = int(
-            conn.scalar(
-                text(
-                    "INSERT INTO apps (name, max_user_attributes) VALUES ('capped', :cap) RETURNING id"
-                ),
-                {"cap": CAP},
-            )
-        )
+    app_id = make_app(clean_db, "capped", max_user_attributes=CAP)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(PROCESSES) as pool:
         start_at = time.time() + 3  # after every spawned process has imported and connected

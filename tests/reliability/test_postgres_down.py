@@ -32,6 +32,7 @@ from shared.envelope import Envelope
 from shared.migrate import upgrade
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
+from tests.support.factories import make_app
 from tests.support.stack import free_port, stack_env, start_worker, wait_for
 
 RETRYING = "transient failure, retrying"
@@ -163,10 +164,7 @@ def test_postgres_down_message_waits_and_is_applied_once(
     celery = make_celery(pg_settings)
     log = tmp_path / "worker.log"
     try:
-        with engine.begin() as conn:
-            app_id = int(
-                conn.scalar(text("INSERT INTO apps (name) VALUES ('pgdown') RETURNING id"))
-            )
+        app_id = make_app(engine, "pgdown")
         worker = start_worker(stack_env(settings) | {"DATABASE_URL": private_pg.url}, log)
 
         # Sanity: the worker applies against the private Postgres (and holds a pooled connection).

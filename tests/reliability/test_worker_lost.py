@@ -14,6 +14,7 @@ from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
+from tests.support.factories import make_app
 from tests.support.stack import stack_env, start_worker, wait_for
 from workers.apply.store import lock_key
 
@@ -29,7 +30,7 @@ def test_killed_worker_message_is_redelivered_and_applied_once(
     clean_db: Engine, settings: Settings, redis_client: object, tmp_path: Path
 ) -> None:
     with clean_db.begin() as conn:
-        app_id = int(conn.scalar(text("INSERT INTO apps (name) VALUES ('lost') RETURNING id")))
+        app_id = make_app(conn, "lost")
     env = Envelope(
         app_id=app_id,
         received_at="2026-11-28T12:00:00.000Z",

@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from shared.envelope import Envelope
 from tests.support.envelopes import envelope
+from tests.support.factories import make_app
 from workers.apply.batch import Outcome, apply_envelope
 
 
@@ -26,7 +27,7 @@ def conn(engine: Engine) -> Iterator[Connection]:
 
 @pytest.fixture
 def app_id(conn: Connection) -> int:
-    return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('acme') RETURNING id")))
+    return make_app(conn, "acme")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 from shared.calls import check_call
 from shared.envelope import Envelope
 from tests.support.envelopes import envelope
+from tests.support.factories import make_app
 from tests.support.fixtures import fixture
 from workers.apply import batch
 from workers.apply.batch import Outcome
@@ -220,7 +221,7 @@ def test_same_message_id_twice_counts_once(apply: Apply, conn: Connection, app_i
 
 
 def test_message_ids_are_per_app(apply: Apply, conn: Connection, app_id: int) -> None:
-    other = int(conn.scalar(text("INSERT INTO apps (name) VALUES ('other') RETURNING id")))
+    other = make_app(conn, "other")
     call = {**page(anonymous_id="a1"), "messageId": "m-1"}
     apply(call)
     apply(envelope(other, [dict(call)]))

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared.settings import Settings
 from tests.support.envelopes import envelope
+from tests.support.factories import make_app
 from workers import tasks
 from workers.apply import batch
 
@@ -40,7 +41,7 @@ def applier(clean_db: Engine, settings: Settings) -> Iterator[tasks.Applier]:
 @pytest.fixture
 def app_id(clean_db: Engine) -> int:
     with clean_db.begin() as conn:
-        return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('t') RETURNING id")))
+        return make_app(conn, "t")
 
 
 def dead_letters(engine: Engine) -> list[tuple[Any, ...]]:
