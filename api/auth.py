@@ -11,13 +11,13 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import json
 import logging
 import threading
 import time
 from base64 import b64decode
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from shared.calls import Refusal
 from shared.metrics import AUTH_LOOKUPS
-from shared.tenancy import AuthView, hash_key, host_matches, load_auth_view
+from shared.tenancy import AuthView, hash_key, host_matches, load_auth_view, url_host
 
 logger = logging.getLogger(__name__)
 
@@ -150,56 +150,53 @@ class AuthCache:
             self._entries.clear()
 
 
-def url_host(value: Any) -> str | None:
-    """The host of an absolute URL, lower case; None where there is none (`null`, garbage)."""
-    if not isinstance(value, str) or "//" not in value:
-        return None
-    try:
-        host = urlsplit(value.strip()).hostname
-    except ValueError:
-        return None
-    return host or None
+OPAQUE_ORIGIN = ""
+"""The host of an Origin that names no host (`null`: a sandboxed frame, a `file:` page): it matches
+no trusted domain."""
 
 
 def header_host(origin: str | None, referer: str | None) -> str | None:
-    """The host of Origin, else of Referer."""
-    return url_host(origin) or url_host(referer)
-
-
-def _page_url(context: Any) -> Any:
-    if type(context) is dict:
-        page = context.get("page")
-        if type(page) is dict:
-            return page.get("url")
+    """The host of Origin, else of Referer; OPAQUE_ORIGIN where the header is there but names no
+    host; None where neither header is sent (a server-side source: each call's page decides)."""
+    for header in (origin, referer):
+        if header is not None and header.strip():
+            return url_host(header) or OPAQUE_ORIGIN
     return None
 
 
-def check_domains(
-    domains: tuple[str, ...], host: str | None, calls: Iterable[Any], defaults: dict[str, Any]
-) -> None:
-    """403 where the app has trusted domains and a host is found that none of them matches.
+def check_domains(domains: tuple[str, ...], host: str) -> None:
+    """403 where the app has trusted domains and the request's Origin/Referer host is none of them.
 
-    The host comes from Origin, else Referer (`host`), else each call's context.page.url (or the
-    batch's). No host at all is a server-side source: accepted.
+    Without either header, each call's page decides for that call alone (shared.calls)."""
+    if domains and not host_matches(host, domains):
+        raise Refusal(403, "untrusted_domain", "the sending site is not a trusted domain")
+
+
+_JSON_SPACE = " \t\r\n"
+_SCANNER = json.JSONDecoder()
+
+
+def first_element(raw: bytes) -> bytes | None:
+    """The bytes of a JSON array body's first element exactly as they stand in the body; None
+    where the body is not an array with one.
+
+    Segment's Webhooks (Actions) destination signs a batched delivery over its first element as
+    JSON.stringify writes it, which is how that element appears in the body it sends.
     """
-    if not domains:
-        return
-    if host is not None:
-        hosts: Iterable[str | None] = (host,)
-    else:
-        default_url = _page_url(defaults.get("context"))
-        hosts = (
-            url_host(_page_url(call.get("context")) or default_url)
-            for call in calls
-            if type(call) is dict
-        )
-    for found in hosts:
-        if found is not None and not host_matches(found, domains):
-            raise Refusal(403, "untrusted_domain", "the sending site is not a trusted domain")
+    text = raw.decode("utf-8", "replace").lstrip(_JSON_SPACE)
+    if not text.startswith("["):
+        return None
+    start = len(text) - len(text[1:].lstrip(_JSON_SPACE))
+    try:
+        _, end = _SCANNER.raw_decode(text, start)
+    except (ValueError, RecursionError):
+        return None
+    return text[start:end].encode("utf-8")
 
 
 def check_signature(secret: str | None, signature: str | None, *bodies: bytes | None) -> None:
-    """Where the app has a webhook secret, X-Signature must be hex HMAC-SHA1 of the body."""
+    """Where the app has a webhook secret, X-Signature must be hex HMAC-SHA1 of one of `bodies`
+    (the body as received, as sent before gzip, or an Actions array's first element)."""
     if not secret:
         return
     if not signature:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from typing import IO
 
-from shared.calls import Refusal
+from shared.calls import Refusal, too_large
 
 _CHUNK = 64 * 1024
 # Deflate can make incompressible data slightly larger; this covers gzip's header and that growth.
@@ -14,7 +14,7 @@ _GZIP_SLACK = 1024
 
 
 def _too_large(limit: int) -> Refusal:
-    return Refusal(413, "payload_too_large", f"the body is over {limit} bytes")
+    return too_large(f"the body is over {limit} bytes")
 
 
 def read_body(
@@ -22,7 +22,7 @@ def read_body(
 ) -> tuple[bytes, bytes | None]:
     """The body, decompressed, at most `limit` bytes; and the bytes as sent where they were gzip.
 
-    A body over the limit is refused (413) before more than the limit is held in memory, however
+    A body over the limit is refused (400 payload_too_large) before more than the limit is held in memory, however
     well it compresses.
     """
     encoding = (encoding or "").strip().lower()
@@ -52,7 +52,7 @@ def read_body(
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip (one or more members) into at most `limit` bytes, else 413; bad data 400."""
+    """Decompress gzip (one or more members) into at most `limit` bytes, else 400 payload_too_large; bad data 400 invalid_gzip."""
     out: list[bytes] = []
     size = 0
     try:

@@ -26,6 +26,8 @@ CALL_ERROR_CODES = [
     "invalid_properties",
     "invalid_context",
     "invalid_timestamp",
+    "inexact_id",
+    "untrusted_domain",
     "call_too_large",
 ]
 """Codes of one call's problems: in a batch's `rejected` entries, and as a single call's 400."""
@@ -37,11 +39,11 @@ ERROR_CODES = {
         "invalid_gzip",
         "invalid_batch",
         "invalid_integrations",
+        "payload_too_large",
         *(c for c in CALL_ERROR_CODES if c != "call_too_large"),
     ],
     401: ["missing_api_key", "missing_signature", "bad_signature"],
     403: ["invalid_api_key", "untrusted_domain"],
-    413: ["payload_too_large", "too_many_calls"],
     415: ["unsupported_encoding"],
     429: ["rate_limited"],
     503: ["broker_unavailable", "auth_unavailable"],
@@ -49,10 +51,13 @@ ERROR_CODES = {
 """Codes of refused requests, by HTTP status."""
 
 _DESCRIPTIONS = {
-    400: "The body is not JSON, not an object, nests too deeply, or a single call fails a check.",
+    400: (
+        "The body is not JSON, not an object, nests too deeply, or a single call fails a check; "
+        "or payload_too_large: over 32 KB a call, 500 KB or 2,500 calls a batch, measured after "
+        "decompression (400, as Segment's API answers it)."
+    ),
     401: "No API key was given, or a webhook signature is missing or wrong.",
     403: "The API key is unknown or revoked, or the sending site is not a trusted domain.",
-    413: "Over 32 KB a call, 500 KB or 2,500 calls a batch, measured after decompression.",
     415: "Content-Encoding other than gzip.",
     429: "The key is over its rate limit; see Retry-After.",
     503: "Redis (or, for an unseen key, Postgres) cannot be reached; nothing was accepted.",
@@ -83,7 +88,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return out
 
 
-_CALL_ERRORS = (400, 401, 403, 413, 415, 429, 503)
+_CALL_ERRORS = (400, 401, 403, 415, 429, 503)
 
 _SCHEMAS: dict[str, Any] = {
     "Call": {
@@ -197,7 +202,7 @@ _SECURITY_SCHEMES = {
 _SECURITY: list[dict[str, list[str]]] = [{"basic": []}, {"bearer": []}, {"token": []}, {}]
 
 
-def _call_operation(route: Route, path: str) -> dict[str, Any]:
+def _call_operation(route: Route, path: str, method: str = "POST") -> dict[str, Any]:
     batch = route.batch
     description = {
         True: "Top-level `context` and `integrations` are defaults merged under each call's own. "
@@ -206,10 +211,20 @@ def _call_operation(route: Route, path: str) -> dict[str, Any]:
         False: "Without a header key, the body's `writeKey` is used (`security: {}`).",
     }[batch]
     if route.source == "webhook":
-        description += " With a webhook secret, `X-Signature` is the hex HMAC-SHA1 of the body."
+        description += (
+            " The body is one call, or (Segment's Webhooks (Actions) destination with batching on)"
+            " a JSON array of calls, answered like a batch. With a webhook secret, `X-Signature`"
+            " is the hex HMAC-SHA1 of the body, or of an array's first element as it stands in"
+            " the body (how Actions signs a batch)."
+        )
     alias = path != route.paths[0]
+    body = _ref("Batch" if batch else "Call")
+    if route.arrays:
+        body = {"oneOf": [body, {"type": "array", "items": _ref("Call")}]}
     operation: dict[str, Any] = {
-        "operationId": route.endpoint + ("_short" if alias else ""),
+        "operationId": route.endpoint
+        + ("_short" if alias else "")
+        + ("" if method == "POST" else "_" + method.lower()),
         "summary": route.summary + (f" (short form of {route.paths[0]})" if alias else ""),
         "description": description,
         "tags": ["calls"],
@@ -225,8 +240,8 @@ def _call_operation(route: Route, path: str) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": _ref("Batch" if batch else "Call")},
-                "text/plain": {"schema": _ref("Batch" if batch else "Call")},
+                "application/json": {"schema": body},
+                "text/plain": {"schema": body},
             },
         },
         "responses": {
@@ -260,7 +275,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in routes:
         for path in route.paths:
-            paths[path] = {"post": _call_operation(route, path)}
+            paths[path] = {m.lower(): _call_operation(route, path, m) for m in route.methods}
     paths["/healthz"] = _get("healthz", "The process is up.", _json(_ref("Success")))
     paths["/readyz"] = _get(
         "readyz",

@@ -3,12 +3,13 @@ stamp metadata, enqueue (STYLE 3). Everything else happens in the workers.
 
 The order of a call request, and so which refusal wins when several apply:
 1. a key from the Authorization header is looked up (403) and counted by the rate limit (429);
-2. the body is read and decompressed within its bound (413, 415, 400 invalid_gzip);
+2. the body is read and decompressed within its bound (400 payload_too_large, 415, 400 invalid_gzip);
 3. the JSON is parsed (400; but 401 where no header key was given, as no key can then be found);
 4. without a header key, the body's `writeKey` is looked up (401 if absent, 403, 429);
-5. the webhook signature (401), nesting depth (400), the batch envelope (400, 413);
-6. trusted domains (403), then each call's structural checks (400 for a single call, a rejected
-   entry for a call of a batch);
+5. the webhook signature (401), nesting depth (400), the batch envelope (400);
+6. trusted domains by Origin, else Referer (403; `Origin: null` matches none), then each call's
+   structural checks (400 for a single call, a rejected entry for a call of a batch); without
+   Origin or Referer, each call's page is one of those checks (`untrusted_domain`);
 7. one message on the `ingest` queue (503 if Redis cannot take it), and only then 200.
 """
 
@@ -33,6 +34,7 @@ from api.auth import (
     AuthCache,
     check_domains,
     check_signature,
+    first_element,
     header_host,
     key_from_authorization,
     key_from_body,
@@ -50,6 +52,7 @@ from shared.calls import (
     check_calls,
     check_depth,
     parse_json,
+    too_large,
     usable_message_id,
 )
 from shared.celery_app import make_celery
@@ -65,7 +68,21 @@ logger = logging.getLogger(__name__)
 _OK = b'{"success":true}'
 _ENVELOPE_FIELDS = tuple(Envelope.__dataclass_fields__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
-_CORS_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Request-Id"
+# CORS (SPEC 3, v2). A preflight is allowed every header the browser asks for: libraries add their
+# own (analytics.js X-Retry-Count on retries; RudderStack AnonymousId, SentAt and Rsa-* on retries),
+# and a refused header silently loses the call. These are allowed where the browser names none.
+_CORS_HEADERS = (
+    "Authorization, Content-Type, Content-Encoding, X-Request-Id, X-Retry-Count, AnonymousId, "
+    "SentAt, Rsa-Recovered, Rsa-Retry-Attempt, Rsa-Since-Last-Attempt, Rsa-Since-First-Attempt, "
+    "Rsa-Retry-Reason"
+)
+_CORS_EXPOSED = (
+    "Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+)
+_HEADER_NAMES = re.compile(
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*,[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*"
+)
+_MAX_REQUESTED_HEADERS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +96,9 @@ class Route:
     batch: bool
     source: str
     summary: str
+    arrays: bool = False
+    """Whether a JSON array body is taken as a batch (Segment's Webhooks (Actions) batching)."""
+    methods: tuple[str, ...] = ("POST",)
 
 
 # Segment's browser library posts single calls to /v1/t, /v1/i, ... and batches to /v1/b; its mobile
@@ -87,7 +107,17 @@ ROUTES: tuple[Route, ...] = (
     *(Route(t, (f"/v1/{t}", f"/v1/{t[0]}"), t, False, "http", f"One {t} call") for t in CALL_TYPES),
     Route("batch", ("/v1/batch", "/v1/b"), None, True, "http", "A batch of calls"),
     Route("import", ("/v1/import",), None, True, "http", "A batch of historical calls"),
-    Route("webhook", ("/webhook",), None, False, "webhook", "One call from Segment's Webhooks"),
+    # Segment's Webhooks (Actions) destination lets the user pick POST, PUT or PATCH.
+    Route(
+        "webhook",
+        ("/webhook",),
+        None,
+        False,
+        "webhook",
+        "One call, or an array of calls, from Segment's Webhooks destinations",
+        arrays=True,
+        methods=("POST", "PUT", "PATCH"),
+    ),
 )
 
 
@@ -173,7 +203,7 @@ class Receiver:
         if header_key is not None:
             view = self._authenticate(header_key)
 
-        limit = settings.max_batch_bytes if route.batch else settings.max_call_bytes
+        limit = settings.max_batch_bytes if route.batch or route.arrays else settings.max_call_bytes
         raw, wire = read_body(
             request.stream, request.content_length, environ.get("HTTP_CONTENT_ENCODING"), limit
         )
@@ -192,21 +222,34 @@ class Receiver:
             view = self._authenticate(body_key)
 
         if route.source == "webhook":
-            check_signature(view.webhook_secret, environ.get("HTTP_X_SIGNATURE"), raw, wire)
+            first = first_element(raw) if type(body) is list else None
+            check_signature(view.webhook_secret, environ.get("HTTP_X_SIGNATURE"), raw, wire, first)
         check_depth(body, raw, settings.max_depth)
+        as_batch = route.batch or (route.arrays and type(body) is list)
         if route.batch:
             calls, defaults, sent_at = check_batch(body, settings.max_batch_calls)
+        elif as_batch:
+            # Segment's Webhooks (Actions) with batching on: a JSON array of calls.
+            calls, defaults, sent_at = check_batch({"batch": body}, settings.max_batch_calls)
         elif type(body) is dict:
+            if len(raw) > settings.max_call_bytes:
+                raise too_large(f"a call is at most {settings.max_call_bytes} bytes")
             calls, sent_at = [body], None
             # The path fixes the type; the call is not touched, the worker merges this under it.
             defaults = {"type": route.call_type} if route.call_type else {}
         else:
             raise Refusal(400, "not_an_object", "the body must be a JSON object (one call)")
+        domains: tuple[str, ...] = ()
         if view.domains:
             host = header_host(environ.get("HTTP_ORIGIN"), environ.get("HTTP_REFERER"))
-            check_domains(view.domains, host, calls, defaults)
+            if host is None:
+                domains = view.domains  # a server-side source: each call's page decides
+            else:
+                check_domains(view.domains, host)
 
-        accepted, message_ids, rejected, answers = self._check_calls(route, calls, raw)
+        accepted, message_ids, rejected, answers = self._check_calls(
+            route, as_batch, calls, raw, domains, defaults
+        )
         rid: str = environ["userdest.request_id"]
         if accepted or rejected:
             envelope = Envelope(
@@ -239,25 +282,35 @@ class Receiver:
                     "rejected": len(rejected),
                 },
             )
-        if not route.batch:
+        if not as_batch:
             return Response(_OK, 200, mimetype=JSON)
         answer = {"success": True, "accepted": len(accepted), "rejected": answers}
         return Response(orjson.dumps(answer), 200, mimetype=JSON)
 
     def _check_calls(
-        self, route: Route, calls: list[Any], raw: bytes
+        self,
+        route: Route,
+        as_batch: bool,
+        calls: list[Any],
+        raw: bytes,
+        domains: tuple[str, ...],
+        defaults: dict[str, Any],
     ) -> tuple[list[Any], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
         """Accepted calls with their message ids; rejected entries for the envelope and answer."""
         max_call = self.settings.max_call_bytes
         # A single call's body is already within MAX_CALL_BYTES; a batch's calls are measured one
         # by one only where the whole body is over it.
         checked = check_calls(
-            calls, route.call_type, max_call if route.batch and len(raw) > max_call else None
+            calls,
+            route.call_type,
+            max_call if as_batch and len(raw) > max_call else None,
+            domains,
+            defaults,
         )
         for entry in checked.rejected:
             errors = entry["errors"]
             metrics.CALLS_REJECTED.labels(errors[0]["code"]).inc()
-            if not route.batch:
+            if not as_batch:
                 raise Refusal(400, errors[0]["code"], errors[0]["message"], errors=errors)
         message_ids = [usable_message_id(c) or str(uuid.uuid4()) for c in checked.accepted]
         answers = [{"index": r["index"], "errors": r["errors"]} for r in checked.rejected]
@@ -286,6 +339,31 @@ class Receiver:
         return Response(orjson.dumps(body), 503, headers, mimetype=JSON)
 
 
+def cors(response: Response, method: str, requested: str | None) -> None:
+    """CORS headers of a /v1/* answer. Browsers post from the site itself; the trusted-domain check,
+    not CORS, decides who may send. A preflight is answered 204 with no body."""
+    headers = response.headers
+    headers["Access-Control-Allow-Origin"] = "*"
+    headers["Access-Control-Expose-Headers"] = _CORS_EXPOSED
+    if method != "OPTIONS" or response.status_code >= 300:
+        return
+    response.status_code = 204
+    response.set_data(b"")
+    response.headers.pop("Content-Type", None)
+    headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+    requested = (requested or "").strip()
+    if (
+        requested
+        and len(requested) <= _MAX_REQUESTED_HEADERS
+        and _HEADER_NAMES.fullmatch(requested)
+    ):
+        headers["Access-Control-Allow-Headers"] = requested
+    else:
+        headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+    headers["Access-Control-Max-Age"] = "86400"
+    headers["Vary"] = "Access-Control-Request-Headers"
+
+
 def register_routes(app: Flask, receiver: Receiver) -> None:
     """The call endpoints of ROUTES plus health, readiness, metrics and the OpenAPI document."""
     for route in ROUTES:
@@ -294,7 +372,9 @@ def register_routes(app: Flask, receiver: Receiver) -> None:
             return receiver.ingest(route)
 
         for path in route.paths:
-            app.add_url_rule(path, endpoint=route.endpoint, view_func=view, methods=["POST"])
+            app.add_url_rule(
+                path, endpoint=route.endpoint, view_func=view, methods=list(route.methods)
+            )
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -331,12 +411,7 @@ def register_routes(app: Flask, receiver: Receiver) -> None:
         if rid:
             response.headers["X-Request-Id"] = rid
         if request.path.startswith("/v1/"):
-            # Browsers post from the site itself; the trusted-domain check, not CORS, decides.
-            response.headers["Access-Control-Allow-Origin"] = "*"
-            if request.method == "OPTIONS":
-                response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-                response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
-                response.headers["Access-Control-Max-Age"] = "86400"
+            cors(response, request.method, environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"))
         endpoint = request.endpoint or "unmatched"
         status = response.status_code
         counter = requests.get((endpoint, status))

@@ -8,13 +8,15 @@ Segment's libraries send it (`"anonymousId": null`, `"originalTimestamp": null`)
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from shared.ids import normalize_id
+from shared.ids import inexact_id, normalize_id
+from shared.tenancy import host_matches, url_host
 from shared.timeparse import parse_iso
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -50,17 +52,83 @@ class Refusal(Exception):
         self.headers = headers
 
 
+def too_large(message: str) -> Refusal:
+    """Oversize answers 400, as Segment's API does: analytics-swift drops a batch only on a 400 and
+    resends anything else forever (SPEC 3, v2; was 413)."""
+    return Refusal(400, "payload_too_large", message)
+
+
 def parse_json(raw: bytes) -> Any:
-    """The JSON document in `raw` (UTF-8, no NaN or Infinity), else 400 invalid_json."""
+    """The JSON document in `raw` (UTF-8, no NaN or Infinity), else 400 invalid_json.
+
+    Numeric ids keep their exact digits (SPEC 3): orjson reads an integer beyond 64 bits as a
+    rounded float, so where an id field of the document came out as a float the body is read again
+    with exact integers (see `_exact_ids`).
+    """
     if not raw.strip():
         raise Refusal(400, "invalid_json", "the body is empty")
     try:
-        return orjson.loads(raw)
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         # orjson refuses nesting past 1024 levels itself; that is the depth rule too.
         if "depth" in str(exc):
             raise Refusal(400, "too_deep", "the JSON nests too deeply") from None
         raise Refusal(400, "invalid_json", "the body is not valid JSON") from None
+    if any(_inexact_id_in(call) for call in _calls_of(document)):
+        return _exact_ids(raw)
+    return document
+
+
+ID_FIELDS = ("userId", "anonymousId", "groupId", "previousId")
+"""The fields that name a user or company; sent as numbers, they must keep their exact digits."""
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+"""The integers orjson reads (and writes) exactly."""
+
+
+def _calls_of(document: Any) -> list[Any]:
+    """The calls a body holds: itself, its `batch` list, or its elements (an Actions array)."""
+    if type(document) is list:
+        return document
+    if type(document) is dict:
+        batch = document.get("batch")
+        return [document, *batch] if type(batch) is list else [document]
+    return []
+
+
+def _inexact_id_in(call: Any) -> bool:
+    return type(call) is dict and any(inexact_id(call.get(name)) for name in ID_FIELDS)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _exact_ids(raw: bytes) -> Any:
+    """`raw` read with exact integers: an integer id beyond 64 bits becomes its decimal digits as a
+    string (the same id: workers key every id on its text), any other such integer the float orjson
+    would have made of it. An id sent as a fraction stays a float, and check_call refuses it."""
+    try:
+        document = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise Refusal(400, "invalid_json", "the body is not valid JSON") from None
+    for call in _calls_of(document):
+        if type(call) is dict:
+            for name in ID_FIELDS:
+                value = call.get(name)
+                if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+                    call[name] = str(value)
+    return _floats_beyond_64_bits(document)
+
+
+def _floats_beyond_64_bits(value: Any) -> Any:
+    kind = type(value)
+    if kind is int:
+        return value if _INT_MIN <= value <= _INT_MAX else float(value)
+    if kind is dict:
+        return {k: _floats_beyond_64_bits(v) for k, v in value.items()}
+    if kind is list:
+        return [_floats_beyond_64_bits(v) for v in value]
+    return value
 
 
 def too_deep(value: Any, budget: int) -> bool:
@@ -117,6 +185,14 @@ def check_call(call: Any, fixed_type: str | None) -> list[dict[str, str]]:
             errors.append(error("missing_previous_id", "an alias call needs a previousId"))
     elif normalize_id(get("userId")) is None and normalize_id(get("anonymousId")) is None:
         errors.append(error("missing_user_id", "a call needs a userId or an anonymousId"))
+    for name in ID_FIELDS:
+        if inexact_id(get(name)):
+            errors.append(
+                error(
+                    "inexact_id",
+                    f"{name} sent as a number must be a whole number: send it as a string",
+                )
+            )
 
     message_id = get("messageId")
     if message_id is not None and (
@@ -180,22 +256,67 @@ class Checked:
     """`{"index", "call", "errors"}` for each refused call, in order."""
 
 
-def check_calls(calls: list[Any], fixed_type: str | None, max_call_bytes: int | None) -> Checked:
+def check_calls(
+    calls: list[Any],
+    fixed_type: str | None,
+    max_call_bytes: int | None,
+    domains: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
+) -> Checked:
     """Check every call of a request; `max_call_bytes` measures each call (None: no need, as the
     whole body is already within it). The `writeKey` a call may carry is removed: it is the
-    request's credential, and must not travel on the queue or be stored with a dead letter."""
+    request's credential, and must not travel on the queue or be stored with a dead letter.
+
+    `domains`: the app's trusted domains where the request named no site (no Origin or Referer):
+    each call's context.page.url (else the batch's) then decides for that call alone (SPEC 3, v2).
+    """
     checked = Checked()
+    default_url = _page_url((defaults or {}).get("context")) if domains else None
     for index, call in enumerate(calls):
         if type(call) is dict:
             call.pop("writeKey", None)
         errors = check_call(call, fixed_type)
         if max_call_bytes is not None and len(orjson.dumps(call)) > max_call_bytes:
             errors.append(error("call_too_large", f"a call is at most {max_call_bytes} bytes"))
+        if domains and type(call) is dict:
+            host = url_host(_page_url(call.get("context")) or default_url)
+            if host is not None and not host_matches(host, domains):
+                errors.append(
+                    error("untrusted_domain", "the call's page is not on a trusted domain")
+                )
         if errors:
             checked.rejected.append({"index": index, "call": call, "errors": errors})
         else:
             checked.accepted.append(call)
     return checked
+
+
+def _page_url(context: Any) -> Any:
+    if type(context) is dict:
+        page = context.get("page")
+        if type(page) is dict:
+            return page.get("url")
+    return None
+
+
+DESTINATION_NAMES = frozenset({"user.com", "userengage"})
+"""The names a call's `integrations` may give this destination (compared case-insensitively)."""
+
+
+def routed_away(call: dict[str, Any]) -> bool:
+    """Whether the call's `integrations` (its own, else the batch's) turns this destination off:
+    named false, or `"All": false` without naming it on (SPEC 3, v2). Such a call is accepted,
+    counted and not applied. A destination named with an object (its options) is on."""
+    integrations = call.get("integrations")
+    if type(integrations) is not dict:
+        return False
+    everything = True
+    for name, value in integrations.items():
+        if type(name) is str and name.lower() in DESTINATION_NAMES:
+            return value is False
+        if name == "All":
+            everything = value is not False
+    return not everything
 
 
 def check_batch(body: Any, max_calls: int) -> tuple[list[Any], dict[str, Any], str | None]:
@@ -206,7 +327,7 @@ def check_batch(body: Any, max_calls: int) -> tuple[list[Any], dict[str, Any], s
     if type(calls) is not list:
         raise Refusal(400, "invalid_batch", "a batch needs a `batch` list of calls")
     if len(calls) > max_calls:
-        raise Refusal(413, "too_many_calls", f"a batch holds at most {max_calls} calls")
+        raise too_large(f"a batch holds at most {max_calls} calls")
     defaults: dict[str, Any] = {}
     for name in ("context", "integrations"):
         value = body.get(name)

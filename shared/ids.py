@@ -16,7 +16,8 @@ def normalize_id(value: Any) -> str | None:
     """The id as a string, or None where it is missing, blank, not a scalar id or a placeholder.
 
     Numbers are accepted (Segment's libraries allow them) and keep their shortest decimal form, so
-    `42` and `"42"` name the same user.
+    `42` and `"42"` name the same user. An id in one pair of double quotes (`"\"7e1b…\""`, an
+    analytics.js cookie read raw) is the id without them (SPEC 5.1, v2).
     """
     if value is None or isinstance(value, bool):
         return None
@@ -28,6 +29,9 @@ def normalize_id(value: Any) -> str | None:
         text = str(int(value)) if value.is_integer() else repr(value)
     elif isinstance(value, str):
         text = value.strip()
+        if len(text) >= 2 and text[0] == text[-1] == '"':
+            # analytics.js keeps ids in cookies as JSON strings; read raw, they keep the quotes.
+            text = text[1:-1].strip()
     else:
         return None
     if not text:
@@ -42,3 +46,14 @@ def normalize_id(value: Any) -> str | None:
 def clean_text(text: str) -> str:
     """Text Postgres can store: it refuses NUL characters, so they become U+FFFD."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+_EXACT_FLOAT = 2**53
+"""Every integer up to this size is exactly a float, so `7.0` names one id; past it floats skip."""
+
+
+def inexact_id(value: Any) -> bool:
+    """Whether an id sent as a number may not be the number its sender wrote (SPEC 3, v2): a
+    fraction, or a float past 2**53. (shared.calls.parse_json has already turned integers that
+    orjson would round into their exact digits.)"""
+    return type(value) is float and not (value.is_integer() and abs(value) <= _EXACT_FLOAT)

@@ -6,10 +6,15 @@ The receiver only reads through `load_auth_view()`; everything that writes is ca
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
 
+import idna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,16 +34,59 @@ def hash_key(secret: str) -> str:
 
 
 def normalize_host(host: str) -> str:
-    """A trusted-domain entry as stored: lower case, no scheme, port or trailing dot."""
+    """A host as stored and compared: lower case, no scheme, port or trailing dot; an IDN as
+    punycode (what browsers send in Origin and Referer)."""
     host = host.strip().lower()
     if "://" in host:
         host = host.split("://", 1)[1]
     host = host.split("/", 1)[0].rsplit("@", 1)[-1]
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
+    if host.startswith(
+        "["
+    ):  # [v6]:port, as URLs write IPv6; urlsplit's hostname drops the brackets
+        host = host[1:].split("]", 1)[0]
     elif host.count(":") == 1:  # host:port; a bare IPv6 address has several colons and no port
         host = host.split(":", 1)[0]
-    return host.rstrip(".")
+    host = host.rstrip(".")
+    if not host.isascii():
+        wildcard = host.startswith("*.")
+        try:
+            host = idna.encode(host[2:] if wildcard else host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            return host  # not a name; valid_domain_entry() says so
+        host = f"*.{host}" if wildcard else host
+    return host
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_MAX_HOST = 253
+
+
+def valid_domain_entry(entry: str) -> bool:
+    """Whether a normalized entry is a host name, an IP address, or `*.` plus at least two labels
+    (`*.example.com`; never `*.com`, which would trust a whole top-level domain)."""
+    try:
+        ipaddress.ip_address(entry)
+    except ValueError:
+        pass
+    else:
+        return True
+    wildcard = entry.startswith("*.")
+    name = entry[2:] if wildcard else entry
+    labels = name.split(".")
+    if not name or len(name) > _MAX_HOST or not all(_LABEL.fullmatch(x) for x in labels):
+        return False
+    return len(labels) >= 2 or not wildcard
+
+
+def url_host(value: Any) -> str | None:
+    """The host of an absolute URL as normalize_host() writes it; None where there is none."""
+    if not isinstance(value, str) or "//" not in value:
+        return None
+    try:
+        host = urlsplit(value.strip()).hostname
+    except ValueError:
+        return None
+    return normalize_host(host) if host else None
 
 
 def get_app(session: Session, name: str) -> App:
@@ -91,9 +139,10 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
 
 def add_domain(session: Session, app: App, host: str) -> str:
     host = normalize_host(host)
-    valid_wildcard = host.startswith("*.") and "*" not in host[2:] and len(host) > 2
-    if not host or ("*" in host and not valid_wildcard):
-        raise TenancyError(f"{host!r} is not a host name or a *.wildcard")
+    if not valid_domain_entry(host):
+        raise TenancyError(
+            f"{host!r} is not a host name, an IP address or *. plus at least two labels"
+        )
     exists = session.scalar(
         select(TrustedDomain.id).where(TrustedDomain.app_id == app.id, TrustedDomain.host == host)
     )

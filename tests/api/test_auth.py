@@ -8,15 +8,16 @@ import hashlib
 import hmac
 import time
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import Engine
 
-from api.auth import AuthCache, key_from_authorization, url_host
+from api.auth import AuthCache, key_from_authorization
 from shared.calls import Refusal
 from shared.db import make_engine
 from shared.settings import Settings
-from shared.tenancy import hash_key
+from shared.tenancy import hash_key, url_host
 from tests.support.fixtures import fixture
 from tests.support.receiver import Tenant, basic, gz, jdump
 
@@ -268,72 +269,96 @@ def page_call(url: str | None) -> dict[str, Any]:
 
 
 DOMAIN_CASES = [
-    # trusted entries, headers, page url, accepted?
-    (["shop.example.com"], {"Origin": "https://shop.example.com"}, None, True),
-    (["shop.example.com"], {"Origin": "https://SHOP.example.com:8443"}, None, True),
-    (["shop.example.com"], {"Origin": "https://other.example.com"}, None, False),
-    (["shop.example.com"], {"Origin": "https://example.com"}, None, False),
-    (["*.example.com"], {"Origin": "https://shop.example.com"}, None, True),
-    (["*.example.com"], {"Origin": "https://a.b.example.com"}, None, True),
-    (["*.example.com"], {"Origin": "https://example.com"}, None, False),
-    (["*.example.com"], {"Origin": "https://evilexample.com"}, None, False),
-    (["*.example.com"], {"Origin": "https://example.com.evil.net"}, None, False),
-    (["*.example.com", "example.com"], {"Origin": "https://example.com"}, None, True),
+    # trusted entries, headers, page url, answer (200, or the refusal's status)
+    (["shop.example.com"], {"Origin": "https://shop.example.com"}, None, 200),
+    (["shop.example.com"], {"Origin": "https://SHOP.example.com:8443"}, None, 200),
+    (["shop.example.com"], {"Origin": "https://other.example.com"}, None, 403),
+    (["shop.example.com"], {"Origin": "https://example.com"}, None, 403),
+    (["*.example.com"], {"Origin": "https://shop.example.com"}, None, 200),
+    (["*.example.com"], {"Origin": "https://a.b.example.com"}, None, 200),
+    (["*.example.com"], {"Origin": "https://example.com"}, None, 403),
+    (["*.example.com"], {"Origin": "https://evilexample.com"}, None, 403),
+    (["*.example.com"], {"Origin": "https://example.com.evil.net"}, None, 403),
+    (["*.example.com", "example.com"], {"Origin": "https://example.com"}, None, 200),
     # Referer where there is no Origin
-    (["shop.example.com"], {"Referer": "https://shop.example.com/cart?x=1"}, None, True),
-    (["shop.example.com"], {"Referer": "https://evil.net/"}, None, False),
+    (["shop.example.com"], {"Referer": "https://shop.example.com/cart?x=1"}, None, 200),
+    (["shop.example.com"], {"Referer": "https://evil.net/"}, None, 403),
     # Origin wins over Referer
     (
         ["shop.example.com"],
         {"Origin": "https://shop.example.com", "Referer": "https://evil.net/"},
         None,
-        True,
+        200,
     ),
     (
         ["shop.example.com"],
         {"Origin": "https://evil.net", "Referer": "https://shop.example.com/"},
         None,
-        False,
+        403,
     ),
-    # An opaque Origin ("null") has no host: Referer, then the page url decide
-    (["shop.example.com"], {"Origin": "null"}, "https://evil.net/", False),
-    (["shop.example.com"], {"Origin": "null"}, "https://shop.example.com/", True),
-    # context.page.url where there is no header
-    (["shop.example.com"], {}, "https://shop.example.com/pricing", True),
-    (["shop.example.com"], {}, "https://evil.net/pricing", False),
+    # An opaque Origin ("null": a sandboxed frame, a file: page) matches nothing (SPEC 3, v2)
+    (["shop.example.com"], {"Origin": "null"}, "https://evil.net/", 403),
+    (["shop.example.com"], {"Origin": "null"}, "https://shop.example.com/", 403),
+    (["shop.example.com"], {"Origin": "null", "Referer": "https://shop.example.com/"}, None, 403),
+    (["*.example.com"], {"Origin": "file://"}, None, 403),
+    ([], {"Origin": "null"}, None, 200),
+    # an IDN entry (stored as punycode) against the punycode host a browser sends
+    (["bücher.example"], {"Origin": "https://xn--bcher-kva.example"}, None, 200),
+    (["*.BÜCHER.example"], {"Origin": "https://www.xn--bcher-kva.example"}, None, 200),
+    # context.page.url where there is no header: it decides for its own call (400 when single)
+    (["shop.example.com"], {}, "https://shop.example.com/pricing", 200),
+    (["shop.example.com"], {}, "https://evil.net/pricing", 400),
     # headers win over the page url
-    (["shop.example.com"], {"Origin": "https://shop.example.com"}, "https://evil.net/", True),
+    (["shop.example.com"], {"Origin": "https://shop.example.com"}, "https://evil.net/", 200),
     # no host at all: a server-side source
-    (["shop.example.com"], {}, None, True),
-    (["shop.example.com"], {}, "/relative/path", True),
+    (["shop.example.com"], {}, None, 200),
+    (["shop.example.com"], {}, "/relative/path", 200),
     # no trusted domains: everything
-    ([], {"Origin": "https://anything.net"}, "https://else.org/", True),
+    ([], {"Origin": "https://anything.net"}, "https://else.org/", 200),
 ]
 
 
-@pytest.mark.parametrize(("domains", "headers", "url", "accepted"), DOMAIN_CASES)
-def test_trusted_domains(domains, headers, url, accepted, client, tenant: Tenant, ingest_queue):
+@pytest.mark.parametrize(("domains", "headers", "url", "status"), DOMAIN_CASES)
+def test_trusted_domains(domains, headers, url, status, client, tenant: Tenant, ingest_queue):
     for host in domains:
         tenant.add_domain(host)
     response = post(client, "/v1/page", page_call(url), {**basic(tenant.api_key), **headers})
-    if accepted:
-        assert response.status_code == 200, response.json
+    assert response.status_code == status, response.json
+    if status == 200:
         assert len(ingest_queue()) == 1
     else:
-        assert response.status_code == 403
         assert response.json["code"] == "untrusted_domain"
         assert ingest_queue() == []
 
 
-def test_one_untrusted_page_url_refuses_the_whole_batch(client, tenant: Tenant, ingest_queue):
+def test_without_origin_or_referer_each_call_of_a_batch_is_decided_by_its_own_page(
+    client, tenant: Tenant, ingest_queue
+):
+    """A server-side source (no Origin, no Referer) posting a batch with one bad page url: that call
+    alone is rejected (SPEC 3, v2); the library would drop a whole batch answered 403."""
     tenant.add_domain("*.example.com")
     batch = [page_call("https://www.example.com/"), page_call(None), page_call("https://evil.net/")]
     response = post(client, "/v1/batch", {"batch": batch}, basic(tenant.api_key))
+    assert response.status_code == 200, response.json
+    assert response.json["accepted"] == 2
+    assert response.json["rejected"] == [
+        {"index": 2, "errors": [{"code": "untrusted_domain", "message": ANY}]}
+    ]
+    [envelope] = ingest_queue()
+    assert envelope["calls"] == batch[:2]
+    assert [r["index"] for r in envelope["rejected"]] == [2]
+
+
+def test_with_an_origin_the_whole_batch_is_decided_by_it(client, tenant: Tenant, ingest_queue):
+    tenant.add_domain("*.example.com")
+    batch = [page_call("https://evil.net/"), page_call(None)]
+    headers = {**basic(tenant.api_key), "Origin": "https://www.example.com"}
+    assert post(client, "/v1/batch", {"batch": batch}, headers).status_code == 200
+    headers["Origin"] = "https://evil.net"
+    response = post(client, "/v1/batch", {"batch": batch[1:]}, headers)
     assert response.status_code == 403
     assert response.json["code"] == "untrusted_domain"
-    assert ingest_queue() == []
-    good = {"batch": batch[:2]}
-    assert post(client, "/v1/batch", good, basic(tenant.api_key)).status_code == 200
+    assert len(ingest_queue()) == 1
 
 
 def test_the_batch_context_page_url_stands_for_calls_without_their_own(
@@ -341,9 +366,11 @@ def test_the_batch_context_page_url_stands_for_calls_without_their_own(
 ):
     tenant.add_domain("shop.example.com")
     body = {"batch": [page_call(None)], "context": {"page": {"url": "https://evil.net/"}}}
-    assert post(client, "/v1/batch", body, basic(tenant.api_key)).status_code == 403
+    response = post(client, "/v1/batch", body, basic(tenant.api_key))
+    assert response.json["rejected"][0]["errors"][0]["code"] == "untrusted_domain"
     body["batch"] = [page_call("https://shop.example.com/")]
-    assert post(client, "/v1/batch", body, basic(tenant.api_key)).status_code == 200
+    response = post(client, "/v1/batch", body, basic(tenant.api_key))
+    assert response.json == {"success": True, "accepted": 1, "rejected": []}
 
 
 def test_a_new_trusted_domain_is_enforced_within_the_cache_ttl(

@@ -89,15 +89,72 @@ def test_readyz_is_503_when_redis_is_unreachable(make_receiver, engine):
     assert response.json["checks"] == {"redis": "unreachable", "postgres": "ok"}
 
 
-def test_a_preflight_from_a_browser_is_answered_for_call_endpoints(client):
+# What Chrome puts in Access-Control-Request-Headers for each library's request (lower case, sorted;
+# CORS-safelisted headers such as analytics.js's `Content-Type: text/plain` are not asked for).
+# analytics-next: packages/browser/src/plugins/segmentio (fetch-dispatcher, batched-dispatcher);
+# RudderStack: packages/analytics-js-plugins/src/xhrQueue and services/HttpClient/xhr.
+PREFLIGHTS = {
+    "analytics.js": ("/v1/t", "authorization"),
+    "analytics.js retry": ("/v1/t", "authorization,x-retry-count"),
+    "analytics.js batching retry": ("/v1/b", "authorization,x-retry-count"),
+    "rudderstack": ("/v1/track", "anonymousid,authorization,content-type,sentat"),
+    "rudderstack batch": ("/v1/batch", "authorization,content-type,sentat"),
+    "rudderstack retry": (
+        "/v1/track",
+        "anonymousid,authorization,content-type,rsa-recovered,rsa-retry-attempt,rsa-retry-reason,"
+        "rsa-since-first-attempt,rsa-since-last-attempt,sentat",
+    ),
+    "a site's own header": ("/v1/p", "authorization,x-custom-tenant"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREFLIGHTS))
+def test_a_preflight_allows_every_header_the_library_asks_for(name, client):
+    path, requested = PREFLIGHTS[name]
     response = client.options(
-        "/v1/t",
-        headers={"Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST"},
+        path,
+        headers={
+            "Origin": "https://shop.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": requested,
+        },
     )
-    assert response.status_code == 200
+    assert response.status_code == 204
+    assert response.data == b""
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
-    assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+    allowed = {
+        h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")
+    }
+    assert set(requested.split(",")) <= allowed
+    assert int(response.headers["Access-Control-Max-Age"]) > 0
+
+
+def test_a_preflight_naming_no_header_still_allows_the_libraries_ones(client):
+    response = client.options("/v1/t", headers={"Access-Control-Request-Method": "POST"})
+    assert response.status_code == 204
+    allowed = {
+        h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")
+    }
+    assert {"authorization", "content-type", "x-retry-count", "anonymousid", "sentat"} <= allowed
+
+
+def test_a_preflight_with_a_malformed_header_list_gets_the_fixed_one(client):
+    response = client.options(
+        "/v1/t",
+        headers={
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "a b\x01",
+        },
+    )
+    assert response.status_code == 204
+    assert "a b" not in response.headers["Access-Control-Allow-Headers"]
+
+
+def test_answers_expose_retry_after_request_id_and_rate_limit_headers(client, tenant):
+    response = client.post("/v1/track", data=jdump(CALL), headers=basic(tenant.api_key))
+    exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"Retry-After", "X-Request-Id", "X-RateLimit-Reset"} <= exposed
 
 
 def test_call_answers_carry_cors_and_operational_ones_do_not(client, tenant):

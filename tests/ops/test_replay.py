@@ -194,7 +194,7 @@ def test_the_receiver_limits_apply(
         "lines": 5,
     }
     assert [line.split(":")[:2] for line in result.stderr.splitlines()] == [
-        ["line 1", " too_many_calls"],
+        ["line 1", " payload_too_large"],
         ["line 2", " payload_too_large"],
         ["line 3 [0]", " call_too_large"],
         ["line 4", " invalid_batch"],

@@ -125,4 +125,4 @@ def test_check_batch_returns_calls_defaults_and_sent_at():
     assert calls == [1]
     assert defaults == {"context": {"a": 1}}
     assert sent_at == "2026-11-28T00:00:00Z"
-    assert status_code(check_batch, {"batch": [1] * 11}, 10) == (413, "too_many_calls")
+    assert status_code(check_batch, {"batch": [1] * 11}, 10) == (400, "payload_too_large")
