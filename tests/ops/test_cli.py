@@ -233,7 +233,46 @@ def test_domains_errors(fail: Run, shop: str) -> None:
     assert "no app named" in fail("domains", "add", "--app", "nope", "a.example.com")
     assert "no app named" in fail("domains", "list", "--app", "nope")
     assert "not a trusted domain" in fail("domains", "remove", "--app", shop, "a.example.com")
-    assert "wildcard" in fail("domains", "add", "--app", shop, "a.*.example.com")
+    assert "not a host name" in fail("domains", "add", "--app", shop, "a.*.example.com")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "*.com",
+        "*",
+        "*.",
+        "a b",
+        "exa_mple.com",
+        "bad-.example.com",
+        "*.*.example.com",
+        "x" * 64 + ".com",
+    ],
+)
+def test_domains_add_refuses_what_is_not_a_host_or_a_two_label_wildcard(
+    entry: str, fail: Run, run: Run, shop: str
+) -> None:
+    assert "not a host name" in fail("domains", "add", "--app", shop, entry)
+    assert as_json(run("domains", "list", "--app", shop, "--json")) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "stored"),
+    [
+        ("*.example.co.uk", "*.example.co.uk"),
+        ("Bücher.Example", "xn--bcher-kva.example"),
+        ("*.bücher.example", "*.xn--bcher-kva.example"),
+        ("https://xn--BCHER-kva.example/", "xn--bcher-kva.example"),
+        ("localhost", "localhost"),
+        ("127.0.0.1:8080", "127.0.0.1"),
+        ("[::1]:8080", "::1"),
+    ],
+)
+def test_domains_add_stores_hosts_as_browsers_send_them(
+    entry: str, stored: str, run: Run, shop: str
+) -> None:
+    added = as_json(run("domains", "add", "--app", shop, entry, "--json"))
+    assert added["host"] == stored
 
 
 # --- webhook secret ----------------------------------------------------------------------------

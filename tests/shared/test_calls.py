@@ -11,11 +11,14 @@ from shared.calls import (
     Refusal,
     check_batch,
     check_call,
+    check_calls,
     check_depth,
     parse_json,
+    routed_away,
     too_deep,
     usable_message_id,
 )
+from shared.ids import normalize_id
 
 
 def codes(call: Any, fixed: str | None = None) -> list[str]:
@@ -126,3 +129,85 @@ def test_check_batch_returns_calls_defaults_and_sent_at():
     assert defaults == {"context": {"a": 1}}
     assert sent_at == "2026-11-28T00:00:00Z"
     assert status_code(check_batch, {"batch": [1] * 11}, 10) == (400, "payload_too_large")
+
+
+# --- v2: ids, routing, per-call domains ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"7e1b2c3d-aaaa"', "7e1b2c3d-aaaa"),  # analytics.js's cookie read raw
+        (' "u-1" ', "u-1"),
+        ('""', None),
+        ('"null"', None),
+        ('"anonymous"', None),
+        ('""x""', '"x"'),  # one pair only
+        ("'single'", "'single'"),
+        ('"half', '"half'),
+    ],
+)
+def test_an_id_in_one_pair_of_double_quotes_is_the_id_without_them(value, expected):
+    assert normalize_id(value) == expected
+
+
+ROUTING = [
+    # integrations, routed away?
+    (None, False),
+    ({}, False),
+    ({"All": True}, False),
+    ({"All": False}, True),
+    ({"All": False, "UserEngage": True}, False),  # Engage's audience syncs
+    ({"All": False, "User.com": True}, False),
+    ({"All": False, "user.com": {"some": "option"}}, False),
+    ({"User.com": False}, True),
+    ({"USERENGAGE": False, "All": True}, True),
+    ({"All": False, "Mixpanel": True}, True),
+    ({"Mixpanel": False}, False),
+    ({"All": "false"}, False),  # only JSON false turns a destination off
+    ("not an object", False),
+]
+
+
+@pytest.mark.parametrize(("integrations", "away"), ROUTING)
+def test_integrations_routing(integrations, away):
+    assert routed_away({"type": "track", "integrations": integrations}) is away
+
+
+def page(url: str | None) -> dict[str, Any]:
+    return {"type": "page", "userId": "u", "context": {"page": {"url": url}}}
+
+
+def test_check_calls_decides_each_call_by_its_page_where_domains_are_given():
+    calls = [page("https://shop.example.com/"), page(None), page("https://evil.net/")]
+    checked = check_calls(calls, None, None, ("shop.example.com",), {})
+    assert len(checked.accepted) == 2
+    assert [(r["index"], r["errors"][0]["code"]) for r in checked.rejected] == [
+        (2, "untrusted_domain")
+    ]
+    # the batch's own context.page.url stands for calls without one
+    checked = check_calls(
+        [page(None)],
+        None,
+        None,
+        ("shop.example.com",),
+        {"context": page("https://evil.net/")["context"]},
+    )
+    assert checked.rejected
+    # without domains (an Origin decided, or a replay): no page is looked at
+    assert not check_calls(calls, None, None).rejected
+
+
+def test_parse_json_keeps_integer_ids_beyond_64_bits_exact():
+    raw = b'{"batch":[{"userId":123456789012345678901,"groupId":-99999999999999999999999}]}'
+    body = parse_json(raw)
+    assert body["batch"][0] == {
+        "userId": "123456789012345678901",
+        "groupId": "-99999999999999999999999",
+    }
+    assert parse_json(b'[{"previousId": 123456789012345678901}]') == [
+        {"previousId": "123456789012345678901"}
+    ]
+    assert parse_json(b'{"userId": 1.5}') == {"userId": 1.5}  # left for check_call to refuse
+    assert codes({"type": "track", "event": "e", "userId": 1.5}) == ["inexact_id"]
+    assert codes({"type": "track", "event": "e", "userId": 7.0}) == []
