@@ -57,7 +57,7 @@ from shared.calls import (
 )
 from shared.celery_app import make_celery
 from shared.db import make_engine
-from shared.envelope import Envelope
+from shared.envelope import DIRECT_SOURCE, Envelope
 from shared.queues import INGEST
 from shared.settings import Settings
 from shared.tenancy import AuthView
@@ -104,9 +104,12 @@ class Route:
 # Segment's browser library posts single calls to /v1/t, /v1/i, ... and batches to /v1/b; its mobile
 # libraries post batches to /v1/b. They are the same endpoints under a shorter name.
 ROUTES: tuple[Route, ...] = (
-    *(Route(t, (f"/v1/{t}", f"/v1/{t[0]}"), t, False, "http", f"One {t} call") for t in CALL_TYPES),
-    Route("batch", ("/v1/batch", "/v1/b"), None, True, "http", "A batch of calls"),
-    Route("import", ("/v1/import",), None, True, "http", "A batch of historical calls"),
+    *(
+        Route(t, (f"/v1/{t}", f"/v1/{t[0]}"), t, False, DIRECT_SOURCE, f"One {t} call")
+        for t in CALL_TYPES
+    ),
+    Route("batch", ("/v1/batch", "/v1/b"), None, True, DIRECT_SOURCE, "A batch of calls"),
+    Route("import", ("/v1/import",), None, True, DIRECT_SOURCE, "A batch of historical calls"),
     # Segment's Webhooks (Actions) destination lets the user pick POST, PUT or PATCH.
     Route(
         "webhook",

@@ -11,9 +11,21 @@ from typing import Final
 
 SCOPES: Final = ("user", "company", "event")
 """Whose attribute a definition is: a profile's, a company's, or an event name's property."""
-TYPES: Final = ("string", "integer", "float", "boolean", "date", "datetime", "fixed", "json")
-"""The types a definition can have, as stored."""
-SYNONYMS: Final = {"number": "float"}
+TYPES: Final = (
+    "string",
+    "integer",
+    "float",
+    "number",
+    "boolean",
+    "date",
+    "datetime",
+    "fixed",
+    "json",
+)
+"""The types a definition can have, as stored. `number` (SPEC 2, v2) is any finite number, stored
+integral where the value is integral (`"123"` -> 123), a fraction where not; `float` always stores a
+float."""
+SYNONYMS: Final[dict[str, str]] = {}
 """Other names operators may give a type, and the type they mean."""
 ORIGINS: Final = ("operator", "traffic")
 """Who made a definition: an operator (never changed by traffic) or traffic (auto-defined)."""
@@ -32,7 +44,7 @@ def normalize_type(name: str) -> str:
     key = SYNONYMS.get(key, key)
     if key not in TYPES:
         raise ValueError(
-            f"unknown attribute type {name!r}: use one of string, integer, float (or number), "
+            f"unknown attribute type {name!r}: use one of string, integer, float, number, "
             "boolean, date, datetime, fixed, json"
         )
     return key

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = 1
+DIRECT_SOURCE = "http"
+"""`source` of calls a client posted straight to /v1/* (the others: "webhook", "replay"). Only
+these may take the request's address as the user's (SPEC 5.3, v2)."""
 
 
 class EnvelopeError(ValueError):
@@ -33,7 +36,7 @@ class Envelope:
     message_ids: list[str] = field(default_factory=list)
     key_id: str | None = None
     remote_addr: str | None = None
-    source: str = "http"
+    source: str = DIRECT_SOURCE
     sent_at: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     rejected: list[dict[str, Any]] = field(default_factory=list)

@@ -75,6 +75,11 @@ CALLS_APPLIED = Counter(
     "Calls applied to Postgres by the workers, by call type.",
     ["type"],
 )
+CALLS_ROUTED_AWAY = Counter(
+    "userdest_calls_routed_away_total",
+    "Calls accepted but not applied because their `integrations` turned this destination off.",
+    ["type"],
+)
 COERCIONS_IGNORED = Counter(
     "userdest_coercions_ignored_total",
     "Values ignored because they could not be converted to their attribute's type.",

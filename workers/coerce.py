@@ -31,7 +31,10 @@ Choices taken where the spec leaves room (copied into docs/):
   is ignored (storing ``[]`` would wipe the profile on garbage); a scalar that is a choice becomes
   a one-element list; a string is never split on commas (a choice may contain one).
 - json stores the value as is.
-- ``null`` clears for every type: ``coerce(None, ...)`` is ``None``.
+- ``null`` clears for every type: ``coerce(None, ...)`` is ``None``. On profiles and companies an
+  empty or blank string clears too (``clears()``, SPEC 5.3 v2); event properties keep it.
+- number (SPEC 2 v2) takes what float takes; an integral value within signed 64 bits is stored as
+  an integer (``"123"`` -> ``123``, ``1e3`` -> ``1000``), a fraction as a float.
 """
 
 from __future__ import annotations
@@ -197,6 +200,16 @@ def _to_float(value: Any) -> Any:
     return IGNORED
 
 
+def _to_number(value: Any) -> Any:
+    """A float's rules, but an integral value within 64 bits is stored as an integer (SPEC 2, v2)."""
+    if isinstance(value, int) and not isinstance(value, bool) and I64_MIN <= value <= I64_MAX:
+        return value
+    number = _to_float(value)
+    if isinstance(number, float) and number.is_integer() and I64_MIN <= number <= I64_MAX:
+        return int(number)
+    return number
+
+
 def _to_boolean(value: Any) -> Any:
     if isinstance(value, bool):
         return value
@@ -315,11 +328,18 @@ _COERCERS: Final = {
     "string": _to_string,
     "integer": _to_integer,
     "float": _to_float,
+    "number": _to_number,
     "boolean": _to_boolean,
     "date": _to_date,
     "datetime": _to_datetime,
     "json": _to_json,
 }
+
+
+def clears(value: Any) -> bool:
+    """Whether a profile or company value clears its field or attribute: `null`, and (SPEC 5.3, v2)
+    an empty or blank string, for standard fields and custom attributes alike."""
+    return value is None or (type(value) is str and not value.strip())
 
 
 def coerce(value: Any, type_: str, choices: list[Any] | None = None, multiple: bool = False) -> Any:

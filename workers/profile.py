@@ -51,7 +51,8 @@ from typing import Any, NamedTuple
 
 from ua_parser import parse as ua_parse
 
-from workers.coerce import IGNORED, coerce
+from shared.ids import normalize_id
+from workers.coerce import IGNORED, clears, coerce
 
 __all__ = ["map_company_traits", "map_context", "map_user_traits", "parse_user_agent"]
 
@@ -95,7 +96,53 @@ _CONTEXT_DEVICE_TYPES = {
     "macos": "desktop",
     "windows": "desktop",
     "linux": "desktop",
+    "tv": "tv",
+    "tvos": "tv",
+    "androidtv": "tv",
+    "wearable": "wearable",
+    "watch": "wearable",
+    "watchos": "wearable",
+    "wearos": "wearable",
 }
+_OS_DEVICE_TYPES = {
+    "ios": "mobile",
+    "ipados": "tablet",
+    "android": "mobile",
+    "tvos": "tv",
+    "android tv": "tv",
+    "watchos": "wearable",
+    "wear os": "wearable",
+    "macos": "desktop",
+    "mac os x": "desktop",
+    "windows": "desktop",
+    "linux": "desktop",
+}
+"""device_type from context.os.name where context.device says nothing (native apps)."""
+# TVs and watches, from a device model or name, or a browser's user agent.
+_TV_NAME = re.compile(
+    r"\btv\b|smart-?tv|googletv|appletv|apple tv|bravia|shield|chromecast|\bcrkey\b|hbbtv"
+    r"|web0s|netcast|\baft[a-z]{1,4}\b",
+    re.IGNORECASE,
+)
+_WEARABLE_NAME = re.compile(r"\bwatch|wear ?os|\bgear s\d|\bsm-r\d{3}", re.IGNORECASE)
+_ABSENT_AGENTS = frozenset({"unknown", "undefined", "null", "none"})
+"""Placeholders libraries put where they have no user agent (analytics-kotlin: `undefined`)."""
+NATIVE_LIBRARIES = frozenset(
+    {
+        "analytics-ios",
+        "analytics-android",
+        "analytics-swift",
+        "analytics-kotlin",
+        "analytics-react-native",
+        "analytics-flutter",
+        "@segment/analytics-react-native",
+    }
+)
+"""Segment's mobile and TV libraries (context.library.name)."""
+BROWSER_LIBRARIES = frozenset({"analytics.js", "RudderLabs JavaScript SDK"})
+"""Browser libraries that may send context.app and are still browsers."""
+# Chrome's reduced user agent on Android: every device is "K" on "Android 10".
+_REDUCED_ANDROID = re.compile(r"\(Linux; Android 10; K\)")
 _MOBILE_UA = re.compile(r"mobi", re.IGNORECASE)
 _TABLET_UA = re.compile(r"tablet", re.IGNORECASE)
 _ANDROID_UA = re.compile(r"android", re.IGNORECASE)
@@ -106,7 +153,7 @@ _ANDROID_UA = re.compile(r"android", re.IGNORECASE)
 
 def _text(value: Any) -> Any:
     """A standard string field's value: str, None to clear, or IGNORED for objects and arrays."""
-    if value is None:
+    if clears(value):
         return None
     if isinstance(value, str):
         text = value.replace("\x00", "").strip()
@@ -170,6 +217,25 @@ def _address(fields: dict[str, Any], traits: dict[str, Any]) -> None:
         _put(fields, "city", _first_text(address, "city"))
 
 
+IDENTITY_TRAITS = ("userId", "anonymousId")
+"""Trait keys that restate the call's ids (classic analytics-android puts both in every identify's
+traits); never attributes. `id` is one too where it equals the call's userId."""
+
+
+def identify_traits(call: dict[str, Any], user_id: str | None) -> dict[str, Any]:
+    """The traits of an identify (SPEC 5.3, v2): `traits` merged over `context.traits` (RudderStack's
+    SDKs send identify traits only there; classic analytics-android sends both), without the keys
+    that only restate the call's identity."""
+    own, context = call.get("traits"), call.get("context")
+    base = context.get("traits") if isinstance(context, dict) else None
+    traits = {**(base if isinstance(base, dict) else {}), **(own if isinstance(own, dict) else {})}
+    for key in IDENTITY_TRAITS:
+        traits.pop(key, None)
+    if "id" in traits and user_id is not None and normalize_id(traits["id"]) == user_id:
+        del traits["id"]
+    return traits
+
+
 def map_user_traits(traits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(standard profile fields, custom attributes) from identify traits (SPEC 5.3)."""
     if not isinstance(traits, dict):
@@ -227,6 +293,8 @@ class ParsedAgent(NamedTuple):
     device_name: str | None
     device_type: str
     tablet: bool
+    reduced: bool = False
+    """Chrome's reduced user agent (`Android 10; K`): its device and OS version say nothing."""
 
 
 def _version(*parts: str | None) -> str | None:
@@ -271,8 +339,15 @@ def _parse_agent(ua: str) -> ParsedAgent:
             ua.startswith("Mozilla/") and bool(_ANDROID_UA.search(ua)) and not _MOBILE_UA.search(ua)
         )
     )
+    reduced = bool(_REDUCED_ANDROID.search(ua))
+    if reduced:
+        device_name = None
+        os_text = os_family
+    special = _device_kind(ua)
     if device_family == "Spider":
         device_type = "bot"
+    elif special is not None:
+        device_type = special
     elif tablet:
         device_type = "tablet"
     elif (
@@ -283,7 +358,9 @@ def _parse_agent(ua: str) -> ParsedAgent:
         device_type = "mobile"
     else:
         device_type = "desktop"
-    return ParsedAgent(browser_family, browser_version, os_text, device_name, device_type, tablet)
+    return ParsedAgent(
+        browser_family, browser_version, os_text, device_name, device_type, tablet, reduced
+    )
 
 
 def parse_user_agent(ua: str) -> ParsedAgent:
@@ -326,37 +403,128 @@ def _android_screen_is_tablet(screen: dict[str, Any]) -> bool:
     return min(width, height) / density >= _ANDROID_TABLET_DP
 
 
+def _device_kind(text: str | None) -> str | None:
+    """tv or wearable where a device model, name or OS name says so (Android TV and Wear OS send
+    device.type `android` like a phone; only the model tells)."""
+    if text is None:
+        return None
+    if _TV_NAME.search(text):
+        return "tv"
+    if _WEARABLE_NAME.search(text):
+        return "wearable"
+    return None
+
+
 def _context_device_type(
-    device: dict[str, Any], screen: dict[str, Any], agent: ParsedAgent | None
+    device: dict[str, Any], os_name: str | None, screen: dict[str, Any], agent: ParsedAgent | None
 ) -> str | None:
     kind = _string(device.get("type"))
+    names = " ".join(
+        text for text in (_string(device.get("model")), _string(device.get("name"))) if text
+    )
+    by_os = _OS_DEVICE_TYPES.get((os_name or "").lower())
     if kind is None:
-        return None
+        return by_os
     kind = kind.lower()
     if kind in _CONTEXT_DEVICE_TYPES:
         return _CONTEXT_DEVICE_TYPES[kind]
     if kind not in ("ios", "android"):
         return None
-    names = " ".join(
-        text.lower() for text in (_string(device.get("model")), _string(device.get("name"))) if text
-    )
-    if "ipad" in names or "tablet" in names or (agent is not None and agent.tablet):
+    # analytics-ios says `ios` on tvOS and watchOS too; the OS name tells them apart.
+    special = by_os if by_os in ("tv", "wearable") else _device_kind(names)
+    if special is not None:
+        return special
+    lowered = names.lower()
+    if "ipad" in lowered or "tablet" in lowered or (agent is not None and agent.tablet):
         return "tablet"
     if kind == "android" and _android_screen_is_tablet(screen):
         return "tablet"
     return "mobile"
 
 
-def map_context(call: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Profile fields derived from a call's context (SPEC 5.3); only derivable keys appear."""
+def _user_agent(value: Any) -> str | None:
+    """context.userAgent, absent where a library filled a placeholder (`unknown`, `undefined`)."""
+    ua = _string(value)
+    if ua is None or ua.lower() in _ABSENT_AGENTS:
+        return None
+    return ua
+
+
+def _library(context: dict[str, Any]) -> str | None:
+    return _string(_dict(context.get("library")).get("name"))
+
+
+def is_native_app(context: dict[str, Any]) -> bool:
+    """Whether the call comes from a native app (SPEC 5.3, v2): a mobile or TV library, or
+    `context.app` from a library that is not a browser one (RudderStack's JS SDK sends
+    `context.app` naming itself from browsers)."""
+    library = _library(context)
+    if library in NATIVE_LIBRARIES:
+        return True
+    app = context.get("app")
+    return isinstance(app, dict) and bool(app) and library not in BROWSER_LIBRARIES
+
+
+def _client_hints(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The browser's client hints: analytics.js's `userAgentData`, RudderStack's `ua-ch`."""
+    for key in ("userAgentData", "ua-ch"):
+        hints = context.get(key)
+        if isinstance(hints, dict) and (
+            _string(hints.get("platform")) or isinstance(hints.get("mobile"), bool)
+        ):
+            return hints
+    return None
+
+
+def _hints_os(hints: dict[str, Any]) -> str | None:
+    platform = _string(hints.get("platform"))
+    if platform is None or platform.lower() == "unknown":
+        return None
+    version = _string(hints.get("platformVersion"))
+    parts = version.split(".") if version else []
+    while parts and parts[-1] == "0" and len(parts) > 1:
+        parts.pop()
+    if platform == "Windows":
+        # Microsoft's rule for Sec-CH-UA-Platform-Version: 13 and up is Windows 11, 1-10 Windows 10.
+        major = int(parts[0]) if parts and parts[0].isdigit() else 0
+        return "Windows 11" if major >= 13 else "Windows 10" if major >= 1 else "Windows"
+    return f"{platform} {'.'.join(parts)}" if parts else platform
+
+
+def _hints_device_type(hints: dict[str, Any], ua: str | None) -> str | None:
+    mobile = hints.get("mobile")
+    platform = (_string(hints.get("platform")) or "").lower()
+    if ua is not None and (tv_or_watch := _device_kind(ua)) is not None:
+        return tv_or_watch
+    if mobile is True:
+        return "mobile"
+    if mobile is False and platform == "android":
+        return "tablet"  # Chrome on Android sends mobile=false only on tablets (and desktop mode)
+    if mobile is False:
+        return "desktop"
+    return None
+
+
+def map_context(call: dict[str, Any], kind: str, client_ip: str | None = None) -> dict[str, Any]:
+    """Profile fields derived from a call's context (SPEC 5.3); only derivable keys appear.
+
+    `client_ip` is the request's address, given only for calls sent straight to /v1/* (never for
+    /webhook, whose address is Segment's, or replays, whose address is the operator's): it stands
+    for context.ip where the sender left that out, as Segment's own API fills it.
+    """
     kind = str(kind).lower()
     if not isinstance(call, dict) or kind not in _CONTEXT_KINDS:
         return {}
     context = _dict(call.get("context"))
     fields: dict[str, Any] = {}
 
-    ua = _string(context.get("userAgent"))
-    agent = parse_user_agent(ua) if ua is not None else None
+    ua = _user_agent(context.get("userAgent"))
+    native = is_native_app(context)
+    hints = None if native else _client_hints(context)
+    # A native app's HTTP user agent (Dalvik, CFNetwork, a web view) is not a browser's: its OS and
+    # device come from context.os and context.device.
+    agent = parse_user_agent(ua) if ua is not None and not native else None
+    reduced = agent is not None and agent.reduced
     if ua is not None:
         fields["user_agent"] = ua
     if agent is not None:
@@ -370,18 +538,29 @@ def map_context(call: dict[str, Any], kind: str) -> dict[str, Any]:
     if os_name is not None:
         os_version = _scalar_text(os_.get("version"))
         fields["os"] = f"{os_name} {os_version}" if os_version else os_name
+    elif hints is not None and (hinted := _hints_os(hints)) is not None:
+        fields["os"] = hinted
     elif agent is not None and agent.os is not None:
         fields["os"] = agent.os
 
     device = _dict(context.get("device"))
-    device_name = _string(device.get("name")) or _string(device.get("model"))
-    if device_name is None and agent is not None:
+    name, model = _string(device.get("name")), _string(device.get("model"))
+    android = (_string(device.get("type")) or "").lower() == "android" or (
+        (os_name or "").lower() == "android"
+    )
+    # Android sends a codename as device.name (`shiba`); the model (`Pixel 8`) is what people know.
+    device_name = (model or name) if android else (name or model)
+    if device_name is None and hints is not None:
+        device_name = _string(hints.get("model"))
+    if device_name is None and agent is not None and not reduced:
         device_name = agent.device_name
     if device_name is not None:
         fields["device_name"] = device_name
 
     screen = _dict(context.get("screen"))
-    device_type = _context_device_type(device, screen, agent)
+    device_type = _context_device_type(device, os_name, screen, agent)
+    if device_type is None and hints is not None:
+        device_type = _hints_device_type(hints, ua)
     if device_type is None and agent is not None:
         device_type = agent.device_type
     if device_type is not None:
@@ -395,14 +574,9 @@ def map_context(call: dict[str, Any], kind: str) -> dict[str, Any]:
     if width is not None and height is not None:
         fields["resolution"] = f"{width}x{height}"
 
-    ip = _string(context.get("ip"))
+    ip = _ip(context.get("ip")) or _ip(client_ip)
     if ip is not None:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            pass  # not an address: leave the field alone rather than store junk
-        else:
-            fields["ip_address"] = ip
+        fields["ip_address"] = ip
 
     timezone = _string(context.get("timezone"))
     if timezone is not None:
@@ -414,3 +588,15 @@ def map_context(call: dict[str, Any], kind: str) -> dict[str, Any]:
     if url is not None:
         fields["current_url"] = url
     return fields
+
+
+def _ip(value: Any) -> str | None:
+    """An IPv4 or IPv6 address as sent, trimmed; None for anything else (never store junk)."""
+    ip = _string(value)
+    if ip is None:
+        return None
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    return ip

@@ -100,6 +100,7 @@ class Applier:
                 "request_id": env.request_id,
                 "applied": sum(outcome.applied.values()),
                 "duplicates": outcome.duplicates,
+                "routed_away": sum(outcome.routed_away.values()),
                 "dead_letters": sum(outcome.dead_letters.values()),
             },
         )
@@ -196,6 +197,8 @@ def _record_metrics(outcome: Outcome, env: Envelope, seconds: float) -> None:
         metrics.CALLS_APPLIED.labels(type=kind).inc(n)
     for reason, n in outcome.dead_letters.items():
         metrics.DEAD_LETTERS.labels(reason=reason).inc(n)
+    for kind, n in outcome.routed_away.items():
+        metrics.CALLS_ROUTED_AWAY.labels(type=kind).inc(n)
     for (scope, _event, name, reason), n in outcome.ignored.items():
         if reason == "over_cap":
             metrics.NAMES_OVER_CAP.labels(scope=scope).inc(n)

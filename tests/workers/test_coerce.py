@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.attributes import TYPES, normalize_type
-from workers.coerce import IGNORED, STRING_MAX, coerce, number_text
+from workers.coerce import IGNORED, STRING_MAX, clears, coerce, number_text
 
 I64_MAX = 2**63 - 1
 I64_MIN = -(2**63)
@@ -176,6 +176,21 @@ CASES: list[Any] = [
     pytest.param("s", "json", "s", id="json-string"),
     pytest.param(1.5, "json", 1.5, id="json-number"),
     pytest.param(False, "json", False, id="json-false"),
+    # number (SPEC 2, v2): integral values integral, as the reference shows "123" -> 123
+    pytest.param("123", "number", 123, id="number-string-integral"),
+    pytest.param(123, "number", 123, id="number-int"),
+    pytest.param(123.0, "number", 123, id="number-integral-float"),
+    pytest.param("1e3", "number", 1000, id="number-exponent-integral"),
+    pytest.param(" 42 ", "number", 42, id="number-blanks"),
+    pytest.param("12.5", "number", 12.5, id="number-fraction-string"),
+    pytest.param(-0.25, "number", -0.25, id="number-fraction"),
+    pytest.param(2**63, "number", 9.223372036854776e18, id="number-past-64-bits-float"),
+    pytest.param(1e300, "number", 1e300, id="number-huge-float"),
+    pytest.param(True, "number", IGNORED, id="number-ignores-boolean"),
+    pytest.param("NaN", "number", IGNORED, id="number-ignores-nan"),
+    pytest.param("abc", "number", IGNORED, id="number-ignores-word"),
+    pytest.param({"n": 1}, "number", IGNORED, id="number-ignores-object"),
+    pytest.param(123, "float", 123.0, id="float-stays-float"),
 ]
 
 
@@ -190,7 +205,17 @@ def test_coerce_table(value: Any, type_: str, expected: Any) -> None:
         assert type(result) is type(expected)
 
 
-@pytest.mark.parametrize("type_", [*TYPES, "number"])
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_null_and_blank_strings_clear_profiles(value: Any) -> None:
+    assert clears(value)
+
+
+@pytest.mark.parametrize("value", [0, False, [], {}, "0", "x"])
+def test_other_values_do_not_clear(value: Any) -> None:
+    assert not clears(value)
+
+
+@pytest.mark.parametrize("type_", TYPES)
 def test_null_clears_every_type(type_: str) -> None:
     assert coerce(None, type_, choices=["a"]) is None
     assert coerce(None, type_, choices=["a"], multiple=True) is None
@@ -246,8 +271,8 @@ def test_fixed_without_choices_ignores_everything(choices: list[Any] | None) -> 
         pytest.param("string", "string", id="string"),
         pytest.param(" Integer ", "integer", id="case-and-blanks"),
         pytest.param("FLOAT", "float", id="float"),
-        pytest.param("number", "float", id="number-synonym"),
-        pytest.param("Number", "float", id="number-synonym-case"),
+        pytest.param("number", "number", id="number-is-its-own-type"),
+        pytest.param("Number", "number", id="number-case"),
         pytest.param("boolean", "boolean", id="boolean"),
         pytest.param("date", "date", id="date"),
         pytest.param("datetime", "datetime", id="datetime"),

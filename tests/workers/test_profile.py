@@ -476,10 +476,9 @@ def test_ios_fixture_without_user_agent() -> None:
 
 
 def test_android_screen_fixture() -> None:
+    # a native app: no browser from the Dalvik user agent (SPEC 5.3, v2)
     assert map_context(fixture("android-screen.json"), "screen") == {
         "user_agent": DALVIK,
-        "browser_family": "Android",
-        "browser_version": "14",
         "os": "Android 14",
         "device_name": "Pixel 8",
         "device_type": "mobile",
@@ -561,8 +560,17 @@ DEVICE_TYPES: list[Any] = [
     pytest.param({"type": "desktop"}, {}, IPHONE, "desktop", id="explicit-desktop"),
     pytest.param({"type": "bot"}, {}, None, "bot", id="explicit-bot"),
     pytest.param({"type": "macos"}, {}, None, "desktop", id="macos"),
-    pytest.param({"type": "watchos"}, {}, IPHONE, "mobile", id="unknown-type-uses-user-agent"),
-    pytest.param({"type": "watchos"}, {}, None, None, id="unknown-type-no-user-agent"),
+    pytest.param({"type": "visionos"}, {}, IPHONE, "mobile", id="unknown-type-uses-user-agent"),
+    pytest.param({"type": "visionos"}, {}, None, None, id="unknown-type-no-user-agent"),
+    # SPEC 5.3 v2: tv and wearable
+    pytest.param({"type": "watchos"}, {}, None, "wearable", id="watchos"),
+    pytest.param({"type": "tvos"}, {}, None, "tv", id="tvos"),
+    pytest.param({"type": "android", "model": "BRAVIA 4K VH2"}, {}, None, "tv", id="android-tv"),
+    pytest.param({"type": "android", "model": "AFTMM"}, {}, None, "tv", id="fire-tv"),
+    pytest.param(
+        {"type": "android", "model": "Pixel Watch 2"}, {}, None, "wearable", id="wear-os"
+    ),
+    pytest.param({"type": "android", "model": "SM-R960"}, {}, None, "wearable", id="galaxy-watch"),
     pytest.param({"type": None}, {}, None, None, id="null-type"),
 ]
 

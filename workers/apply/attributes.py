@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.attributes import NAME_MAX, Caps, valid_name
-from workers.coerce import IGNORED, coerce
+from workers.coerce import IGNORED, clears, coerce
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,10 @@ class Definitions:
         """The values this scope's definitions take, typed; None means "clear this attribute"."""
         defs = self._scope(scope, event)
         out: dict[str, Any] = {}
+        profile = scope != "event"  # an event records its properties; a profile's can be cleared
         for name, value in values.items():
+            if profile and clears(value):
+                value = None
             definition = defs.get(name)
             if definition is None:
                 if value is None:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from shared.calls import routed_away
 from shared.envelope import Envelope
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import store
@@ -104,6 +105,8 @@ class Outcome:
     applied: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    routed_away: Counter[str] = field(default_factory=Counter)
+    """Calls whose `integrations` turned this destination off, by call type."""
     ignored: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
 
 
@@ -145,13 +148,18 @@ def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = No
             continue
         seen.add(message_id)
         try:
-            calls.append(parse_call(index, raw, message_id, env, received_at))
+            call = parse_call(index, raw, message_id, env, received_at)
         except BadCall as exc:
             letters.append(
                 LetterToKeep(
                     f"bad:{env.app_id}:{message_id}", exc.code, str(exc), raw, message_id, meta
                 )
             )
+            continue
+        if routed_away(call.body):
+            outcome.routed_away[call.type] += 1  # accepted, not applied (SPEC 3, v2)
+            continue
+        calls.append(call)
 
     if len(calls) == 1 and not letters:
         try:

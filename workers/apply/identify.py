@@ -7,13 +7,13 @@ from shared.timeparse import iso
 from workers.apply.call import Call
 from workers.apply.resolve import resolve
 from workers.apply.state import BatchState, Profile
-from workers.profile import map_context, map_user_traits
+from workers.profile import identify_traits, map_context, map_user_traits
 
 
 def apply_identify(state: BatchState, call: Call) -> None:
     profile = resolve(state, call)
     when = iso(call.time)
-    standard, custom = map_user_traits(call.obj("traits"))
+    standard, custom = map_user_traits(identify_traits(call.body, call.user_id))
     for name, value in standard.items():
         profile.write(name, value, when)
     write_context(profile, call, when)
@@ -23,5 +23,5 @@ def apply_identify(state: BatchState, call: Call) -> None:
 
 def write_context(profile: Profile, call: Call, when: str) -> None:
     """Context fields (user agent, device, locale, ...) of identify, page and screen calls."""
-    for name, value in map_context(call.body, call.type).items():
+    for name, value in map_context(call.body, call.type, call.client_ip).items():
         profile.write(name, value, when)

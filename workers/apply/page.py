@@ -12,6 +12,8 @@ from workers.apply.resolve import resolve
 from workers.apply.state import BatchState
 
 PAGE_KEYS = ("url", "path", "title", "referrer", "search")
+NO_REFERRER = frozenset({"$direct"})
+"""Referrers that mean "none": RudderStack's SDKs write `$direct` for a visit with no referrer."""
 
 
 def apply_page(state: BatchState, call: Call) -> None:
@@ -36,6 +38,8 @@ def apply_page(state: BatchState, call: Call) -> None:
     for key in PAGE_KEYS:
         # The page's own properties describe this view; context.page is the fallback.
         row[key] = _text(properties.get(key)) or _text(page.get(key))
+    if row["referrer"] in NO_REFERRER:
+        row["referrer"] = None
     state.page_views.append(row)
 
 

@@ -27,7 +27,8 @@ from workers.apply.state import (
     IdKey,
     Profile,
 )
-from workers.profile import map_company_traits, map_user_traits
+from workers.coerce import clears
+from workers.profile import identify_traits, map_company_traits, map_user_traits
 
 
 class UnknownApp(LookupError):
@@ -123,7 +124,8 @@ def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
     """
     for call in calls:
         if call.type == "identify":
-            scope, event, values = "user", "", map_user_traits(call.obj("traits"))[1]
+            traits = identify_traits(call.body, call.user_id)
+            scope, event, values = "user", "", map_user_traits(traits)[1]
         elif call.type == "group":
             scope, event, values = "company", "", map_company_traits(call.obj("traits"))[1]
         elif call.type == "track":
@@ -133,7 +135,8 @@ def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
         else:
             continue
         if any(
-            value is not None and defs.may_define(scope, event, name)
+            not (value is None or (scope != "event" and clears(value)))
+            and defs.may_define(scope, event, name)
             for name, value in values.items()
         ):
             return True
