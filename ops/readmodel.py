@@ -23,6 +23,7 @@ from shared.models import (
     EventDefinition,
     EventOccurrence,
     Identity,
+    IgnoredValue,
     Membership,
     PageView,
     TrustedDomain,
@@ -129,6 +130,51 @@ def attribute_list(session: Session, app_id: int) -> list[dict[str, Any]]:
         .order_by(scope_order, AttributeDefinition.event, AttributeDefinition.name)
     )
     return [definition(row) for row in rows]
+
+
+def event_list(session: Session, app_id: int) -> list[dict[str, Any]]:
+    """The event names the app has seen, with how many occurrences each has and the last one's
+    time; most frequent first. Names turned away by the cap are in `ignored_list`."""
+    count = func.count(EventOccurrence.id)
+    rows = session.execute(
+        select(
+            EventDefinition.name,
+            EventDefinition.origin,
+            count.label("count"),
+            func.max(EventOccurrence.occurred_at).label("last_at"),
+        )
+        .outerjoin(EventOccurrence, EventOccurrence.event_id == EventDefinition.id)
+        .where(EventDefinition.app_id == app_id)
+        .group_by(EventDefinition.id)
+        .order_by(count.desc(), EventDefinition.name)
+    )
+    return [
+        {"event": r.name, "count": r.count, "last_at": iso(r.last_at), "origin": r.origin}
+        for r in rows
+    ]
+
+
+def ignored_list(session: Session, app_id: int) -> list[dict[str, Any]]:
+    """Values the workers ignored, by attribute and reason (`uncoercible`: a value its type could
+    not take; `over_cap`: a name past the app's cap; `bad_name`), most frequent first."""
+    rows = session.scalars(
+        select(IgnoredValue)
+        .where(IgnoredValue.app_id == app_id)
+        .order_by(
+            IgnoredValue.count.desc(), IgnoredValue.scope, IgnoredValue.event, IgnoredValue.name
+        )
+    )
+    return [
+        {
+            "scope": r.scope,
+            "event": r.event or None,
+            "name": r.name or None,
+            "reason": r.reason,
+            "count": r.count,
+            "last_at": iso(r.last_at),
+        }
+        for r in rows
+    ]
 
 
 def find_user(session: Session, app_id: int, id: str) -> User:

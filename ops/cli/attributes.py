@@ -150,7 +150,9 @@ def attributes_define(
     multiple: bool,
     as_json: bool,
 ) -> None:
-    """Define ATTR as TYPE: string, integer, float (number), boolean, date, datetime, fixed, json.
+    """Define ATTR as TYPE: string, integer, float, number, boolean, date, datetime, fixed, json.
+
+    number keeps integral values integral (123, not 123.0); float stores every value as a float.
 
     Redefining an attribute, whoever defined it, changes its type and makes it the operator's.
     Values already stored stay as they are; later calls are coerced to the new type.
@@ -178,4 +180,22 @@ def attributes_list(app_name: str, as_json: bool) -> None:
         as_json,
         title=f"attributes of {app_name}",
         empty="no attributes",
+    )
+
+
+@attributes.command("ignored")
+@app_option
+@json_option
+def attributes_ignored(app_name: str, as_json: bool) -> None:
+    """Values the workers ignored, by attribute and reason, most frequent first.
+
+    uncoercible: a value its attribute's type could not take (the stored value stayed);
+    over_cap: a new attribute or event name past the app's cap; bad_name: a name over 64
+    characters. Senders are never told, so this is where such losses show.
+    """
+    emit(
+        work(in_app(app_name, readmodel.ignored_list)),
+        as_json,
+        title=f"values ignored in {app_name}",
+        empty="nothing ignored",
     )

@@ -1,0 +1,108 @@
+"""`userdest events list` and `userdest attributes ignored`: what traffic sent that is otherwise
+invisible to an operator (issue 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from shared.settings import Settings
+from shared.tenancy import new_app
+from tests.support.cli import invoker, ok, one_line_error
+from tests.support.envelopes import envelope
+from tests.support.fixtures import fixture
+from workers.apply.batch import apply_envelope
+
+
+def apply(engine: Engine, app_id: int, *calls: Any) -> None:
+    with engine.begin() as conn:
+        apply_envelope(conn, envelope(app_id, list(calls)))
+
+
+def make_app(engine: Engine, name: str = "shop") -> int:
+    with Session(engine) as session:
+        app = new_app(session, name)
+        session.commit()
+        return app.id
+
+
+def track(event: str, i: int, **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": event,
+        "userId": f"u{i}",
+        "properties": properties,
+        "timestamp": f"2026-11-28T10:00:0{i}Z",
+    }
+
+
+def test_events_list_counts_each_name(clean_db: Engine, settings: Settings) -> None:
+    app_id = make_app(clean_db)
+    apply(
+        clean_db,
+        app_id,
+        track("Signed Up", 1),
+        track("Order Completed", 2),
+        track("Order Completed", 3),
+        fixture("server-track"),
+    )
+    run = invoker(settings)
+    listed = orjson.loads(ok(run("events", "list", "--app", "shop", "--json")).stdout)
+    assert listed == [
+        {
+            "event": "Order Completed",
+            "count": 2,
+            "last_at": "2026-11-28T10:00:03.000Z",
+            "origin": "traffic",
+        },
+        {
+            "event": "Signed Up",
+            "count": 1,
+            "last_at": "2026-11-28T10:00:01.000Z",
+            "origin": "traffic",
+        },
+        {
+            "event": "Subscription Renewed",
+            "count": 1,
+            "last_at": "2026-11-28T10:00:00.000Z",
+            "origin": "traffic",
+        },
+    ]
+    table = ok(run("events", "list", "--app", "shop")).stdout
+    assert "Order Completed" in table and "Subscription Renewed" in table
+    make_app(clean_db, "empty")
+    assert "no events" in ok(run("events", "list", "--app", "empty")).stdout
+    assert "no app named" in one_line_error(run("events", "list", "--app", "nope"))
+
+
+def test_attributes_ignored_lists_values_by_attribute_and_reason(
+    clean_db: Engine, settings: Settings
+) -> None:
+    app_id = make_app(clean_db)
+    run = invoker(settings)
+    ok(run("attributes", "define", "--app", "shop", "--scope", "user", "seats", "integer"))
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE apps SET max_event_names = 1 WHERE id = :a"), {"a": app_id})
+    identify = {"type": "identify", "userId": "u1"}
+    apply(
+        clean_db,
+        app_id,
+        {**identify, "traits": {"seats": "many"}},
+        {**identify, "traits": {"seats": 2.5}},
+        {**identify, "traits": {"seats": "3"}},
+        track("First", 1),
+        track("Second", 2),
+    )
+    listed = orjson.loads(ok(run("attributes", "ignored", "--app", "shop", "--json")).stdout)
+    assert [(r["scope"], r["event"], r["name"], r["reason"], r["count"]) for r in listed] == [
+        ("user", None, "seats", "uncoercible", 2),
+        ("event", "Second", None, "over_cap", 1),
+    ]
+    assert all(r["last_at"] for r in listed)
+    table = ok(run("attributes", "ignored", "--app", "shop")).stdout
+    assert "uncoercible" in table and "seats" in table
+    make_app(clean_db, "empty")
+    assert "nothing ignored" in ok(run("attributes", "ignored", "--app", "empty")).stdout
