@@ -218,7 +218,7 @@ def _call_operation(route: Route, path: str, method: str = "POST") -> dict[str, 
             " the body (how Actions signs a batch)."
         )
     alias = path != route.paths[0]
-    body = _ref("Batch" if batch else "Call")
+    body: dict[str, Any] = _ref("Batch" if batch else "Call")
     if route.arrays:
         body = {"oneOf": [body, {"type": "array", "items": _ref("Call")}]}
     operation: dict[str, Any] = {

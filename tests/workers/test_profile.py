@@ -567,9 +567,7 @@ DEVICE_TYPES: list[Any] = [
     pytest.param({"type": "tvos"}, {}, None, "tv", id="tvos"),
     pytest.param({"type": "android", "model": "BRAVIA 4K VH2"}, {}, None, "tv", id="android-tv"),
     pytest.param({"type": "android", "model": "AFTMM"}, {}, None, "tv", id="fire-tv"),
-    pytest.param(
-        {"type": "android", "model": "Pixel Watch 2"}, {}, None, "wearable", id="wear-os"
-    ),
+    pytest.param({"type": "android", "model": "Pixel Watch 2"}, {}, None, "wearable", id="wear-os"),
     pytest.param({"type": "android", "model": "SM-R960"}, {}, None, "wearable", id="galaxy-watch"),
     pytest.param({"type": None}, {}, None, None, id="null-type"),
 ]
