@@ -370,6 +370,17 @@ def test_derived_ids_ignore_key_order_and_the_write_key():
     assert message_id_of({**a, "messageId": " "}) == derived_message_id({**a, "messageId": " "})
 
 
+def test_a_replayed_line_keeps_numeric_ids_exact_and_refuses_inexact_ones():
+    """The receiver's rule (shared.calls.parse_json), for the same reasons: a 21-digit id read as
+    a float would join another user."""
+    raw = b'{"type":"identify","userId":123456789012345678901,"traits":{}}'
+    line = replay.check_line(1, raw, Settings())
+    assert line.calls[0]["userId"] == "123456789012345678901"
+    refused = replay.check_line(2, b'{"type":"identify","userId":1.5}', Settings())
+    assert refused.calls == []
+    assert refused.rejections[0].codes == ("inexact_id",)
+
+
 # --- failures ----------------------------------------------------------------------------------
 
 
