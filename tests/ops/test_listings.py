@@ -7,12 +7,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
 
 from shared.settings import Settings
-from shared.tenancy import new_app
 from tests.support.cli import invoker, ok, one_line_error
 from tests.support.envelopes import envelope
+from tests.support.factories import make_app
 from tests.support.fixtures import fixture
 from workers.apply.batch import apply_envelope
 
@@ -20,13 +19,6 @@ from workers.apply.batch import apply_envelope
 def apply(engine: Engine, app_id: int, *calls: Any) -> None:
     with engine.begin() as conn:
         apply_envelope(conn, envelope(app_id, list(calls)))
-
-
-def make_app(engine: Engine, name: str = "shop") -> int:
-    with Session(engine) as session:
-        app = new_app(session, name)
-        session.commit()
-        return app.id
 
 
 def track(event: str, i: int, **properties: Any) -> dict[str, Any]:
@@ -40,7 +32,7 @@ def track(event: str, i: int, **properties: Any) -> dict[str, Any]:
 
 
 def test_events_list_counts_each_name(clean_db: Engine, settings: Settings) -> None:
-    app_id = make_app(clean_db)
+    app_id = make_app(clean_db, "shop")
     apply(
         clean_db,
         app_id,
@@ -81,7 +73,7 @@ def test_events_list_counts_each_name(clean_db: Engine, settings: Settings) -> N
 def test_attributes_ignored_lists_values_by_attribute_and_reason(
     clean_db: Engine, settings: Settings
 ) -> None:
-    app_id = make_app(clean_db)
+    app_id = make_app(clean_db, "shop")
     run = invoker(settings)
     ok(run("attributes", "define", "--app", "shop", "--scope", "user", "seats", "integer"))
     with clean_db.begin() as conn:
