@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import redis
 
-from shared.envelope import Envelope, EnvelopeError
+from shared.envelope import Envelope, EnvelopeError, merge_defaults
 from shared.eventtime import MAX_FUTURE
 from shared.queues import APPLY_TASK, QUEUES
 from shared.timeparse import parse_iso, utcnow
@@ -118,8 +118,11 @@ def export_calls(envelope: Envelope) -> list[Any]:
 
     A default the envelope holds beside the batch's context and integrations (the type a single
     call's endpoint fixes) goes into the call where the call has none, as the worker would merge it.
+    The request's address of a direct sender goes into `context.ip` where the call has none, as
+    Segment's API fills it: a replay never takes its own address as the user's (SPEC 5.3, v2).
     """
     extra = {k: v for k, v in envelope.defaults.items() if k not in _BATCH_KEYS}
+    client_ip = envelope.client_ip()
     calls: list[Any] = []
     for call, message_id in zip(envelope.calls, envelope.message_ids, strict=True):
         if not isinstance(call, dict):
@@ -130,6 +133,9 @@ def export_calls(envelope: Envelope) -> list[Any]:
                 out[key] = value
         out["messageId"] = message_id
         out["receivedAt"] = _received_at(call, envelope)
+        context = merge_defaults(out, envelope.defaults).get("context")
+        if client_ip and (context is None or (isinstance(context, dict) and not context.get("ip"))):
+            out["context"] = {**(out.get("context") or {}), "ip": client_ip}
         calls.append(out)
     calls.extend(r.get("call") for r in envelope.rejected if isinstance(r, dict))
     return calls

@@ -42,6 +42,11 @@ class Envelope:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     v: int = VERSION
 
+    def client_ip(self) -> str | None:
+        """The request's address where it stands for the user's (a client posting straight to
+        /v1/*), else None: for /webhook it is Segment's server, for a replay the operator's."""
+        return self.remote_addr if self.source == DIRECT_SOURCE else None
+
     def to_dict(self) -> dict[str, Any]:
         """The message as a dict; calls are shared, not copied (asdict would deep-copy them)."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

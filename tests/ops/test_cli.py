@@ -345,7 +345,7 @@ def test_attributes_define_and_list(run: Run, clean_db: Engine, shop: str) -> No
             "--event", "Order Completed", "total", "number", "--json",
         )
     )  # fmt: skip
-    assert (total["event"], total["type"]) == ("Order Completed", "float")
+    assert (total["event"], total["type"]) == ("Order Completed", "number")
 
     with Session(clean_db) as session:
         event = session.scalars(select(EventDefinition)).one()

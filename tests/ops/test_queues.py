@@ -220,11 +220,18 @@ def test_export_writes_the_waiting_calls_and_leaves_the_queue_as_it_was(
     assert result.stderr == "exported 3 messages (5 calls) from ingest\n"
     batch, single, own = (orjson.loads(line) for line in result.stdout.splitlines())
     # The batch keeps its context and sentAt; its refused call comes last, as sent, so that nothing
-    # waiting is lost (a replay refuses it again and names it).
+    # waiting is lost (a replay refuses it again and names it). The request's address goes into
+    # each accepted call's context.ip, as Segment's API fills it (a replay never takes its own).
+    ip = {"ip": "198.51.100.23"}
     assert batch == {
         "batch": [
-            {**PAGE, "receivedAt": received_at},
-            {**TRACK, "messageId": originals[0]["message_ids"][1], "receivedAt": received_at},
+            {**PAGE, "receivedAt": received_at, "context": {**PAGE.get("context", {}), **ip}},
+            {
+                **TRACK,
+                "messageId": originals[0]["message_ids"][1],
+                "receivedAt": received_at,
+                "context": {**TRACK.get("context", {}), **ip},
+            },
             REJECTED,
         ],
         "context": CONTEXT,

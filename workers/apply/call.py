@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.calls import check_call
-from shared.envelope import DIRECT_SOURCE, Envelope, merge_defaults
+from shared.envelope import Envelope, merge_defaults
 from shared.eventtime import event_time
 from shared.ids import clean_text, normalize_id
 from shared.timeparse import parse_iso
@@ -72,5 +72,5 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
         user_id=user_id,
         anonymous_id=anonymous_id,
         time=event_time(body, received_at, parse_iso(env.sent_at)),
-        client_ip=env.remote_addr if env.source == DIRECT_SOURCE else None,
+        client_ip=env.client_ip(),
     )
