@@ -130,12 +130,17 @@ def test_browser_libraries_requests_pass_cors_and_reach_the_profile(
         assert results[name]["requestId"], f"{name}: X-Request-Id is not exposed"
     assert results["batchRetry"]["body"] == {"success": True, "accepted": 1, "rejected": []}
 
-    def applied() -> bool:
+    def settled() -> bool:
         with clean_db.connect() as conn:
-            return conn.scalar(text("SELECT count(*) FROM processed_messages")) == 5
+            done = conn.scalar(text("SELECT count(*) FROM processed_messages"))
+            letters = conn.scalar(text("SELECT count(*) FROM dead_letters"))
+        return done + letters >= 5
 
-    wait_for(applied, timeout=60, what="the worker to apply the browser's five calls")
+    wait_for(settled, timeout=120, what="the worker to take the browser's five calls")
     with clean_db.connect() as conn:
+        letters = conn.execute(text("SELECT reason, error FROM dead_letters")).all()
+        assert letters == []
+        assert conn.scalar(text("SELECT count(*) FROM processed_messages")) == 5
         user = conn.execute(text("SELECT * FROM users")).mappings().one()
     assert user["page_views"] == 3
     assert user["user_agent"].startswith("Mozilla/5.0")
