@@ -22,8 +22,8 @@ def read_body(
 ) -> tuple[bytes, bytes | None]:
     """The body, decompressed, at most `limit` bytes; and the bytes as sent where they were gzip.
 
-    A body over the limit is refused (400 payload_too_large) before more than the limit is held in memory, however
-    well it compresses.
+    A body over the limit is refused (400 payload_too_large) before more than the limit is held in
+    memory, however well it compresses.
     """
     encoding = (encoding or "").strip().lower()
     if encoding in ("", "identity"):
@@ -52,7 +52,8 @@ def read_body(
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip (one or more members) into at most `limit` bytes, else 400 payload_too_large; bad data 400 invalid_gzip."""
+    """Decompress gzip (one or more members) into at most `limit` bytes, else 400
+    payload_too_large; bad data 400 invalid_gzip."""
     out: list[bytes] = []
     size = 0
     try:

@@ -3,7 +3,8 @@ stamp metadata, enqueue (STYLE 3). Everything else happens in the workers.
 
 The order of a call request, and so which refusal wins when several apply:
 1. a key from the Authorization header is looked up (403) and counted by the rate limit (429);
-2. the body is read and decompressed within its bound (400 payload_too_large, 415, 400 invalid_gzip);
+2. the body is read and decompressed within its bound (400 payload_too_large, 415, 400
+   invalid_gzip);
 3. the JSON is parsed (400; but 401 where no header key was given, as no key can then be found);
 4. without a header key, the body's `writeKey` is looked up (401 if absent, 403, 429);
 5. the webhook signature (401), nesting depth (400), the batch envelope (400);

@@ -109,8 +109,10 @@ def _exact_ids(raw: bytes) -> Any:
     would have made of it. An id sent as a fraction stays a float, and check_call refuses it."""
     try:
         document = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise Refusal(400, "invalid_json", "the body is not valid JSON") from None
+    except RecursionError:
+        raise Refusal(400, "too_deep", "the JSON nests too deeply") from None
     for call in _calls_of(document):
         if type(call) is dict:
             for name in ID_FIELDS:

@@ -201,7 +201,7 @@ def _to_float(value: Any) -> Any:
 
 
 def _to_number(value: Any) -> Any:
-    """A float's rules, but an integral value within 64 bits is stored as an integer (SPEC 2, v2)."""
+    """A float's rules, but an integral value within 64 bits is an integer (SPEC 2, v2)."""
     if isinstance(value, int) and not isinstance(value, bool) and I64_MIN <= value <= I64_MAX:
         return value
     number = _to_float(value)
