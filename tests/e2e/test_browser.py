@@ -2,12 +2,15 @@
 analytics.js and RudderStack's JS SDK make: the preflights must pass, the answers' headers must be
 readable, and the calls must reach the profile (SPEC 3, 5.3, v2).
 
-The requests are written as the libraries write them (analytics-next
+The first test makes the requests as the libraries write them (analytics-next
 `packages/browser/src/plugins/segmentio/fetch-dispatcher.ts` and `batched-dispatcher.ts`;
 rudder-sdk-js `packages/analytics-js-plugins/src/xhrQueue/utilities.ts` and
-`packages/analytics-js/src/services/HttpClient/xhr/xhrRequestHandler.ts`). Skipped where Chromium or
-the playwright package is missing (`apt-get install chromium`; `pip install playwright`, which uses
-the system Chromium here and downloads no browser).
+`packages/analytics-js/src/services/HttpClient/xhr/xhrRequestHandler.ts`). The second loads the
+real analytics.js 1.84.3 (npm, tests/browser/package.json) against a rate-limited receiver, so that
+it must retry with X-Retry-Count. Skipped where Chromium, the playwright package or (the second)
+the npm package is missing: `apt-get install chromium`; `pip install playwright` (it drives the
+system Chromium and downloads no browser); `npm ci --prefix tests/browser`. No page.route() here:
+with interception on, Playwright answers CORS preflights itself and would hide what is tested.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import http.server
 import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,16 +85,42 @@ SEND = """async ([api, key]) => {
 }"""
 
 
+ANALYTICS_JS = Path(__file__).resolve().parents[1] / "browser/node_modules/@segment/analytics-next"
+"""The real analytics.js (npm @segment/analytics-next, pinned in tests/browser/package.json)."""
+UMD = ANALYTICS_JS / "dist/umd"
+
+AJS_PAGE = b"""<!doctype html><html><head><title>Shop</title>
+<script src="/ajs/index.js"></script></head><body></body></html>"""
+
+AJS_SEND = """async ([apiHost, key, cdnURL]) => {
+  const [analytics] = await AnalyticsNext.AnalyticsBrowser.load(
+    {writeKey: key, cdnURL,
+     cdnSettings: {integrations: {'Segment.io': {apiKey: key, apiHost, protocol: 'http'}}}},
+    {disableClientPersistence: true});
+  await analytics.page('Shop');
+  await analytics.identify('ajs-user', {email: 'ajs@example.com', plan: 'pro'});
+  await analytics.track('First', {n: 1});
+  await analytics.track('Second', {n: 2});
+  return true;
+}"""
+
+
 @pytest.fixture
 def site() -> Iterator[str]:
-    """A page served from its own origin (another port), as a shop's site would be."""
+    """A page served from its own origin (another port), as a shop's site would be; /ajs/NAME
+    and /analytics-next/bundles/NAME (where analytics.js loads its lazy chunks from, given this
+    origin as its cdnURL) serve the real analytics.js build."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith(("/ajs/", "/analytics-next/bundles/")):
+                body, kind = (UMD / Path(self.path).name).read_bytes(), "text/javascript"
+            else:
+                body, kind = (AJS_PAGE if self.path == "/ajs.html" else PAGE), "text/html"
             self.send_response(200)
-            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Type", kind)
             self.end_headers()
-            self.wfile.write(PAGE)
+            self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -148,3 +178,68 @@ def test_browser_libraries_requests_pass_cors_and_reach_the_profile(
     assert user["ip_address"] == "127.0.0.1"  # the request's address: the browser posted directly
     if results["hints"]:  # Chromium sends client hints on a secure (localhost) origin
         assert user["os"] == results["hints"]["platform"]
+
+
+@pytest.fixture
+def rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call a second per key, and Retry-After: 1, so that analytics.js must retry."""
+    monkeypatch.setenv("RATE_LIMIT_PER_SECOND", "1")
+    monkeypatch.setenv("RATE_LIMIT_BURST", "1")
+    monkeypatch.setenv("RETRY_AFTER_SECONDS", "1")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")
+@pytest.mark.skipif(
+    not (UMD / "index.js").exists(),
+    reason="analytics.js is not installed (npm install --prefix tests/browser)",
+)
+def test_the_real_analytics_js_retries_through_cors_after_a_429(
+    rate_limited: None, stack: str, site: str, clean_db: Engine
+) -> None:
+    """analytics.js 1.84.3 itself, rate limited: every 429 is retried with X-Retry-Count, which the
+    preflight must allow, after the Retry-After it must be able to read. All four calls arrive."""
+    with Session(clean_db) as session:
+        app = new_app(session, "ajs")
+        key = create_key(session, app).api_key
+        session.commit()
+    api_host = stack.removeprefix("http://") + "/v1"
+    retries: list[str] = []
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            # No page.route(): with interception on, Playwright answers CORS preflights itself.
+            page.on(
+                "request",
+                lambda r: (
+                    retries.append(r.headers["x-retry-count"])
+                    if "x-retry-count" in r.headers
+                    else None
+                ),
+            )
+            page.goto(f"{site}/ajs.html")
+            page.evaluate(AJS_SEND, [api_host, key, site])
+
+            def settled() -> bool:
+                with clean_db.connect() as conn:
+                    done = conn.scalar(text("SELECT count(*) FROM processed_messages"))
+                return done >= 4
+
+            wait_for(settled, timeout=90, what="analytics.js's four calls, retries included")
+        finally:
+            browser.close()
+
+    assert retries, "the rate limit never made analytics.js retry"
+    with clean_db.connect() as conn:
+        user = conn.execute(text("SELECT * FROM users")).mappings().one()
+        events = sorted(
+            conn.scalars(
+                text("SELECT d.name FROM events e JOIN event_definitions d ON d.id = e.event_id")
+            )
+        )
+    assert user["user_id"] == "ajs-user"
+    assert user["email"] == "ajs@example.com"
+    assert events == ["First", "Second"]
+    assert user["page_views"] == 1
