@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,19 +13,13 @@ from segment.analytics.request import APIError
 from werkzeug.serving import make_server
 
 from tests.support.receiver import Tenant
+from tests.support.stack import serving
 
 
 @pytest.fixture
 def live_url(receiver_app: Flask, redis_client: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, receiver_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving(make_server("127.0.0.1", 0, receiver_app, threaded=True)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from shared.settings import Settings
@@ -62,3 +65,16 @@ def answers(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[str]:
+    """Serve `server` (bound to 127.0.0.1) from a thread; yield its URL, and stop it afterwards."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
