@@ -41,6 +41,29 @@ FIGURES = (
 )
 
 
+def run_bench(
+    args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`python -m bench ARGS`; past `timeout` it gets SIGTERM, which it answers by stopping the
+    receiver and worker it started (a SIGKILL would leave them running, draining other tests'
+    queues), and only then, if need be, SIGKILL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        raise AssertionError(f"the bench took over {timeout} s:\n{stdout}{stderr}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def test_quick_bench_writes_every_figure(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -54,10 +77,7 @@ def test_quick_bench_writes_every_figure(
         "BENCH_REDIS_DB": urlsplit(settings.redis_url).path.strip("/"),
     }
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        result = run_bench(["--quick", "--out", str(out)], env, timeout=120)
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
