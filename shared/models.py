@@ -22,9 +22,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    or_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.attributes import DEFAULT_CAPS, NAME_MAX, ORIGINS, SCOPES, TYPES, Caps
 
@@ -349,3 +351,8 @@ class DeadLetter(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @classmethod
+    def is_open(cls) -> ColumnElement[bool]:
+        """Never replayed, or failed again after its last replay: waiting for an operator."""
+        return or_(cls.replayed_at.is_(None), cls.updated_at > cls.replayed_at)

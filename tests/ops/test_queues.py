@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -138,8 +139,18 @@ def stats(invoke: Invoke, **kw: Any) -> dict[str, Any]:
 def test_stats_of_empty_queues(invoke: Invoke, apps: dict[str, int]):
     assert stats(invoke) == {
         "queues": {
-            "ingest": {"waiting": 0, "unacked": 0, "lag_seconds": None},
-            "replay": {"waiting": 0, "unacked": 0, "lag_seconds": None},
+            "ingest": {
+                "waiting": 0,
+                "unacked": 0,
+                "lag_seconds": None,
+                "oldest_unacked_seconds": None,
+            },
+            "replay": {
+                "waiting": 0,
+                "unacked": 0,
+                "lag_seconds": None,
+                "oldest_unacked_seconds": None,
+            },
         },
         "dead_letters": 0,
         "lag_seconds": None,
@@ -159,6 +170,8 @@ def test_stats_count_waiting_unacked_dead_letters_and_lag(
     # A message a worker holds: kombu keeps it in its unacked hash, routed to its queue.
     held = publisher.message(newest, INGEST)
     redis_client.hset("unacked", "tag-1", orjson.dumps([orjson.loads(held), "", INGEST]))
+    # ... delivered to its worker 20 minutes ago (kombu's unacked_index holds the delivery time).
+    redis_client.zadd("unacked_index", {"tag-1": time.time() - 1200})
     with clean_db.begin() as conn:
         store(conn, apps["shop"], [LetterToKeep(f"k{i}", "r", "e", {}, None, {}) for i in range(2)])
         conn.execute(text("UPDATE dead_letters SET replayed_at = now() + interval '1 hour'"))
@@ -171,6 +184,8 @@ def test_stats_count_waiting_unacked_dead_letters_and_lag(
     assert 30 <= ingest["lag_seconds"] < 60
     assert 5 <= replay["lag_seconds"] < 30
     assert answer["lag_seconds"] == ingest["lag_seconds"]
+    assert 1200 <= ingest["oldest_unacked_seconds"] < 1260
+    assert replay["oldest_unacked_seconds"] is None
     assert answer["dead_letters"] == 1  # the two replayed ones wait for nobody
 
 
