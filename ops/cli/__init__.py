@@ -41,6 +41,23 @@ class _UsageMistake(click.ClickException):
 class _Cli(click.Group):
     """The root group: turns every expected failure into one line on stderr."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # A mistake in the root's own options (`userdest --bogus`) is found here, before invoke.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _UsageMistake(
+                f"{one_line(exc.format_message())} (see `{info_name or 'userdest'} --help`)"
+            ) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -60,6 +77,7 @@ class _Cli(click.Group):
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="userdest", prog_name="userdest", message="%(prog)s %(version)s")
 def main() -> None:
     """Operate userdest: the database, apps, API keys, trusted domains, attributes, profiles,
     replays, dead letters and queues.

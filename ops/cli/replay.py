@@ -28,6 +28,10 @@ from shared.queues import QUEUES, REPLAY
 if TYPE_CHECKING:
     from ops.replay import Source, Summary
 
+REJECTED_EXIT = 3
+"""`replay`'s exit status when it enqueued what it could but refused some lines (1 is an error
+that stopped it, 2 a usage mistake)."""
+
 
 @contextmanager
 def _progress(
@@ -138,9 +142,13 @@ def replay_file(
             summary = run(replay.publisher_send(Publisher(celery, client), queue))
     if as_json:
         emit(summary.answer(), True)
-        return
-    details = {**summary.answer(), "messages": summary.messages, "queue": queue}
-    emit(details, False, title="dry run: nothing enqueued" if dry_run else f"replayed to {queue}")
+    else:
+        details = {**summary.answer(), "messages": summary.messages, "queue": queue}
+        title = "dry run: nothing enqueued" if dry_run else f"replayed to {queue}"
+        emit(details, False, title=title)
+    if summary.rejected:
+        # The good lines are enqueued; the exit status tells a script that some were not.
+        raise SystemExit(REJECTED_EXIT)
 
 
 def _stdin() -> BinaryIO:

@@ -32,6 +32,7 @@ from tests.support.cli import (
     message_ids,
     ok,
     one_line_error,
+    replay_ran,
 )
 from workers.apply.batch import Outcome, apply_envelope
 from workers.apply.deadletters import LetterToKeep, store
@@ -273,7 +274,7 @@ def test_an_export_replays_to_the_same_message_ids(
     originals = envelopes(redis_client, INGEST)
     exported = ok(invoke("queue", "export", "--queue", "ingest")).stdout.encode()
 
-    result = ok(invoke("replay", "-", "--app", "mirror", "--json", stdin=exported))
+    result = replay_ran(invoke("replay", "-", "--app", "mirror", "--json", stdin=exported))
     assert orjson.loads(result.stdout) == {
         "accepted": 4,
         "rejected": 1,
@@ -288,7 +289,7 @@ def test_an_export_replays_to_the_same_message_ids(
     assert all(env["app_id"] == apps["mirror"] for env in replayed)
 
     redis_client.delete(REPLAY)
-    ok(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
     assert message_ids(redis_client) == [m for env in originals for m in env["message_ids"]]
 
 
@@ -312,7 +313,7 @@ def test_export_to_a_gzip_file_with_a_json_summary(
         "out": str(out),
     }
     assert len(gzip.decompress(out.read_bytes()).splitlines()) == 3
-    replayed = ok(invoke("replay", str(out), "--app", "mirror", "--json"))
+    replayed = replay_ran(invoke("replay", str(out), "--app", "mirror", "--json"))
     assert orjson.loads(replayed.stdout)["accepted"] == 4
     assert redis_client.llen(INGEST) == 3
 
@@ -329,7 +330,9 @@ def test_export_of_one_app_and_a_warning_when_apps_mix(
     only = ok(invoke("queue", "export", "--queue", "ingest", "--app", "mirror"))
     assert len(only.stdout.splitlines()) == 3
     assert "Warning" not in only.stderr
-    replayed = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=only.stdout.encode()))
+    replayed = replay_ran(
+        invoke("replay", "-", "--app", "shop", "--json", stdin=only.stdout.encode())
+    )
     assert orjson.loads(replayed.stdout)["accepted"] == 4
     mirror_ids = [m for env in envelopes(redis_client, INGEST)[3:] for m in env["message_ids"]]
     assert message_ids(redis_client) == mirror_ids
@@ -411,7 +414,7 @@ def test_an_exported_backlog_replayed_elsewhere_applies_once_with_its_event_time
     source = snapshot(clean_db, apps["shop"])
 
     # The other deployment replays the export: the same profiles, events and event times.
-    ok(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
     first = apply_all(clean_db, envelopes(redis_client, REPLAY))
     assert sum(sum(o.applied.values()) for o in first) == 4
     mirror = snapshot(clean_db, apps["mirror"])
@@ -419,7 +422,7 @@ def test_an_exported_backlog_replayed_elsewhere_applies_once_with_its_event_time
 
     # Replaying it again there changes nothing.
     redis_client.delete(REPLAY)
-    ok(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
     second = apply_all(clean_db, envelopes(redis_client, REPLAY))
     assert sum(sum(o.applied.values()) for o in second) == 0
     assert sum(o.duplicates for o in second) == 4
