@@ -8,6 +8,9 @@ timeout, put back on its queue.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +20,15 @@ import redis
 
 from shared.envelope import Envelope
 from shared.eventtime import MAX_FUTURE
-from shared.queuestate import MessageError, decode_message, read_queues
+from shared.queues import QUEUES
+from shared.queuestate import (
+    UNACKED,
+    UNACKED_INDEX,
+    MessageError,
+    decode_message,
+    read_queues,
+    routing_key,
+)
 from shared.timeparse import parse_iso
 
 _BATCH_KEYS = ("context", "integrations")
@@ -147,3 +158,43 @@ def export_queue(
             envelope.rejected
         )
     return summary
+
+
+# --- requeue -------------------------------------------------------------------------------------
+
+
+def requeue_unacked(client: redis.Redis, older_than: float) -> dict[str, int]:
+    """Put back on their queue the unacknowledged messages delivered more than `older_than`
+    seconds ago (a lost worker's), as kombu does after the visibility timeout; how many, by queue.
+
+    Each message moves in a transaction watching kombu's `unacked` hash: it leaves the hash and
+    its index and goes to the consuming end of its queue (the next message a worker takes), marked
+    redelivered, exactly once even while kombu's own restore runs. Entries routed to a queue that
+    is not ours are left alone.
+    """
+    ceiling = time.time() - older_than
+    moved: Counter[str] = Counter(dict.fromkeys(QUEUES, 0))
+    tags: list[bytes] = client.zrangebyscore(UNACKED_INDEX, "-inf", ceiling)  # type: ignore[assignment]
+    for tag in tags:
+
+        def move(pipe: redis.client.Pipeline, tag: bytes = tag) -> str | None:
+            raw = pipe.hget(UNACKED, tag)
+            queue = routing_key(raw) if raw is not None else None
+            if raw is not None and queue not in QUEUES:
+                return None
+            pipe.multi()
+            pipe.zrem(UNACKED_INDEX, tag)
+            if raw is None:
+                return None  # acknowledged meanwhile; only its index entry was left
+            message, _exchange, _key = orjson.loads(raw)
+            with contextlib.suppress(KeyError, TypeError):
+                message["headers"]["redelivered"] = True
+                message["properties"]["delivery_info"]["redelivered"] = True
+            pipe.hdel(UNACKED, tag)
+            pipe.rpush(str(queue), orjson.dumps(message))
+            return queue
+
+        queue = client.transaction(move, UNACKED, value_from_callable=True)  # type: ignore[arg-type]
+        if isinstance(queue, str):
+            moved[queue] += 1
+    return dict(moved)

@@ -427,3 +427,42 @@ def test_an_exported_backlog_replayed_elsewhere_applies_once_with_its_event_time
     assert sum(sum(o.applied.values()) for o in second) == 0
     assert sum(o.duplicates for o in second) == 4
     assert snapshot(clean_db, apps["mirror"]) == mirror
+
+
+# --- requeue -----------------------------------------------------------------------------------
+
+
+def test_requeue_puts_a_lost_worker_s_messages_back_first_in_line(
+    invoke: Invoke, apps: dict[str, int], publisher: Publisher, redis_client: redis.Redis
+):
+    backlog(publisher, apps["shop"])  # three waiting on ingest
+    lost, live = (
+        publisher.message(e, INGEST) for e in receiver_envelopes(apps["shop"], iso(utcnow()))[:2]
+    )
+    foreign = orjson.dumps({"headers": {"task": "other.task"}})
+    held = {
+        "lost": (lost, INGEST, 7200),
+        "live": (live, INGEST, 60),
+        "theirs": (foreign, "x", 7200),
+    }
+    for tag, (message, queue, age) in held.items():
+        redis_client.hset("unacked", tag, orjson.dumps([orjson.loads(message), "", queue]))
+        redis_client.zadd("unacked_index", {tag: time.time() - age})
+    assert stats(invoke)["queues"]["ingest"]["oldest_unacked_seconds"] >= 7200
+
+    answer = orjson.loads(ok(invoke("queue", "requeue", "--older-than", "30m", "--json")).stdout)
+    assert answer == {"requeued": {"ingest": 1, "replay": 0}, "older_than_seconds": 1800.0}
+    assert redis_client.llen(INGEST) == 4
+    first = orjson.loads(redis_client.lindex(INGEST, -1))  # the consuming end
+    assert first["properties"]["delivery_tag"] == orjson.loads(lost)["properties"]["delivery_tag"]
+    assert first["headers"]["redelivered"] is True
+    assert sorted(redis_client.hkeys("unacked")) == [b"live", b"theirs"]
+    assert sorted(redis_client.zrange("unacked_index", 0, -1)) == [b"live", b"theirs"]
+    after = stats(invoke)["queues"]["ingest"]
+    assert (after["waiting"], after["unacked"]) == (4, 1)
+    again = orjson.loads(ok(invoke("queue", "requeue", "--older-than", "30m", "--json")).stdout)
+    assert again["requeued"] == {"ingest": 0, "replay": 0}
+
+
+def test_requeue_needs_a_bound(invoke: Invoke, apps: dict[str, int]):
+    assert "--older-than" in one_line_error(invoke("queue", "requeue"))
