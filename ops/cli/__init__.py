@@ -23,6 +23,7 @@ from ops.cli import (
     deadletters,
     domains,
     keys,
+    messages,
     queue,
     replay,
     users,
@@ -99,6 +100,7 @@ for command in (
     replay.replay_file,
     deadletters.deadletters,
     queue.queue,
+    messages.messages,
 ):
     main.add_command(command)
 
