@@ -97,7 +97,7 @@ for command in (
     attributes.attributes,
     users.users,
     companies.companies,
-    replay.replay_file,
+    replay.replay_group,
     deadletters.deadletters,
     queue.queue,
     messages.messages,

@@ -32,6 +32,7 @@ from tests.support.cli import (
     message_ids,
     ok,
     one_line_error,
+    replay_answer,
     replay_ran,
 )
 from workers.apply.batch import Outcome, apply_envelope
@@ -275,7 +276,7 @@ def test_an_export_replays_to_the_same_message_ids(
     exported = ok(invoke("queue", "export", "--queue", "ingest")).stdout.encode()
 
     result = replay_ran(invoke("replay", "-", "--app", "mirror", "--json", stdin=exported))
-    assert orjson.loads(result.stdout) == {
+    assert replay_answer(result) == {
         "accepted": 4,
         "rejected": 1,
         "duplicates": 0,

@@ -28,6 +28,7 @@ from tests.support.cli import (
     message_ids,
     ok,
     one_line_error,
+    replay_answer,
     replay_ran,
 )
 from tests.support.fixtures import fixture
@@ -86,7 +87,7 @@ def test_good_bad_duplicate_and_batch_lines(
     path = write(tmp_path, "calls.ndjson", MIXED)
     result = replay_ran(invoke("replay", path, "--app", "shop", "--json"))
 
-    assert orjson.loads(result.stdout) == {
+    assert replay_answer(result) == {
         "accepted": 5,
         "rejected": 3,
         "duplicates": 1,
@@ -195,7 +196,7 @@ def test_the_receiver_limits_apply(
             env={"MAX_BATCH_CALLS": "2"},
         )
     )
-    assert orjson.loads(result.stdout) == {
+    assert replay_answer(result) == {
         "accepted": 1,
         "rejected": 5,
         "duplicates": 0,
@@ -248,7 +249,7 @@ def test_crlf_line_ends_and_a_last_line_without_newline(
 ):
     data = orjson.dumps(TRACK) + b"\r\n" + orjson.dumps(IDENTIFY)
     result = replay_ran(invoke("replay", "-", "--app", "shop", "--json", stdin=data))
-    assert orjson.loads(result.stdout) == {
+    assert replay_answer(result) == {
         "accepted": 2,
         "rejected": 0,
         "duplicates": 0,
@@ -264,7 +265,7 @@ def test_dry_run_counts_and_enqueues_nothing(
 ):
     path = write(tmp_path, "c.ndjson", MIXED)
     result = replay_ran(invoke("replay", path, "--app", "shop", "--dry-run", "--json"))
-    assert orjson.loads(result.stdout) == {
+    assert replay_answer(result) == {
         "accepted": 5,
         "rejected": 3,
         "duplicates": 1,

@@ -66,3 +66,11 @@ def replay_ran(result: Result) -> Result:
     assert rejected is not None, (result.output, result.exception)
     assert result.exit_code == (3 if rejected else 0), (result.output, result.exception)
     return result
+
+
+def replay_answer(result: Result) -> dict[str, Any]:
+    """`replay --json`'s answer without its run id (checked here: a run id, or null for a dry run)."""
+    answer = orjson.loads(result.stdout)
+    run = answer.pop("run")
+    assert run is None or (run.startswith("run_") and len(run) == 16), run
+    return answer  # type: ignore[no-any-return]
