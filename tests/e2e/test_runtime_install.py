@@ -12,6 +12,7 @@ installed packages, not the checkout.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.e2e
 
 RUNTIME = ROOT / ".venv-runtime"
 PIP_TIMEOUT = 600
+PACKAGES = ("api", "workers", "shared", "ops")
 
 
 def _pip(*args: str) -> None:
@@ -45,16 +47,34 @@ def runtime_bin() -> Path:
     """The bin directory of a virtual environment holding `pip install .` and nothing else."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     stamp = RUNTIME / f".deps-{digest}"
+    # `make test` runs tests in several processes: one builds, the others wait for it.
+    with (ROOT / ".venv-runtime.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(stamp)
+
+
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _build(stamp: Path) -> Path:
+    code = RUNTIME / f".code-{_code_digest()}"
     if not stamp.exists():
         shutil.rmtree(RUNTIME, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(RUNTIME)], check=True, timeout=120)
         _pip(".")
         stamp.touch()
-    else:
+    elif not code.exists():
         # Same dependencies as last time: put this checkout's code in, touching nothing else.
         _pip("--no-deps", "--force-reinstall", ".")
-    for build in (ROOT / "build", *ROOT.glob("*.egg-info")):
-        shutil.rmtree(build, ignore_errors=True)
+    for old in RUNTIME.glob(".code-*"):
+        old.unlink()
+    code.touch()
     return RUNTIME / "bin"
 
 
