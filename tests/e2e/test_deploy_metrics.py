@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from shared.settings import Settings
 from tests.support.receiver import make_tenant
-from tests.support.stack import BIN, ROOT, answers, free_port, stack_env, wait_for
+from tests.support.stack import BIN, ROOT, answers, free_port, stack_env, stop, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -95,10 +95,7 @@ def test_dashboard_and_alert_metrics_exist_on_a_running_stack(
 
         wait_for(everything_applied, timeout=60, what="the worker's metrics")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=20)
+        stop(*procs)
     for where, wanted in named_in_deploy().items():
         assert wanted, where
         assert wanted - names == set(), f"the {where} names metrics nothing exposes"

@@ -18,21 +18,12 @@ from shared.publish import Publisher
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.receiver import make_tenant
-from tests.support.stack import BIN, ROOT, answers, free_port, stack_env, wait_for
+from tests.support.stack import BIN, ROOT, answers, free_port, stack_env, stop, wait_for
 
 pytestmark = pytest.mark.e2e
 
 WORKER = [str(BIN / "celery"), "-A", "workers", "worker", "--without-gossip", "--without-mingle",
           "--without-heartbeat"]  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_the_receiver_writes_each_log_line_once(
@@ -56,7 +47,7 @@ def test_the_receiver_writes_each_log_line_once(
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(request, timeout=5)  # noqa: S310
     finally:
-        _stop(receiver)
+        stop(receiver)
     lines = log.read_text().splitlines()
     refused = [line for line in lines if "once-1234567890" in line]
     assert len(refused) == 1, refused
@@ -102,7 +93,7 @@ def test_worker_metrics_count_without_a_multiprocess_directory(
         assert ("userdest_task_retries_total", (("queue", "ingest"),)) in samples
         assert any(name == "userdest_build_info" for name, _ in samples)
     finally:
-        _stop(worker)
+        stop(worker)
     # The worker's private directory went with it.
     assert [p.name for p in private.iterdir() if p.name.startswith("userdest-")] == []
 

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, text
 
 from shared.settings import Settings
 from tests.support.receiver import make_tenant
-from tests.support.stack import ROOT, answers, free_port, stack_env, wait_for
+from tests.support.stack import ROOT, answers, free_port, stack_env, stop, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -78,16 +78,6 @@ def _build(stamp: Path) -> Path:
     return RUNTIME / "bin"
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture
 def runtime_stack(
     runtime_bin: Path, clean_db: Engine, settings: Settings, redis_client: object, tmp_path: Path
@@ -112,7 +102,7 @@ def runtime_stack(
         wait_for(lambda: answers(url + "/healthz"), what="the installed receiver")
         yield url
     finally:
-        _stop(procs)
+        stop(*procs)
 
 
 def test_the_installed_packages_are_imported(runtime_bin: Path, tmp_path: Path) -> None:

@@ -9,28 +9,17 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from shared.celery_app import make_celery
 from shared.publish import Publisher
 from shared.settings import Settings
-from tests.support.cli import Invoke, invoker, ok, one_line_error
+from tests.support.cli import Invoke, ok, one_line_error
 from tests.support.envelopes import envelope
 from workers.apply.batch import apply_envelope
 from workers.apply.deadletters import LetterToKeep, store
 
 TRACK = {"type": "track", "userId": "u1", "anonymousId": "a1", "event": "Paid", "messageId": "t-1"}
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    return invoker(settings)
-
-
-@pytest.fixture
-def shop(clean_db: Engine, redis_client: redis.Redis) -> int:
-    with clean_db.begin() as conn:
-        return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('shop') RETURNING id")))
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-import pytest
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from shared.envelope import Envelope
 from shared.settings import Settings
@@ -20,17 +19,6 @@ from workers.apply.deadletters import LetterToKeep, store
 
 def call(mid: str) -> dict[str, str]:
     return {"type": "track", "userId": f"u-{mid}", "event": "Paid", "messageId": mid}
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    return invoker(settings)
-
-
-@pytest.fixture
-def shop(clean_db: Engine, redis_client: redis.Redis) -> int:
-    with clean_db.begin() as conn:
-        return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('shop') RETURNING id")))
 
 
 def status(invoke: Invoke, run: str) -> dict[str, object]:

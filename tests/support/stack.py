@@ -62,3 +62,15 @@ def answers(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def stop(*procs: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """TERM each process, wait for it, and kill one that does not stop in time."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

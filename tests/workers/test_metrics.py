@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared.settings import Settings
 from tests.support.envelopes import envelope
+from tests.support.factories import make_app
 from workers import tasks
 
 
@@ -42,8 +43,7 @@ def applier(clean_db: Engine, settings: Settings) -> Iterator[tasks.Applier]:
 
 @pytest.fixture
 def app_id(clean_db: Engine) -> int:
-    with clean_db.begin() as conn:
-        return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('m') RETURNING id")))
+    return make_app(clean_db, "m")
 
 
 def test_duplicates_and_lag_are_counted_by_queue(applier: tasks.Applier, app_id: int) -> None:
