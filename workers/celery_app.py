@@ -6,12 +6,13 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init
+from celery.signals import celeryd_init, setup_logging, worker_init
 from prometheus_client import start_http_server
 
 from shared import metrics
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
+from shared.queues import QUEUES
 from shared.settings import Settings
 from workers.start import WorkerRefused
 from workers.tasks import register
@@ -26,6 +27,18 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     app.conf.task_queues = [q for q in app.conf.task_queues if q.name in settings.queues]
     register(app, settings)
     metrics.prime_worker_series()
+
+    @celeryd_init.connect(weak=False)
+    def _queues(options: dict[str, Any] | None = None, **_: Any) -> None:
+        # -Q with a name that is not a queue: one line, not Celery's traceback.
+        given = (options or {}).get("queues") or []
+        names = given.split(",") if isinstance(given, str) else list(given)
+        unknown = [q.strip() for q in names if q.strip() and q.strip() not in QUEUES]
+        if unknown:
+            raise WorkerRefused(
+                f"-Q {','.join(names)}: {unknown[0]!r} is not a queue (the queues are "
+                f"{', '.join(QUEUES)})"
+            )
 
     @setup_logging.connect(weak=False)
     def _logging(**_: Any) -> None:

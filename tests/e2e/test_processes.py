@@ -103,11 +103,22 @@ def test_worker_metrics_count_without_a_multiprocess_directory(
     [
         ("WORKER_QUEUES", "ingset", "WORKER_QUEUES='ingset'"),
         ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics", "PROMETHEUS_MULTIPROC_DIR"),
+        ("-Q", "ingest,ingset", "'ingset' is not a queue"),
     ],
 )
 def test_the_worker_refuses_a_bad_setting_in_one_line(
     settings: Settings, variable: str, value: str, named: str
 ) -> None:
+    if variable == "-Q":
+        result = subprocess.run(
+            [*WORKER, "-Q", value], cwd=ROOT, env=stack_env(settings), capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode != 0
+        assert lines[-1].startswith("userdest worker: ") and named in lines[-1], lines
+        assert "Traceback" not in result.stderr
+        return
     env = {**stack_env(settings), variable: value, "WORKER_METRICS_PORT": str(free_port())}
     result = subprocess.run(
         WORKER, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
