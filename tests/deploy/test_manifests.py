@@ -13,6 +13,8 @@ import dataclasses
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -230,3 +232,23 @@ def test_the_dashboard_draws_every_panel_from_prometheus() -> None:
         assert needed in titles
     for panel in panels:
         assert panel["targets"] and all("userdest_" in t["expr"] for t in panel["targets"])
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_alerts_and_every_dashboard_query(tmp_path: Path) -> None:
+    """Where Prometheus's own checker is installed (Debian's `prometheus` package), the alert rules
+    and, as recording rules, every query of the dashboard parse as PromQL."""
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "userdest.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    # Grafana's $__rate_interval is not PromQL; any duration stands in for it.
+    rules = [
+        {"record": f"dashboard:query:{i}", "expr": e.replace("$__rate_interval", "5m")}
+        for i, e in enumerate(exprs)
+    ]
+    queries = tmp_path / "dashboard-rules.yaml"
+    queries.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(DEPLOY / "prometheus" / "alerts.yaml"), str(queries)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

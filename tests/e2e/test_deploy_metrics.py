@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -37,11 +38,14 @@ def named_in_deploy() -> dict[str, set[str]]:
     }
 
 
+def exposition(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (a local URL we built)
+        return str(answer.read().decode())
+
+
 def exposed(url: str) -> set[str]:
     """Names in a Prometheus text exposition: samples, and HELP/TYPE lines of unobserved series."""
-    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (a local URL we built)
-        text = answer.read().decode()
-    return set(NAME.findall(text))
+    return set(NAME.findall(exposition(url)))
 
 
 def _post(url: str, body: bytes, key: str) -> None:
@@ -94,6 +98,13 @@ def test_dashboard_and_alert_metrics_exist_on_a_running_stack(
             )
 
         wait_for(everything_applied, timeout=60, what="the worker's metrics")
+        if shutil.which("promtool"):  # Prometheus's own linter, where it is installed
+            for url in (receiver + "/metrics", f"http://127.0.0.1:{metrics_port}/metrics"):
+                lint = subprocess.run(
+                    ["promtool", "check", "metrics"], input=exposition(url), capture_output=True,
+                    text=True, timeout=30,
+                )  # fmt: skip
+                assert lint.returncode == 0, (url, lint.stdout + lint.stderr)
     finally:
         stop(*procs)
     for where, wanted in named_in_deploy().items():
