@@ -3,6 +3,7 @@ starts, and a worker that refuses a bad setting in one line instead of starting 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -127,3 +128,19 @@ def test_the_worker_refuses_a_bad_setting_in_one_line(
     assert result.returncode != 0
     assert len(lines) == 1, lines
     assert lines[0].startswith("userdest worker: ") and named in lines[0]
+
+
+def test_the_worker_refuses_a_metrics_port_it_cannot_serve(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**stack_env(settings), "WORKER_METRICS_PORT": str(port)}
+        result = subprocess.run(
+            [*WORKER, "-Q", "ingest", "-c", "1"], cwd=ROOT, env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"userdest worker: cannot serve metrics on WORKER_METRICS_PORT={port}")
+    assert "Traceback" not in result.stderr
