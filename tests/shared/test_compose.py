@@ -168,6 +168,10 @@ def test_prometheus_grafana_and_flower_are_optional_and_use_deploy() -> None:
     }
     assert names == {"receiver", "worker", "worker-replay"}
     assert "alerts.yaml" in " ".join(scraped["rule_files"])
+    broker = next(t.split("=", 1)[1] for t in command("flower") if t.startswith("--broker="))
+    assert broker == COMPOSE["x-userdest"]["environment"]["REDIS_URL"], (
+        "Flower watches another Redis"
+    )
 
 
 @pytest.mark.parametrize(("name", "queue"), [("worker", "ingest"), ("worker-replay", "replay")])
