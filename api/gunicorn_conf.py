@@ -3,22 +3,27 @@
 gunicorn logs through its own loggers before and beside the Flask app; this makes those lines JSON
 too (SPEC 7: one JSON object a line), and leaves access logs off: a line per call would cost more
 than the call, and the metrics count requests by endpoint and status.
+
+Its root handler carries the name of `shared.logs.configure_logging`'s, so that when `create_app()`
+sets up logging it replaces this handler instead of adding a second one: every line once.
 """
+
+from shared.logs import HANDLER_NAME
 
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
     "handlers": {
-        "stderr": {
+        HANDLER_NAME: {
             "class": "logging.StreamHandler",
             "formatter": "json",
             "stream": "ext://sys.stderr",
         }
     },
-    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "root": {"level": "INFO", "handlers": [HANDLER_NAME]},
     "loggers": {
-        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "gunicorn.error": {"handlers": [HANDLER_NAME], "level": "INFO", "propagate": False},
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },
 }

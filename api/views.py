@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 import redis
 from flask import Flask, Response, request
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import (
@@ -59,7 +59,9 @@ from shared.calls import (
 from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.envelope import DIRECT_SOURCE, Envelope
+from shared.models import DeadLetter
 from shared.queues import INGEST
+from shared.queuestate import read_queues
 from shared.settings import Settings
 from shared.tenancy import AuthView
 from shared.timeparse import iso, utcnow
@@ -174,6 +176,10 @@ class Receiver:
         self.publisher = Publisher(make_celery(settings), client, settings.retry_after_seconds)
         self._bytes = {r.endpoint: metrics.HTTP_REQUEST_BYTES.labels(r.endpoint) for r in ROUTES}
         self._accepted = {r.endpoint: metrics.CALLS_ACCEPTED.labels(r.endpoint) for r in ROUTES}
+        # Queue and dead-letter gauges, read when scraped: every receiver can answer them.
+        self.state = metrics.StateCollector(
+            lambda: read_queues(self.redis), self._open_dead_letters
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Receiver:
@@ -189,6 +195,16 @@ class Receiver:
             },
         )
         return cls(settings, engine, make_redis(settings))
+
+    def _open_dead_letters(self) -> dict[str, int]:
+        """Open dead letters by reason (a read, bounded by the engine's statement_timeout)."""
+        query = (
+            select(DeadLetter.reason, func.count())
+            .where(DeadLetter.is_open())
+            .group_by(DeadLetter.reason)
+        )
+        with self.engine.connect() as conn:
+            return {str(reason): int(n) for reason, n in conn.execute(query)}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -390,7 +406,7 @@ def register_routes(app: Flask, receiver: Receiver) -> None:
 
     @app.get("/metrics")
     def metrics_view() -> Response:
-        payload, content_type = metrics.render()
+        payload, content_type = metrics.render([receiver.state])
         return Response(payload, 200, content_type=content_type)
 
     openapi = orjson.dumps(document(ROUTES))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from ops.readmodel import NotFound
@@ -40,7 +40,7 @@ def parse_duration(text: str) -> timedelta:
 
 def is_open() -> ColumnElement[bool]:
     """Never replayed, or failed again after its last replay."""
-    return or_(DeadLetter.replayed_at.is_(None), DeadLetter.updated_at > DeadLetter.replayed_at)
+    return DeadLetter.is_open()
 
 
 @dataclass(frozen=True, slots=True)

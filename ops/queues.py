@@ -8,93 +8,37 @@ timeout, put back on its queue.
 
 from __future__ import annotations
 
-import base64
+import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 import redis
 
-from shared.envelope import Envelope, EnvelopeError, merge_defaults
+from shared.envelope import Envelope, merge_defaults
 from shared.eventtime import MAX_FUTURE
-from shared.queues import APPLY_TASK, QUEUES
-from shared.timeparse import parse_iso, utcnow
+from shared.queues import QUEUES
+from shared.queuestate import (
+    UNACKED,
+    UNACKED_INDEX,
+    MessageError,
+    decode_message,
+    read_queues,
+    routing_key,
+)
+from shared.timeparse import parse_iso
 
-UNACKED = "unacked"
-"""kombu's Redis hash of delivered, unacknowledged messages (its `unacked_key`)."""
 _BATCH_KEYS = ("context", "integrations")
 
 
-class MessageError(ValueError):
-    """A queued message that is not an APPLY_TASK message carrying an envelope."""
-
-
-def decode_message(raw: bytes | str) -> Envelope:
-    """The envelope inside one message as kombu's Redis transport stores it."""
-    try:
-        message = orjson.loads(raw)
-        headers = message.get("headers") or {}
-        if headers.get("task") != APPLY_TASK:
-            raise MessageError(f"not a {APPLY_TASK} message")
-        body = message["body"]
-        if (message.get("properties") or {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = orjson.loads(body)[0]
-        return Envelope.from_dict(args[0])
-    except MessageError:
-        raise
-    except EnvelopeError as exc:
-        raise MessageError(str(exc)) from None
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError):
-        raise MessageError("not a message kombu wrote") from None
-
-
-# --- stats ---------------------------------------------------------------------------------------
-
-
-def lag_seconds(envelope: Envelope, now: datetime) -> float | None:
-    received = parse_iso(envelope.received_at)
-    if received is None:
-        return None
-    return round(max(0.0, (now - received).total_seconds()), 3)
-
-
-def unacked_by_queue(client: redis.Redis) -> Counter[str]:
-    """Delivered but unacknowledged messages, by the queue they were routed to."""
-    counts: Counter[str] = Counter()
-    for _tag, value in client.hscan_iter(UNACKED):
-        try:
-            _message, _exchange, routing_key = orjson.loads(value)
-        except (orjson.JSONDecodeError, ValueError, TypeError):
-            continue
-        counts[str(routing_key)] += 1
-    return counts
-
-
 def queue_stats(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """Each queue's waiting and unacknowledged messages and its lag: the age in seconds of its
-    oldest waiting message, from that envelope's received_at (None when nothing waits)."""
-    pipe = client.pipeline(transaction=True)
-    for queue in QUEUES:
-        pipe.llen(queue)
-        pipe.lindex(queue, -1)
-    answers = pipe.execute()
-    unacked = unacked_by_queue(client)
-    now = utcnow()
-    stats: dict[str, dict[str, Any]] = {}
-    for position, queue in enumerate(QUEUES):
-        waiting, oldest = answers[2 * position], answers[2 * position + 1]
-        lag = None
-        if oldest is not None:
-            try:
-                lag = lag_seconds(decode_message(oldest), now)
-            except MessageError:
-                lag = None
-        stats[queue] = {"waiting": int(waiting), "unacked": unacked[queue], "lag_seconds": lag}
-    return stats
+    """Each queue's waiting and unacknowledged messages, the lag (age in seconds of its oldest
+    waiting message, from that envelope's received_at) and the age of its oldest unacknowledged
+    message (None when there is none)."""
+    return {name: state.answer() for name, state in read_queues(client).items()}
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -220,3 +164,43 @@ def export_queue(
             envelope.rejected
         )
     return summary
+
+
+# --- requeue -------------------------------------------------------------------------------------
+
+
+def requeue_unacked(client: redis.Redis, older_than: float) -> dict[str, int]:
+    """Put back on their queue the unacknowledged messages delivered more than `older_than`
+    seconds ago (a lost worker's), as kombu does after the visibility timeout; how many, by queue.
+
+    Each message moves in a transaction watching kombu's `unacked` hash: it leaves the hash and
+    its index and goes to the consuming end of its queue (the next message a worker takes), marked
+    redelivered, exactly once even while kombu's own restore runs. Entries routed to a queue that
+    is not ours are left alone.
+    """
+    ceiling = time.time() - older_than
+    moved: Counter[str] = Counter(dict.fromkeys(QUEUES, 0))
+    tags: list[bytes] = client.zrangebyscore(UNACKED_INDEX, "-inf", ceiling)  # type: ignore[assignment]
+    for tag in tags:
+
+        def move(pipe: redis.client.Pipeline, tag: bytes = tag) -> str | None:
+            raw = pipe.hget(UNACKED, tag)
+            queue = routing_key(raw) if raw is not None else None
+            if raw is not None and queue not in QUEUES:
+                return None
+            pipe.multi()
+            pipe.zrem(UNACKED_INDEX, tag)
+            if raw is None:
+                return None  # acknowledged meanwhile; only its index entry was left
+            message, _exchange, _key = orjson.loads(raw)
+            with contextlib.suppress(KeyError, TypeError):
+                message["headers"]["redelivered"] = True
+                message["properties"]["delivery_info"]["redelivered"] = True
+            pipe.hdel(UNACKED, tag)
+            pipe.rpush(str(queue), orjson.dumps(message))
+            return queue
+
+        queue = client.transaction(move, UNACKED, value_from_callable=True)  # type: ignore[arg-type]
+        if isinstance(queue, str):
+            moved[queue] += 1
+    return dict(moved)

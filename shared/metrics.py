@@ -3,16 +3,27 @@
 Receivers run as several gunicorn workers and Celery runs several worker processes, so each process
 keeps its own values. When PROMETHEUS_MULTIPROC_DIR names a writable, emptied directory before the
 processes start, prometheus_client keeps the values in files there and `render()` sums them; without
-it, `render()` shows this process only (fine for one process and for tests).
+it, `render()` shows this process only (fine for one process and for tests). A worker that serves
+metrics always has such a directory (workers/start.py).
 
-Label values must stay few: endpoints, status codes, reason codes, call types and scopes are fixed
-sets. `attribute` on COERCIONS_IGNORED is the one label fed by traffic; it is bounded by the per-app
-cap on attribute definitions (SPEC 2).
+No label takes a value a sender chooses (SPEC 7 v2): endpoints, status codes, reason codes, call
+types, scopes and queue names are fixed sets, so no traffic can grow the number of series. Which
+attribute a value was ignored for is in Postgres (`ignored_values`), not in a label.
+
+Two kinds of metric: counters and histograms that processes move as they work (below), and gauges
+of state read when Prometheus scrapes (`StateCollector`: queue depths and ages from Redis, open dead
+letters from Postgres), so they are right however many processes there are and after any restart.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from importlib import metadata
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,8 +32,16 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from shared.queues import QUEUES
+from shared.queuestate import QueueState
+
+logger = logging.getLogger(__name__)
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _SIZES = (256, 1024, 4096, 16384, 32768, 65536, 131072, 262144, 524288, 1048576)
@@ -75,15 +94,11 @@ CALLS_APPLIED = Counter(
     "Calls applied to Postgres by the workers, by call type.",
     ["type"],
 )
-CALLS_ROUTED_AWAY = Counter(
-    "userdest_calls_routed_away_total",
-    "Calls accepted but not applied because their `integrations` turned this destination off.",
-    ["type"],
-)
 COERCIONS_IGNORED = Counter(
     "userdest_coercions_ignored_total",
-    "Values ignored because they could not be converted to their attribute's type.",
-    ["scope", "attribute"],
+    "Values ignored by scope and reason: uncoercible (not convertible to the attribute's type) or "
+    "bad_name (an attribute name out of limits). Which attribute: `ignored_values` in Postgres.",
+    ["scope", "reason"],
 )
 NAMES_OVER_CAP = Counter(
     "userdest_names_over_cap_total",
@@ -97,7 +112,8 @@ DEAD_LETTERS = Counter(
 )
 APPLY_LAG_SECONDS = Histogram(
     "userdest_apply_lag_seconds",
-    "End-to-end lag: from a call's receivedAt at the receiver to its effects committed.",
+    "End-to-end lag, by queue: from a message's receipt (or replay) to its effects committed.",
+    ["queue"],
     buckets=_LAG,
 )
 APPLY_BATCH_SECONDS = Histogram(
@@ -107,15 +123,174 @@ APPLY_BATCH_SECONDS = Histogram(
 )
 
 
-def registry() -> CollectorRegistry:
-    """The registry to scrape: every process's values in multiprocess mode, else this process's."""
+RETRIES = Counter(
+    "userdest_task_retries_total",
+    "Messages a worker set aside to retry later (a transient database failure), by queue.",
+    ["queue"],
+)
+DUPLICATES_SKIPPED = Counter(
+    "userdest_duplicates_skipped_total",
+    "Calls skipped because their messageId was already applied (a redelivery, a client's retry, "
+    "a replay), by queue.",
+    ["queue"],
+)
+CALLS_ROUTED_AWAY = Counter(
+    "userdest_calls_routed_away_total",
+    "Calls accepted but not applied because their `integrations` turn this destination off "
+    "(SPEC 3, routing), by call type.",
+    ["type"],
+)
+
+
+def queue_label(name: object) -> str:
+    """A queue name fit for a label: one of QUEUES, else `other` (a label never grows)."""
+    return name if isinstance(name, str) and name in QUEUES else "other"
+
+
+def prime_worker_series() -> None:
+    """Create the worker series whose labels are known ahead at zero, so that dashboards, alerts
+    and `rate()` see them before the first retry or duplicate (and multiprocess mode lists them)."""
+    for queue in QUEUES:
+        RETRIES.labels(queue)
+        DUPLICATES_SKIPPED.labels(queue)
+        APPLY_LAG_SECONDS.labels(queue)
+
+
+# --- read when scraped -----------------------------------------------------------------------------
+
+
+class StateCollector(Collector):
+    """Gauges read from Redis and Postgres at scrape time, kept for `ttl` seconds so that frequent
+    scrapes of many processes cost the stores little. A store that does not answer leaves its
+    gauges out and reports `userdest_scrape_source_up{source} 0`."""
+
+    def __init__(
+        self,
+        read_queues: Callable[[], Mapping[str, QueueState]],
+        read_dead_letters: Callable[[], Mapping[str, int]],
+        ttl: float = 5.0,
+    ) -> None:
+        self._readers: dict[str, Callable[[], Mapping[str, object]]] = {
+            "redis": read_queues,
+            "postgres": read_dead_letters,
+        }
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Mapping[str, object] | None]] = {}
+
+    def _read(self, source: str) -> Mapping[str, object] | None:
+        with self._lock:
+            at, value = self._cache.get(source, (float("-inf"), None))
+            if time.monotonic() - at < self._ttl:
+                return value
+            try:
+                value = self._readers[source]()
+            except Exception as exc:  # a scrape must answer whatever a store does
+                logger.warning(
+                    "metrics source unreadable",
+                    extra={"source": source, "error": type(exc).__name__},
+                )
+                value = None
+            self._cache[source] = (time.monotonic(), value)
+            return value
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "userdest_scrape_source_up",
+            "Whether the last read of a store for the gauges below answered (1) or not (0).",
+            labels=["source"],
+        )
+        queues = self._read("redis")
+        up.add_metric(["redis"], 0 if queues is None else 1)
+        if queues is not None:
+            families = {
+                "waiting": GaugeMetricFamily(
+                    "userdest_queue_waiting_messages",
+                    "Messages waiting in a queue (the Redis list's length).",
+                    labels=["queue"],
+                ),
+                "unacked": GaugeMetricFamily(
+                    "userdest_queue_unacked_messages",
+                    "Messages of a queue delivered to a worker and not yet acknowledged.",
+                    labels=["queue"],
+                ),
+                "lag_seconds": GaugeMetricFamily(
+                    "userdest_queue_lag_seconds",
+                    "Age of a queue's oldest waiting message, from its receipt (0 when empty).",
+                    labels=["queue"],
+                ),
+                "oldest_unacked_seconds": GaugeMetricFamily(
+                    "userdest_queue_oldest_unacked_seconds",
+                    "Time since a queue's oldest unacknowledged message was delivered (0 if none).",
+                    labels=["queue"],
+                ),
+            }
+            for name, state in queues.items():
+                for field, family in families.items():
+                    family.add_metric([queue_label(name)], getattr(state, field) or 0.0)
+            yield from families.values()
+        letters = self._read("postgres")
+        up.add_metric(["postgres"], 0 if letters is None else 1)
+        if letters is not None:
+            open_letters = GaugeMetricFamily(
+                "userdest_dead_letters_open",
+                "Dead letters not replayed, by reason code.",
+                labels=["reason"],
+            )
+            for reason, count in sorted(letters.items()):
+                open_letters.add_metric([reason], float(count))  # type: ignore[arg-type]
+            yield open_letters
+        yield up
+
+
+class BuildInfo(Collector):
+    """`userdest_build_info{version, python} 1`: which release a process runs."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            version = metadata.version("userdest")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        info = GaugeMetricFamily(
+            "userdest_build_info",
+            "Always 1; the labels say which userdest and Python a process runs.",
+            labels=["version", "python"],
+        )
+        info.add_metric([version, platform.python_version()], 1)
+        yield info
+
+
+class _Chain(Collector):
+    def __init__(self, collectors: Iterable[Collector]) -> None:
+        self._collectors = list(collectors)
+
+    def collect(self) -> Iterator[object]:  # type: ignore[override]
+        for collector in self._collectors:
+            yield from collector.collect()
+
+
+def multiprocess() -> bool:
+    """Whether this process counts into PROMETHEUS_MULTIPROC_DIR (chosen when prometheus_client
+    was first imported)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")) and (
+        values.ValueClass is not values.MutexValue
+    )
+
+
+def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
+    """The registry to scrape: every process's values in multiprocess mode, else this process's;
+    then build info and any `extra` collectors."""
+    collected = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        collected = CollectorRegistry()
         MultiProcessCollector(collected)
-        return collected
-    return REGISTRY
+    else:
+        collected.register(_Chain([REGISTRY]))
+    collected.register(BuildInfo())
+    for collector in extra:
+        collected.register(collector)
+    return collected
 
 
-def render() -> tuple[bytes, str]:
-    """The Prometheus text exposition of `registry()` and its content type."""
-    return generate_latest(registry()), CONTENT_TYPE_LATEST
+def render(extra: Iterable[Collector] = ()) -> tuple[bytes, str]:
+    """The Prometheus text exposition of `registry(extra)` and its content type."""
+    return generate_latest(registry(extra)), CONTENT_TYPE_LATEST

@@ -22,9 +22,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    or_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.attributes import DEFAULT_CAPS, NAME_MAX, ORIGINS, SCOPES, TYPES, Caps
 
@@ -349,3 +351,36 @@ class DeadLetter(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @classmethod
+    def is_open(cls) -> ColumnElement[bool]:
+        """Never replayed, or failed again after its last replay: waiting for an operator."""
+        return or_(cls.replayed_at.is_(None), cls.updated_at > cls.replayed_at)
+
+
+class ReplayRun(Base):
+    """One `userdest replay` of a file: what it read and enqueued, so `replay status RUN` can
+    follow the workers applying it."""
+
+    __tablename__ = "replay_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, comment="the run id, shown once")
+    app_id: Mapped[int] = _app_fk()
+    queue: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(Text, comment="the file's name, or - for stdin")
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lines: Mapped[int] = mapped_column(Integer, server_default="0")
+    accepted: Mapped[int] = mapped_column(Integer, server_default="0")
+    rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class ReplayRunMessage(Base):
+    """A messageId a replay run enqueued; the run's progress is these joined with what applied."""
+
+    __tablename__ = "replay_run_messages"
+
+    run_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("replay_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
+from shared.queues import QUEUES
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message is one line meant for an operator."""
@@ -137,6 +139,14 @@ class Settings:
             raise SettingsError("TRUSTED_PROXIES and RATE_LIMIT_* must not be negative")
         if self.visibility_timeout <= self.task_time_limit:
             raise SettingsError("VISIBILITY_TIMEOUT must be above TASK_TIME_LIMIT")
+        unknown = [q for q in self.queues if q not in QUEUES]
+        if unknown or not self.queues:
+            # A typo must not start a worker on some other queue (Celery would fall back to ingest).
+            raise SettingsError(
+                f"WORKER_QUEUES={self.worker_queues!r} must name one or more of "
+                f"{', '.join(QUEUES)}, comma separated"
+                + (f" ({unknown[0]!r} is not a queue)" if unknown else "")
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(
                 f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"

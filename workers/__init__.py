@@ -7,9 +7,9 @@ def __getattr__(name: str) -> Any:
     # `celery -A workers` looks up `workers.app`; building it lazily keeps settings out of import time
     # for everything else that imports this package (tests, the CLI).
     if name in ("app", "celery"):
-        from workers.celery_app import create_worker_app
+        from workers.start import worker_app
 
-        app = create_worker_app()
+        app = worker_app()
         globals()["app"] = globals()["celery"] = app
         return app
     raise AttributeError(name)

@@ -6,13 +6,15 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init
+from celery.signals import celeryd_init, setup_logging, worker_init
 from prometheus_client import start_http_server
 
 from shared import metrics
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
+from shared.queues import QUEUES
 from shared.settings import Settings
+from workers.start import WorkerRefused
 from workers.tasks import register
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,19 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     # Without -Q a worker consumes every declared queue; WORKER_QUEUES narrows that. -Q still wins.
     app.conf.task_queues = [q for q in app.conf.task_queues if q.name in settings.queues]
     register(app, settings)
+    metrics.prime_worker_series()
+
+    @celeryd_init.connect(weak=False)
+    def _queues(options: dict[str, Any] | None = None, **_: Any) -> None:
+        # -Q with a name that is not a queue: one line, not Celery's traceback.
+        given = (options or {}).get("queues") or []
+        names = given.split(",") if isinstance(given, str) else list(given)
+        unknown = [q.strip() for q in names if q.strip() and q.strip() not in QUEUES]
+        if unknown:
+            raise WorkerRefused(
+                f"-Q {','.join(names)}: {unknown[0]!r} is not a queue (the queues are "
+                f"{', '.join(QUEUES)})"
+            )
 
     @setup_logging.connect(weak=False)
     def _logging(**_: Any) -> None:
@@ -36,9 +51,12 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
             return
         try:
             start_http_server(settings.worker_metrics_port, registry=metrics.registry())
-        except OSError as exc:  # a second worker on one host: it still works, unscraped
-            logger.warning("cannot serve metrics", extra={"error": str(exc)})
-            return
+        except OSError as exc:
+            # A worker whose metrics nobody can read must not pass for a monitored one.
+            raise WorkerRefused(
+                f"cannot serve metrics on WORKER_METRICS_PORT={settings.worker_metrics_port}: "
+                f"{exc.strerror or exc}"
+            ) from None
         logger.info("serving metrics", extra={"port": settings.worker_metrics_port})
 
     return app

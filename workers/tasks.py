@@ -91,7 +91,7 @@ class Applier:
             return
         self.prune()
         try:
-            _record_metrics(outcome, env, time.perf_counter() - started)
+            _record_metrics(outcome, env, queue_of(task), time.perf_counter() - started)
         except Exception:  # metrics must never undo or fail applied work
             logger.error("could not record metrics", extra={"request_id": env.request_id})
         logger.info(
@@ -131,6 +131,7 @@ class Applier:
                     "retries": retries,
                 },
             )
+            metrics.RETRIES.labels(queue_of(task)).inc()
             raise _retry_later(task, exc)
         self._dead_letter_all(
             task, env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
@@ -146,6 +147,7 @@ class Applier:
             if not is_transient(exc):
                 raise
             logger.warning("cannot store dead letters yet", extra={"error": type(exc).__name__})
+            metrics.RETRIES.labels(queue_of(task)).inc()
             raise _retry_later(task, exc) from exc
         for letter in letters:
             metrics.DEAD_LETTERS.labels(reason=letter.reason).inc()
@@ -192,21 +194,31 @@ def _retry_later(task: Task, exc: BaseException) -> Exception:
     return task.retry(exc=Retriable(describe(exc)), countdown=countdown, max_retries=None)
 
 
-def _record_metrics(outcome: Outcome, env: Envelope, seconds: float) -> None:
+def queue_of(task: Task) -> str:
+    """The queue a message came from, as a metric label (never a value a sender chose)."""
+    delivery = getattr(task.request, "delivery_info", None) or {}
+    return metrics.queue_label(delivery.get("routing_key"))
+
+
+def _record_metrics(outcome: Outcome, env: Envelope, queue: str, seconds: float) -> None:
     for kind, n in outcome.applied.items():
         metrics.CALLS_APPLIED.labels(type=kind).inc(n)
     for reason, n in outcome.dead_letters.items():
         metrics.DEAD_LETTERS.labels(reason=reason).inc(n)
     for kind, n in outcome.routed_away.items():
         metrics.CALLS_ROUTED_AWAY.labels(type=kind).inc(n)
-    for (scope, _event, name, reason), n in outcome.ignored.items():
+    for (scope, _event, _name, reason), n in outcome.ignored.items():
+        # The attribute's name is the sender's: it goes to `ignored_values`, never to a label.
         if reason == "over_cap":
             metrics.NAMES_OVER_CAP.labels(scope=scope).inc(n)
         else:
-            metrics.COERCIONS_IGNORED.labels(scope=scope, attribute=name).inc(n)
+            metrics.COERCIONS_IGNORED.labels(scope=scope, reason=reason).inc(n)
+    if outcome.duplicates:
+        metrics.DUPLICATES_SKIPPED.labels(queue).inc(outcome.duplicates)
     received = parse_iso(env.received_at)
     if received is not None:
-        metrics.APPLY_LAG_SECONDS.observe(max(0.0, (utcnow() - received).total_seconds()))
+        lag = max(0.0, (utcnow() - received).total_seconds())
+        metrics.APPLY_LAG_SECONDS.labels(queue).observe(lag)
     metrics.APPLY_BATCH_SECONDS.observe(seconds)
 
 

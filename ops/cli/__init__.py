@@ -24,6 +24,7 @@ from ops.cli import (
     domains,
     events,
     keys,
+    messages,
     queue,
     replay,
     users,
@@ -41,6 +42,23 @@ class _UsageMistake(click.ClickException):
 
 class _Cli(click.Group):
     """The root group: turns every expected failure into one line on stderr."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # A mistake in the root's own options (`userdest --bogus`) is found here, before invoke.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _UsageMistake(
+                f"{one_line(exc.format_message())} (see `{info_name or 'userdest'} --help`)"
+            ) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,6 +79,7 @@ class _Cli(click.Group):
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="userdest", prog_name="userdest", message="%(prog)s %(version)s")
 def main() -> None:
     """Operate userdest: the database, apps, API keys, trusted domains, attributes, profiles,
     replays, dead letters and queues.
@@ -80,9 +99,10 @@ for command in (
     events.events,
     users.users,
     companies.companies,
-    replay.replay_file,
+    replay.replay_group,
     deadletters.deadletters,
     queue.queue,
+    messages.messages,
 ):
     main.add_command(command)
 

@@ -58,8 +58,10 @@ def emit(data: Any, as_json: bool, *, title: str | None = None, empty: str = "no
         return
     console = Console()
     if not console.is_terminal:
-        # Piped or captured: let tables take their natural width instead of folding at 80 columns.
-        console = Console(width=1000)
+        # Piped or captured: plain columns, one row a line, for grep, awk and cut.
+        for line in plain(data, title, empty):
+            click.echo(line)
+        return
     if isinstance(data, list):
         console.print(_table(data, title) if data else Text(empty))
         return
@@ -67,17 +69,61 @@ def emit(data: Any, as_json: bool, *, title: str | None = None, empty: str = "no
         console.print(renderable)
 
 
+def _text(value: Any) -> str:
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ", ".join(value)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
 def _cell(value: Any) -> Text:
     # Text, not markup: a value such as "[object Object]" must print as it is.
-    if value is None or value == []:
-        return Text("-", style="dim")
-    if isinstance(value, bool):
-        return Text("yes" if value else "no")
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return Text(", ".join(value))
-    if isinstance(value, dict | list):
-        return Text(orjson.dumps(value).decode())
-    return Text(str(value))
+    return Text(_text(value), style="dim" if value is None or value == [] else "")
+
+
+def _columns(rows: list[list[str]]) -> Iterator[str]:
+    """Rows as lines of left-aligned columns two spaces apart; nothing folded or cut."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+
+
+def plain(data: Any, title: str | None = None, empty: str = "none") -> Iterator[str]:
+    """`emit`'s tables without a terminal: no box drawing, one row a line, each value whole (a
+    line break inside a value is shown as a space)."""
+
+    def flat(value: Any) -> str:
+        return " ".join(_text(value).splitlines())
+
+    if isinstance(data, list) and not data:
+        yield empty
+        return
+    if title:
+        yield title
+    if isinstance(data, list):
+        yield from _columns([list(data[0])] + [[flat(v) for v in row.values()] for row in data])
+        return
+    scalars = [[key, flat(value)] for key, value in data.items() if not _nested(value)]
+    if scalars:
+        yield from _columns(scalars)
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield ""
+            yield from plain([{"name": k, "value": v} for k, v in value.items()], key)
+        elif _nested(value):
+            yield ""
+            yield from plain(value, key)
+
+
+def _nested(value: Any) -> bool:
+    return (isinstance(value, dict) and bool(value)) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
 
 
 def _table(rows: list[dict[str, Any]], title: str | None) -> Table:

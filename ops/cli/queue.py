@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,6 +20,7 @@ from ops.cli.common import (
     load_settings,
     one_line,
     optional_app,
+    parse_duration_option,
     work,
 )
 from shared import tenancy
@@ -66,6 +68,35 @@ def queue_stats(as_json: bool) -> None:
         [{"queue": name, **stats} for name, stats in stats_by_queue.items()], False, title="queues"
     )
     click.echo(f"dead letters not replayed: {'unknown' if dead is None else dead}")
+
+
+@queue.command("requeue")
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    required=True,
+    callback=parse_duration_option,
+    help="Only messages delivered longer ago than this (10m, 1h): longer than any message takes.",
+)
+@json_option
+def queue_requeue(older_than: timedelta, as_json: bool) -> None:
+    """Put unacknowledged messages delivered longer ago than --older-than back on their queue.
+
+    A worker killed outright leaves the messages it held unacknowledged, and Redis hands them to
+    another worker only after VISIBILITY_TIMEOUT (an hour by default). Once that worker is known to
+    be gone, this gives them back now, first in line. A message still held by a live worker is
+    applied twice, which changes nothing (each messageId is applied once).
+    """
+    from ops import queues
+
+    settings = load_settings()
+    with broker(settings) as client:
+        moved = queues.requeue_unacked(client, older_than.total_seconds())
+    answer = {"requeued": moved, "older_than_seconds": older_than.total_seconds()}
+    if as_json:
+        emit(answer, True)
+        return
+    emit([{"queue": q, "requeued": n} for q, n in moved.items()], False, title="requeued")
 
 
 @queue.command("export")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ops.cli.common import (
+    CONNECT_TIMEOUT,
     app_option,
     broker,
     celery_app,
@@ -23,10 +24,15 @@ from ops.cli.common import (
     work,
 )
 from shared import tenancy
+from shared.db import make_engine
 from shared.queues import QUEUES, REPLAY
 
 if TYPE_CHECKING:
     from ops.replay import Source, Summary
+
+REJECTED_EXIT = 3
+"""`replay`'s exit status when it enqueued what it could but refused some lines (1 is an error
+that stopped it, 2 a usage mistake)."""
 
 
 @contextmanager
@@ -72,7 +78,26 @@ def _progress(
         progress.update(task, completed=source.total or 0)
 
 
-@click.command("replay")
+FILE_COMMAND = "file"
+
+
+class _ReplayGroup(click.Group):
+    """`userdest replay FILE ...` replays a file (the `file` command, implied); `userdest replay
+    status RUN` follows a run."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = [FILE_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("replay", cls=_ReplayGroup)
+def replay_group() -> None:
+    """Replay NDJSON files of Segment calls (`userdest replay FILE --app NAME`), and follow a run
+    (`userdest replay status RUN`)."""
+
+
+@replay_group.command(FILE_COMMAND)
 @click.argument(
     "path",
     metavar="FILE|-",
@@ -131,16 +156,43 @@ def replay_file(
         finally:
             source.close()
 
+    run_id = None
     if dry_run:
         summary = run(None)
     else:
-        with broker(settings) as client, celery_app(settings) as celery:
-            summary = run(replay.publisher_send(Publisher(celery, client), queue))
+        from ops.replayruns import RunRecorder
+
+        engine = make_engine(settings, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+        try:
+            with broker(settings) as client, celery_app(settings) as celery:
+                recorder = RunRecorder(engine, app_id, queue, path)
+                run_id = recorder.id
+                summary = run(
+                    recorder.recording(replay.publisher_send(Publisher(celery, client), queue))
+                )
+                recorder.finish(summary)
+        finally:
+            engine.dispose()
     if as_json:
-        emit(summary.answer(), True)
-        return
-    details = {**summary.answer(), "messages": summary.messages, "queue": queue}
-    emit(details, False, title="dry run: nothing enqueued" if dry_run else f"replayed to {queue}")
+        emit({**summary.answer(), "run": run_id}, True)
+    else:
+        details = {**summary.answer(), "messages": summary.messages, "queue": queue, "run": run_id}
+        title = "dry run: nothing enqueued" if dry_run else f"replayed to {queue}"
+        emit(details, False, title=title)
+    if summary.rejected:
+        # The good lines are enqueued; the exit status tells a script that some were not.
+        raise SystemExit(REJECTED_EXIT)
+
+
+@replay_group.command("status")
+@click.argument("run_id", metavar="RUN")
+@json_option
+def replay_status(run_id: str, as_json: bool) -> None:
+    """How far the workers got with the replay run RUN: its calls applied, already applied before
+    it (duplicates, skipped), dead-lettered, and still waiting."""
+    from ops.replayruns import run_status
+
+    emit(work(lambda session: run_status(session, run_id)), as_json, title=f"replay {run_id}")
 
 
 def _stdin() -> BinaryIO:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from shared.settings import Settings
+from tests.support.envelopes import envelope
 from tests.support.receiver import Tenant, basic, jdump
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}
@@ -122,3 +127,137 @@ def test_multiprocess_mode_sums_every_process(tmp_path: Path):
     assert (
         samples[("userdest_http_requests_total", (("endpoint", "track"), ("status", "200")))] == 2
     )
+
+
+# --- gauges read when scraped (SPEC 7 v2) -----------------------------------------------------------
+
+
+def _publish(redis_client, envelopes, queue: str) -> None:
+    from shared.celery_app import make_celery
+    from shared.publish import Publisher
+
+    app = make_celery(Settings(redis_url="redis://127.0.0.1:1/0"))
+    publisher = Publisher(app, redis_client)
+    publisher.publish_many([e.to_dict() for e in envelopes], queue)
+
+
+def _deliver(redis_client, queue: str, seconds_ago: float) -> None:
+    """One message as kombu leaves it when a worker took it and has not acknowledged it."""
+    import time
+
+    import orjson
+
+    tag = f"tag-{seconds_ago}"
+    message = {"body": "", "headers": {"task": "userdest.apply_message"}, "properties": {}}
+    redis_client.hset("unacked", tag, orjson.dumps([message, queue, queue]))
+    redis_client.zadd("unacked_index", {tag: time.time() - seconds_ago})
+
+
+def test_queue_gauges_show_depth_lag_and_unacked_age(client, redis_client) -> None:
+    from shared.timeparse import iso, utcnow
+
+    received = iso(utcnow() - timedelta(seconds=90))
+    _publish(redis_client, [envelope(1, [CALL], received_at=received)] * 3, "ingest")
+    _publish(redis_client, [envelope(1, [CALL])], "replay")
+    _deliver(redis_client, "ingest", seconds_ago=400)
+    _deliver(redis_client, "ingest", seconds_ago=20)
+    samples = scrape(client)
+    assert value(samples, "userdest_queue_waiting_messages", queue="ingest") == 3
+    assert value(samples, "userdest_queue_waiting_messages", queue="replay") == 1
+    assert value(samples, "userdest_queue_unacked_messages", queue="ingest") == 2
+    assert value(samples, "userdest_queue_unacked_messages", queue="replay") == 0
+    assert 89 <= value(samples, "userdest_queue_lag_seconds", queue="ingest") < 150
+    assert 399 <= value(samples, "userdest_queue_oldest_unacked_seconds", queue="ingest") < 460
+    assert value(samples, "userdest_queue_oldest_unacked_seconds", queue="replay") == 0
+    assert value(samples, "userdest_scrape_source_up", source="redis") == 1
+
+
+def test_open_dead_letters_are_counted_by_reason(client, tenant: Tenant, clean_db) -> None:
+    with clean_db.begin() as conn:
+        for i, reason in enumerate(["missing_user_id", "missing_user_id", "retries_exhausted"]):
+            conn.execute(
+                text(
+                    "INSERT INTO dead_letters (app_id, reason, error, call, dedupe_key, replayed_at)"
+                    " VALUES (:app, :reason, 'e', '{}', :key, NULL)"
+                ),
+                {"app": tenant.app_id, "reason": reason, "key": f"k{i}"},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO dead_letters (app_id, reason, error, call, dedupe_key, replayed_at)"
+                " VALUES (:app, 'worker_error', 'e', '{}', 'replayed', now() + interval '1 hour')"
+            ),
+            {"app": tenant.app_id},
+        )
+    samples = scrape(client)
+    assert value(samples, "userdest_dead_letters_open", reason="missing_user_id") == 2
+    assert value(samples, "userdest_dead_letters_open", reason="retries_exhausted") == 1
+    assert ("userdest_dead_letters_open", (("reason", "worker_error"),)) not in samples
+    assert value(samples, "userdest_scrape_source_up", source="postgres") == 1
+
+
+def test_a_store_that_does_not_answer_leaves_its_gauges_out(make_receiver, redis_client) -> None:
+    client = make_receiver(redis_url="redis://127.0.0.1:1/0", broker_timeout=0.2).test_client()
+    samples = scrape(client)
+    assert value(samples, "userdest_scrape_source_up", source="redis") == 0
+    assert not any(name.startswith("userdest_queue_") for name, _ in samples)
+
+
+def test_build_info_names_the_version(client) -> None:
+    from importlib import metadata
+
+    info = [labels for name, labels in scrape(client) if name == "userdest_build_info"]
+    assert [dict(labels)["version"] for labels in info] == [metadata.version("userdest")]
+
+
+def test_no_label_takes_a_value_the_sender_chose(
+    client, tenant: Tenant, clean_db, settings
+) -> None:
+    """Attribute and event names, ids, paths and types a sender makes up never become labels."""
+    from shared.models import AttributeDefinition
+    from workers import tasks
+
+    marker = "zq7sender"
+    with Session(clean_db) as session:
+        session.add(
+            AttributeDefinition(app_id=tenant.app_id, scope="user", name=f"{marker}_age",
+                                type="integer", origin="operator")
+        )  # fmt: skip
+        session.commit()
+    headers = basic(tenant.api_key)
+    calls = [
+        {"type": "identify", "userId": f"{marker}-u", "traits": {f"{marker}_age": "old",
+                                                                 "x" * 70 + marker: 1}},
+        {"type": "track", "userId": f"{marker}-u", "event": f"{marker} event",
+         "properties": {f"{marker}_prop": 1}},
+        {"type": f"{marker}type", "userId": "u"},
+    ]  # fmt: skip
+    client.post("/v1/batch", data=jdump({"batch": calls}), headers=headers)
+    client.post(f"/v1/{marker}", data=jdump(calls[0]), headers=headers)
+    client.post("/v1/track", data=jdump(calls[1]), headers={"Authorization": f"Bearer {marker}"})
+    applier = tasks.Applier(settings)
+    try:
+        for env in queued_envelopes(client):
+            applier.apply(_Task(), env)
+    finally:
+        applier.close()
+    payload = client.get("/metrics").get_data(as_text=True)
+    assert "userdest_coercions_ignored_total" in payload
+    assert marker not in payload
+
+
+class _Task:
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.request = SimpleNamespace(retries=0, id="t", delivery_info={"routing_key": "ingest"})
+
+    def retry(self, **_: object) -> Exception:
+        raise AssertionError("no retry expected")
+
+
+def queued_envelopes(client) -> list[dict]:
+    receiver = client.application.extensions["userdest"]
+    from tests.support.receiver import queued
+
+    return queued(receiver.redis)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -31,6 +32,8 @@ from tests.support.cli import (
     message_ids,
     ok,
     one_line_error,
+    replay_answer,
+    replay_ran,
 )
 from workers.apply.batch import Outcome, apply_envelope
 from workers.apply.deadletters import LetterToKeep, store
@@ -138,8 +141,18 @@ def stats(invoke: Invoke, **kw: Any) -> dict[str, Any]:
 def test_stats_of_empty_queues(invoke: Invoke, apps: dict[str, int]):
     assert stats(invoke) == {
         "queues": {
-            "ingest": {"waiting": 0, "unacked": 0, "lag_seconds": None},
-            "replay": {"waiting": 0, "unacked": 0, "lag_seconds": None},
+            "ingest": {
+                "waiting": 0,
+                "unacked": 0,
+                "lag_seconds": None,
+                "oldest_unacked_seconds": None,
+            },
+            "replay": {
+                "waiting": 0,
+                "unacked": 0,
+                "lag_seconds": None,
+                "oldest_unacked_seconds": None,
+            },
         },
         "dead_letters": 0,
         "lag_seconds": None,
@@ -159,6 +172,8 @@ def test_stats_count_waiting_unacked_dead_letters_and_lag(
     # A message a worker holds: kombu keeps it in its unacked hash, routed to its queue.
     held = publisher.message(newest, INGEST)
     redis_client.hset("unacked", "tag-1", orjson.dumps([orjson.loads(held), "", INGEST]))
+    # ... delivered to its worker 20 minutes ago (kombu's unacked_index holds the delivery time).
+    redis_client.zadd("unacked_index", {"tag-1": time.time() - 1200})
     with clean_db.begin() as conn:
         store(conn, apps["shop"], [LetterToKeep(f"k{i}", "r", "e", {}, None, {}) for i in range(2)])
         conn.execute(text("UPDATE dead_letters SET replayed_at = now() + interval '1 hour'"))
@@ -171,6 +186,8 @@ def test_stats_count_waiting_unacked_dead_letters_and_lag(
     assert 30 <= ingest["lag_seconds"] < 60
     assert 5 <= replay["lag_seconds"] < 30
     assert answer["lag_seconds"] == ingest["lag_seconds"]
+    assert 1200 <= ingest["oldest_unacked_seconds"] < 1260
+    assert replay["oldest_unacked_seconds"] is None
     assert answer["dead_letters"] == 1  # the two replayed ones wait for nobody
 
 
@@ -265,8 +282,8 @@ def test_an_export_replays_to_the_same_message_ids(
     originals = envelopes(redis_client, INGEST)
     exported = ok(invoke("queue", "export", "--queue", "ingest")).stdout.encode()
 
-    result = ok(invoke("replay", "-", "--app", "mirror", "--json", stdin=exported))
-    assert orjson.loads(result.stdout) == {
+    result = replay_ran(invoke("replay", "-", "--app", "mirror", "--json", stdin=exported))
+    assert replay_answer(result) == {
         "accepted": 4,
         "rejected": 1,
         "duplicates": 0,
@@ -280,7 +297,7 @@ def test_an_export_replays_to_the_same_message_ids(
     assert all(env["app_id"] == apps["mirror"] for env in replayed)
 
     redis_client.delete(REPLAY)
-    ok(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
     assert message_ids(redis_client) == [m for env in originals for m in env["message_ids"]]
 
 
@@ -304,7 +321,7 @@ def test_export_to_a_gzip_file_with_a_json_summary(
         "out": str(out),
     }
     assert len(gzip.decompress(out.read_bytes()).splitlines()) == 3
-    replayed = ok(invoke("replay", str(out), "--app", "mirror", "--json"))
+    replayed = replay_ran(invoke("replay", str(out), "--app", "mirror", "--json"))
     assert orjson.loads(replayed.stdout)["accepted"] == 4
     assert redis_client.llen(INGEST) == 3
 
@@ -321,7 +338,9 @@ def test_export_of_one_app_and_a_warning_when_apps_mix(
     only = ok(invoke("queue", "export", "--queue", "ingest", "--app", "mirror"))
     assert len(only.stdout.splitlines()) == 3
     assert "Warning" not in only.stderr
-    replayed = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=only.stdout.encode()))
+    replayed = replay_ran(
+        invoke("replay", "-", "--app", "shop", "--json", stdin=only.stdout.encode())
+    )
     assert orjson.loads(replayed.stdout)["accepted"] == 4
     mirror_ids = [m for env in envelopes(redis_client, INGEST)[3:] for m in env["message_ids"]]
     assert message_ids(redis_client) == mirror_ids
@@ -403,7 +422,7 @@ def test_an_exported_backlog_replayed_elsewhere_applies_once_with_its_event_time
     source = snapshot(clean_db, apps["shop"])
 
     # The other deployment replays the export: the same profiles, events and event times.
-    ok(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
     first = apply_all(clean_db, envelopes(redis_client, REPLAY))
     assert sum(sum(o.applied.values()) for o in first) == 4
     mirror = snapshot(clean_db, apps["mirror"])
@@ -411,8 +430,47 @@ def test_an_exported_backlog_replayed_elsewhere_applies_once_with_its_event_time
 
     # Replaying it again there changes nothing.
     redis_client.delete(REPLAY)
-    ok(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
     second = apply_all(clean_db, envelopes(redis_client, REPLAY))
     assert sum(sum(o.applied.values()) for o in second) == 0
     assert sum(o.duplicates for o in second) == 4
     assert snapshot(clean_db, apps["mirror"]) == mirror
+
+
+# --- requeue -----------------------------------------------------------------------------------
+
+
+def test_requeue_puts_a_lost_worker_s_messages_back_first_in_line(
+    invoke: Invoke, apps: dict[str, int], publisher: Publisher, redis_client: redis.Redis
+):
+    backlog(publisher, apps["shop"])  # three waiting on ingest
+    lost, live = (
+        publisher.message(e, INGEST) for e in receiver_envelopes(apps["shop"], iso(utcnow()))[:2]
+    )
+    foreign = orjson.dumps({"headers": {"task": "other.task"}})
+    held = {
+        "lost": (lost, INGEST, 7200),
+        "live": (live, INGEST, 60),
+        "theirs": (foreign, "x", 7200),
+    }
+    for tag, (message, queue, age) in held.items():
+        redis_client.hset("unacked", tag, orjson.dumps([orjson.loads(message), "", queue]))
+        redis_client.zadd("unacked_index", {tag: time.time() - age})
+    assert stats(invoke)["queues"]["ingest"]["oldest_unacked_seconds"] >= 7200
+
+    answer = orjson.loads(ok(invoke("queue", "requeue", "--older-than", "30m", "--json")).stdout)
+    assert answer == {"requeued": {"ingest": 1, "replay": 0}, "older_than_seconds": 1800.0}
+    assert redis_client.llen(INGEST) == 4
+    first = orjson.loads(redis_client.lindex(INGEST, -1))  # the consuming end
+    assert first["properties"]["delivery_tag"] == orjson.loads(lost)["properties"]["delivery_tag"]
+    assert first["headers"]["redelivered"] is True
+    assert sorted(redis_client.hkeys("unacked")) == [b"live", b"theirs"]
+    assert sorted(redis_client.zrange("unacked_index", 0, -1)) == [b"live", b"theirs"]
+    after = stats(invoke)["queues"]["ingest"]
+    assert (after["waiting"], after["unacked"]) == (4, 1)
+    again = orjson.loads(ok(invoke("queue", "requeue", "--older-than", "30m", "--json")).stdout)
+    assert again["requeued"] == {"ingest": 0, "replay": 0}
+
+
+def test_requeue_needs_a_bound(invoke: Invoke, apps: dict[str, int]):
+    assert "--older-than" in one_line_error(invoke("queue", "requeue"))

@@ -21,7 +21,16 @@ from shared.queues import APPLY_TASK, INGEST, REPLAY
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import parse_iso, utcnow
-from tests.support.cli import Invoke, envelopes, invoker, message_ids, ok, one_line_error
+from tests.support.cli import (
+    Invoke,
+    envelopes,
+    invoker,
+    message_ids,
+    ok,
+    one_line_error,
+    replay_answer,
+    replay_ran,
+)
 from tests.support.fixtures import fixture
 
 TRACK = {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m-1"}
@@ -76,9 +85,9 @@ def test_good_bad_duplicate_and_batch_lines(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
 ):
     path = write(tmp_path, "calls.ndjson", MIXED)
-    result = ok(invoke("replay", path, "--app", "shop", "--json"))
+    result = replay_ran(invoke("replay", path, "--app", "shop", "--json"))
 
-    assert orjson.loads(result.stdout) == {
+    assert replay_answer(result) == {
         "accepted": 5,
         "rejected": 3,
         "duplicates": 1,
@@ -122,7 +131,7 @@ def test_good_bad_duplicate_and_batch_lines(
 def test_the_readable_summary_and_its_stderr(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
 ):
-    result = ok(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop"))
+    result = replay_ran(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop"))
     for word in ("accepted", "rejected", "duplicates", "lines", "messages", "replay"):
         assert word in result.stdout
     assert "line 2: missing_user_id" in result.stderr
@@ -132,7 +141,7 @@ def test_the_readable_summary_and_its_stderr(
 def test_kombu_reads_a_replayed_message_as_the_task_and_its_envelope(
     invoke: Invoke, shop: int, settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ):
-    ok(invoke("replay", write(tmp_path, "c.ndjson", ndjson(TRACK)), "--app", "shop"))
+    replay_ran(invoke("replay", write(tmp_path, "c.ndjson", ndjson(TRACK)), "--app", "shop"))
     with (
         Connection(settings.redis_url) as conn,
         conn.SimpleQueue(Queue(REPLAY, Exchange(REPLAY), routing_key=REPLAY)) as simple,
@@ -150,7 +159,7 @@ def test_own_received_at_is_kept_in_the_call(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
 ):
     call = {**TRACK, "receivedAt": "2024-01-02T03:04:05.000Z"}
-    ok(invoke("replay", write(tmp_path, "c.ndjson", ndjson(call)), "--app", "shop"))
+    replay_ran(invoke("replay", write(tmp_path, "c.ndjson", ndjson(call)), "--app", "shop"))
     [env] = envelopes(redis_client)
     assert env["calls"] == [call]
 
@@ -177,7 +186,7 @@ def test_the_receiver_limits_apply(
         {"batch": "nope"},
         [TRACK],
     )
-    result = ok(
+    result = replay_ran(
         invoke(
             "replay",
             write(tmp_path, "c.ndjson", data),
@@ -187,7 +196,7 @@ def test_the_receiver_limits_apply(
             env={"MAX_BATCH_CALLS": "2"},
         )
     )
-    assert orjson.loads(result.stdout) == {
+    assert replay_answer(result) == {
         "accepted": 1,
         "rejected": 5,
         "duplicates": 0,
@@ -211,17 +220,19 @@ def test_gzip_is_read_by_its_magic_bytes_whatever_the_name(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path, name: str
 ):
     path = write(tmp_path, name, gzip.compress(MIXED))
-    result = ok(invoke("replay", path, "--app", "shop", "--json"))
+    result = replay_ran(invoke("replay", path, "--app", "shop", "--json"))
     assert orjson.loads(result.stdout)["accepted"] == 5
     assert len(message_ids(redis_client)) == 5
 
 
 def test_stdin_plain_and_gzipped(invoke: Invoke, shop: int, redis_client: redis.Redis):
-    result = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=MIXED))
+    result = replay_ran(invoke("replay", "-", "--app", "shop", "--json", stdin=MIXED))
     assert orjson.loads(result.stdout)["accepted"] == 5
     first = message_ids(redis_client)
     redis_client.delete(REPLAY)
-    result = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=gzip.compress(MIXED)))
+    result = replay_ran(
+        invoke("replay", "-", "--app", "shop", "--json", stdin=gzip.compress(MIXED))
+    )
     assert orjson.loads(result.stdout)["accepted"] == 5
     assert message_ids(redis_client) == first
 
@@ -237,8 +248,8 @@ def test_crlf_line_ends_and_a_last_line_without_newline(
     invoke: Invoke, shop: int, redis_client: redis.Redis
 ):
     data = orjson.dumps(TRACK) + b"\r\n" + orjson.dumps(IDENTIFY)
-    result = ok(invoke("replay", "-", "--app", "shop", "--json", stdin=data))
-    assert orjson.loads(result.stdout) == {
+    result = replay_ran(invoke("replay", "-", "--app", "shop", "--json", stdin=data))
+    assert replay_answer(result) == {
         "accepted": 2,
         "rejected": 0,
         "duplicates": 0,
@@ -253,8 +264,8 @@ def test_dry_run_counts_and_enqueues_nothing(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
 ):
     path = write(tmp_path, "c.ndjson", MIXED)
-    result = ok(invoke("replay", path, "--app", "shop", "--dry-run", "--json"))
-    assert orjson.loads(result.stdout) == {
+    result = replay_ran(invoke("replay", path, "--app", "shop", "--dry-run", "--json"))
+    assert replay_answer(result) == {
         "accepted": 5,
         "rejected": 3,
         "duplicates": 1,
@@ -267,7 +278,7 @@ def test_dry_run_counts_and_enqueues_nothing(
 
 def test_dry_run_needs_no_redis(invoke: Invoke, shop: int, tmp_path: Path):
     path = write(tmp_path, "c.ndjson", MIXED)
-    ok(
+    replay_ran(
         invoke(
             "replay", path, "--app", "shop", "--dry-run", env={"REDIS_URL": "redis://127.0.0.1:1/0"}
         )
@@ -277,7 +288,9 @@ def test_dry_run_needs_no_redis(invoke: Invoke, shop: int, tmp_path: Path):
 def test_the_ingest_queue_on_request(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
 ):
-    ok(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop", "--queue", "ingest"))
+    replay_ran(
+        invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop", "--queue", "ingest")
+    )
     assert redis_client.llen(REPLAY) == 0
     assert len(message_ids(redis_client, INGEST)) == 5
 
@@ -340,7 +353,7 @@ def test_replay_batch_size_sets_the_calls_per_message(
     invoke: Invoke, shop: int, redis_client: redis.Redis
 ):
     lines = ndjson(*({**TRACK, "userId": f"u{i}", "messageId": f"m-{i}"} for i in range(7)))
-    ok(invoke("replay", "-", "--app", "shop", stdin=lines, env={"REPLAY_BATCH_SIZE": "3"}))
+    replay_ran(invoke("replay", "-", "--app", "shop", stdin=lines, env={"REPLAY_BATCH_SIZE": "3"}))
     assert [len(env["calls"]) for env in envelopes(redis_client)] == [3, 3, 1]
 
 
@@ -351,10 +364,10 @@ def test_replaying_a_file_twice_gives_the_same_message_ids(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
 ):
     path = write(tmp_path, "c.ndjson", MIXED)
-    ok(invoke("replay", path, "--app", "shop"))
+    replay_ran(invoke("replay", path, "--app", "shop"))
     first = message_ids(redis_client)
     redis_client.delete(REPLAY)
-    ok(invoke("replay", path, "--app", "shop"))
+    replay_ran(invoke("replay", path, "--app", "shop"))
     assert message_ids(redis_client) == first
     assert len(set(first)) == 5
 
@@ -437,7 +450,7 @@ def test_an_unreadable_file_is_one_line(
 def test_the_message_decoder_reads_what_replay_wrote(
     invoke: Invoke, shop: int, redis_client: redis.Redis, tmp_path: Path
 ):
-    ok(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop"))
+    replay_ran(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop"))
     raw = redis_client.lrange(REPLAY, 0, -1)
     decoded = [decode_message(r) for r in reversed(raw)]
     assert [e.message_ids for e in decoded] == [e["message_ids"] for e in envelopes(redis_client)]

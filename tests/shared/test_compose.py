@@ -35,6 +35,7 @@ TOOL_VARS = {
     "WEB_CONCURRENCY": "gunicorn's process count",
     "PROMETHEUS_MULTIPROC_DIR": "prometheus_client's multiprocess directory",
     "POSTGRES_PASSWORD": "the password of compose's Postgres",
+    "REDIS_MAXMEMORY": "compose's Redis memory limit",
 }
 # Documented variables of the official postgres and redis images.
 IMAGE_VARS = {
@@ -82,6 +83,8 @@ def test_redis_persists_appends_and_never_evicts() -> None:
     assert tokens[0] == "redis-server"
     assert option(tokens, "--appendonly") == "yes"
     assert option(tokens, "--maxmemory-policy") == "noeviction"
+    # noeviction without a maxmemory never refuses anything: Redis grows until it is killed.
+    assert interpolate(option(tokens, "--maxmemory")) == "1gb"
     volume = redis["volumes"][0]
     assert volume.split(":")[0] in COMPOSE["volumes"] and volume.endswith(":/data")
     assert "redis-cli" in redis["healthcheck"]["test"]
@@ -120,6 +123,55 @@ def test_receiver_runs_the_app_factory_under_gunicorn() -> None:
     assert [p.rsplit(":", 1)[1] for p in receiver["ports"]] == ["8000"]
     assert "/healthz" in " ".join(receiver["healthcheck"]["test"])
     assert "WEB_CONCURRENCY" in environment("receiver")
+
+
+def _seconds(value: str) -> int:
+    assert value.endswith("s"), value
+    return int(value[:-1])
+
+
+def _bytes(value: str) -> int:
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    number, unit = re.fullmatch(r"(\d+)([kmg])b?", value.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * units[unit]
+
+
+def test_the_receiver_drains_before_compose_kills_it() -> None:
+    graceful = int(option(command("receiver"), "--graceful-timeout"))
+    assert _seconds(SERVICES["receiver"]["stop_grace_period"]) > graceful
+    for name in ("worker", "worker-replay"):
+        assert _seconds(SERVICES[name]["stop_grace_period"]) >= 30
+
+
+def test_every_long_running_service_has_a_memory_limit() -> None:
+    for name, service in SERVICES.items():
+        if name in ("migrate", "cli") or "profiles" in service:
+            continue
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits["memory"], name
+    redis_limit = _bytes(SERVICES["redis"]["deploy"]["resources"]["limits"]["memory"])
+    # Room beside maxmemory for the fork that rewrites the append-only file.
+    assert redis_limit >= 1.5 * _bytes(interpolate(option(command("redis"), "--maxmemory")))
+
+
+def test_prometheus_grafana_and_flower_are_optional_and_use_deploy() -> None:
+    for name in ("prometheus", "grafana", "flower"):
+        assert SERVICES[name]["profiles"] == ["observability"], name
+        for volume in SERVICES[name].get("volumes", []):
+            source = volume.split(":")[0]
+            assert (ROOT / source).exists(), f"{name} mounts {source}, which is missing"
+        for port in SERVICES[name]["ports"]:
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
+    scraped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    names = {
+        n for job in scraped["scrape_configs"] for sd in job["dns_sd_configs"] for n in sd["names"]
+    }
+    assert names == {"receiver", "worker", "worker-replay"}
+    assert "alerts.yaml" in " ".join(scraped["rule_files"])
+    broker = next(t.split("=", 1)[1] for t in command("flower") if t.startswith("--broker="))
+    assert broker == COMPOSE["x-userdest"]["environment"]["REDIS_URL"], (
+        "Flower watches another Redis"
+    )
 
 
 @pytest.mark.parametrize(("name", "queue"), [("worker", "ingest"), ("worker-replay", "replay")])

@@ -105,6 +105,9 @@ def test_the_defaults_verify() -> None:
         ({"rate_limit_burst": -1}, "RATE_LIMIT"),
         ({"visibility_timeout": 300, "task_time_limit": 300}, "VISIBILITY_TIMEOUT"),
         ({"log_level": "VERBOSE"}, "LOG_LEVEL"),
+        ({"worker_queues": "ingset"}, "WORKER_QUEUES"),
+        ({"worker_queues": "ingest,replay,bulk"}, "WORKER_QUEUES"),
+        ({"worker_queues": " , "}, "WORKER_QUEUES"),
     ],
 )
 def test_verify_rejects_a_bad_value_in_one_line_naming_it(

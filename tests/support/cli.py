@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import redis
 from click.testing import CliRunner, Result
 
@@ -51,3 +52,25 @@ def one_line_error(result: Result) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")
     return lines[0]
+
+
+def replay_ran(result: Result) -> Result:
+    """A `userdest replay` that ran: exit 0, or 3 exactly when it refused some lines."""
+    rejected = None
+    try:
+        rejected = orjson.loads(result.stdout)["rejected"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        for line in result.stdout.splitlines():
+            if line.startswith("rejected "):
+                rejected = int(line.split()[-1])
+    assert rejected is not None, (result.output, result.exception)
+    assert result.exit_code == (3 if rejected else 0), (result.output, result.exception)
+    return result
+
+
+def replay_answer(result: Result) -> dict[str, Any]:
+    """`replay --json`'s answer without its run id (checked here: a run id, or null for a dry run)."""
+    answer = orjson.loads(result.stdout)
+    run = answer.pop("run")
+    assert run is None or (run.startswith("run_") and len(run) == 16), run
+    return answer  # type: ignore[no-any-return]

@@ -78,3 +78,15 @@ def serving(server: socketserver.BaseServer) -> Iterator[str]:
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
+
+
+def stop(*procs: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """TERM each process, wait for it, and kill one that does not stop in time."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

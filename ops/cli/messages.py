@@ -1,0 +1,49 @@
+"""`userdest messages`: where one call is (applied, dead-lettered, held, waiting)."""
+
+from __future__ import annotations
+
+import click
+import redis
+
+from ops.cli.common import app_option, broker, emit, in_app, json_option, load_settings, work
+
+
+@click.group()
+def messages() -> None:
+    """One call, by its messageId: applied, dead-lettered, or still in Redis."""
+
+
+@messages.command("show")
+@click.argument("message_id", metavar="MESSAGE_ID")
+@app_option
+@json_option
+def messages_show(message_id: str, app_name: str, as_json: bool) -> None:
+    """Say whether the app's call MESSAGE_ID was applied (when, to which profile), is a dead
+    letter, or waits in Redis (held by a worker, or in a queue).
+
+    The answer's `state` is one of applied, dead_letter, unacked, waiting and unknown (never seen,
+    or applied longer ago than DEDUPE_DAYS). Redis is read only when Postgres does not settle it.
+    """
+    from ops import messages as where
+
+    found = work(
+        in_app(app_name, lambda s, app_id: (app_id, where.in_postgres(s, app_id, message_id)))
+    )
+    app_id, postgres = found
+    places = None
+    if postgres["applied_at"] is None:
+        settings = load_settings()
+        try:
+            with broker(settings, read_timeout=max(30.0, settings.broker_timeout)) as client:
+                places = where.in_redis(client, app_id, message_id)
+        except (click.ClickException, redis.RedisError) as exc:
+            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            click.echo(f"Warning: Redis not read: {message}", err=True)
+    answer = {
+        "message_id": message_id,
+        "app": app_name,
+        "state": where.state(postgres, places),
+        **postgres,
+        "in_redis": places,
+    }
+    emit(answer, as_json, title=f"message {message_id}")

@@ -1,0 +1,107 @@
+"""What a worker counts, and by which labels: queue names and reason codes, never a sender's words."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from shared.settings import Settings
+from tests.support.envelopes import envelope
+from tests.support.factories import make_app
+from workers import tasks
+
+
+class Retry(Exception):
+    pass
+
+
+class FakeTask:
+    def __init__(self, queue: str | None) -> None:
+        delivery = {} if queue is None else {"routing_key": queue}
+        self.request = SimpleNamespace(retries=0, id="task-1", delivery_info=delivery)
+
+    def retry(self, **_: Any) -> Retry:
+        return Retry()
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def applier(clean_db: Engine, settings: Settings) -> Iterator[tasks.Applier]:
+    applier = tasks.Applier(settings)
+    yield applier
+    applier.close()
+
+
+@pytest.fixture
+def app_id(clean_db: Engine) -> int:
+    return make_app(clean_db, "m")
+
+
+def test_duplicates_and_lag_are_counted_by_queue(applier: tasks.Applier, app_id: int) -> None:
+    env = envelope(app_id, [{"type": "page", "userId": "u1"}, {"type": "page", "userId": "u2"}])
+    before = (
+        sample("userdest_duplicates_skipped_total", queue="replay"),
+        sample("userdest_apply_lag_seconds_count", queue="replay"),
+    )
+    applier.apply(FakeTask("replay"), env.to_dict())
+    applier.apply(FakeTask("replay"), env.to_dict())
+    assert sample("userdest_duplicates_skipped_total", queue="replay") - before[0] == 2
+    assert sample("userdest_apply_lag_seconds_count", queue="replay") - before[1] == 2
+
+
+def test_a_retry_is_counted_by_queue(
+    applier: tasks.Applier, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def deadlock(*_: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("deadlock detected"))
+
+    monkeypatch.setattr(tasks, "apply_envelope", deadlock)
+    before = sample("userdest_task_retries_total", queue="ingest")
+    with pytest.raises(Retry):
+        applier.apply(FakeTask("ingest"), envelope(app_id, [{"type": "page"}]).to_dict())
+    assert sample("userdest_task_retries_total", queue="ingest") - before == 1
+
+
+def test_an_unknown_queue_is_labelled_other(applier: tasks.Applier, app_id: int) -> None:
+    before = sample("userdest_apply_lag_seconds_count", queue="other")
+    applier.apply(
+        FakeTask("made-up"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
+    )
+    applier.apply(FakeTask(None), envelope(app_id, [{"type": "page", "userId": "v"}]).to_dict())
+    assert sample("userdest_apply_lag_seconds_count", queue="other") - before == 2
+    assert sample("userdest_apply_lag_seconds_count", queue="made-up") == 0
+
+
+def test_ignored_values_are_counted_by_scope_and_reason_not_by_name(
+    applier: tasks.Applier, app_id: int, clean_db: Engine
+) -> None:
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO attribute_definitions (app_id, scope, event, name, type, origin)"
+                " VALUES (:app, 'user', '', 'age', 'integer', 'operator')"
+            ),
+            {"app": app_id},
+        )
+    before = sample("userdest_coercions_ignored_total", scope="user", reason="uncoercible")
+    call = {"type": "identify", "userId": "u", "traits": {"age": "ancient"}}
+    applier.apply(FakeTask("ingest"), envelope(app_id, [call]).to_dict())
+    assert (
+        sample("userdest_coercions_ignored_total", scope="user", reason="uncoercible") == before + 1
+    )
+    names = {
+        s.labels.get("attribute")
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name.startswith("userdest_coercions_ignored")
+    }
+    assert names == {None}
