@@ -36,7 +36,7 @@ from shared.calls import (
     message_id_of,
     parse_json,
 )
-from shared.envelope import Envelope, merge_defaults
+from shared.envelope import REPLAY, Envelope, merge_defaults
 from shared.models import DeadLetter
 from shared.publish import BrokerUnavailable, Publisher
 from shared.settings import Settings
@@ -229,7 +229,7 @@ class Batcher:
             calls=self._calls,
             message_ids=self._ids,
             key_id=None,
-            source="replay",
+            source=REPLAY,
             sent_at=self._sent_at,
             defaults=self._defaults,
         )
@@ -346,7 +346,10 @@ def replay_lines(
 
 
 def publisher_send(publisher: Publisher, queue: str) -> Send:
-    return lambda envelope: publisher.publish(envelope, queue)
+    def send(envelope: dict[str, Any]) -> None:
+        publisher.publish(envelope, queue)
+
+    return send
 
 
 # --- dead letters --------------------------------------------------------------------------------
