@@ -25,7 +25,7 @@ import orjson
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
-from ops.deadletters import is_open
+from ops.deadletters import is_open, metas
 from ops.readmodel import NotFound
 from shared.calls import (
     Refusal,
@@ -355,11 +355,10 @@ def publisher_send(publisher: Publisher, queue: str) -> Send:
 # --- dead letters --------------------------------------------------------------------------------
 
 
-def _dead_letter_call(letter: DeadLetter) -> dict[str, Any]:
+def _dead_letter_call(letter: DeadLetter, meta: dict[str, Any]) -> dict[str, Any]:
     """The raw call as it was sent: its batch's defaults and sentAt merged back, and the time it
     was first received where it carries none of its own, so its event time comes out as it would
-    have then (SPEC 5.2; the worker honours a call's receivedAt)."""
-    meta = letter.meta if isinstance(letter.meta, dict) else {}
+    have then (SPEC 5.2; the worker honours a replayed call's receivedAt)."""
     defaults = meta.get("defaults")
     call = merge_defaults(
         cast(dict[str, Any], letter.call), defaults if isinstance(defaults, dict) else {}
@@ -434,9 +433,10 @@ def replay_dead_letters(
         if not page:
             break
         last = page[-1].id
+        page_metas = metas(session, page)
         done: list[int] = []
         for letter in page:
-            problem = _unreplayable(letter)
+            problem = _unreplayable(letter, page_metas[letter.id])
             if problem is not None:
                 skipped.append({"id": letter.id, "reason": problem[0], "error": problem[1]})
                 continue
@@ -446,7 +446,7 @@ def replay_dead_letters(
             batcher = batchers.get(app)
             if batcher is None:
                 batcher = batchers[app] = Batcher(app, size, send)
-            batcher.add(_dead_letter_call(letter), message_id)
+            batcher.add(_dead_letter_call(letter, page_metas[letter.id]), message_id)
             done.append(letter.id)
         for batcher in batchers.values():
             batcher.flush()
@@ -466,12 +466,12 @@ def replay_dead_letters(
     }
 
 
-def _unreplayable(letter: DeadLetter) -> tuple[str, str] | None:
+def _unreplayable(letter: DeadLetter, meta: dict[str, Any]) -> tuple[str, str] | None:
     if letter.app_id is None:
         return "unknown_app", "the call named no app this deployment knows; nowhere to replay it"
     if not isinstance(letter.call, dict):
         return "not_an_object", "the call is not a JSON object"
-    errors = check_call(_dead_letter_call(letter), None)
+    errors = check_call(_dead_letter_call(letter, meta), None)
     if errors:
         return errors[0]["code"], "; ".join(e["message"] for e in errors)
     return None

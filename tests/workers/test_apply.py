@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -520,6 +521,31 @@ def test_rejected_calls_from_the_receiver_become_dead_letters_once(
     row = conn.execute(text("SELECT reason, error, attempts, call FROM dead_letters")).one()
     assert tuple(row) == ("missing_user_id", "no id", 2, {"type": "page"})
     assert profile(conn, app_id, "a1")["page_views"] == 1
+
+
+def test_a_batchs_defaults_are_stored_once_for_all_its_dead_letters(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    # SPEC 8: 2,400 bad calls sharing a 100 KB context once stored 239 MB (the context in every
+    # letter's meta). Random text, so Postgres's compression cannot hide a copy.
+    context = {"library": {"name": "analytics.js"}, "blob": secrets.token_urlsafe(30_000)}
+    rejected = [
+        {"index": i, "call": {}, "errors": [{"code": "missing_user_id", "message": "no id"}]}
+        for i in range(200)
+    ]
+    env = envelope(app_id, [], defaults={"context": context}, rejected=rejected)
+    request_bytes = len(json.dumps(env.to_dict()))
+    apply(env)
+    apply(envelope(app_id, [], defaults={"context": context}, rejected=rejected[:3]))
+    stored = count(
+        conn,
+        "SELECT (SELECT sum(pg_column_size(call) + pg_column_size(meta)) FROM dead_letters)"
+        " + (SELECT sum(pg_column_size(defaults)) FROM dead_letter_defaults)",
+    )
+    assert count(conn, "SELECT count(*) FROM dead_letters") == 203
+    assert count(conn, "SELECT count(*) FROM dead_letter_defaults") == 1
+    assert stored < 1.5 * request_bytes
+    assert count(conn, "SELECT count(*) FROM dead_letters WHERE meta ? 'defaults'") == 0
 
 
 def test_batch_defaults_merge_under_each_call(apply: Apply, conn: Connection, app_id: int) -> None:
