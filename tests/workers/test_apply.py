@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, text
 
+from shared.attributes import IGNORED_NAMES_KEPT
 from shared.calls import check_call
 from shared.envelope import Envelope
 from tests.support.envelopes import envelope
@@ -546,6 +547,24 @@ def test_a_batchs_defaults_are_stored_once_for_all_its_dead_letters(
     assert count(conn, "SELECT count(*) FROM dead_letter_defaults") == 1
     assert stored < 1.5 * request_bytes
     assert count(conn, "SELECT count(*) FROM dead_letters WHERE meta ? 'defaults'") == 0
+
+
+def test_names_past_the_cap_do_not_grow_ignored_values_without_bound(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    # Each new name past the cap was a new row: 10,000 names, 9,990 rows.
+    conn.execute(text("UPDATE apps SET max_user_attributes = 2 WHERE id = :a"), {"a": app_id})
+    for round_ in range(3):
+        apply(identify("u1", **{f"n{round_}_{i}": "v" for i in range(150)}))
+    apply(identify("u1", **{"x" * 65: "v", "y" * 66: "v"}))  # badly named
+    rows = count(conn, "SELECT count(*) FROM ignored_values WHERE reason = 'over_cap'")
+    assert rows == IGNORED_NAMES_KEPT + 1  # the first ones by name, the rest under `*`
+    total = count(conn, "SELECT sum(count) FROM ignored_values WHERE reason = 'over_cap'")
+    assert total == 3 * 150 - 2  # every ignored value still counted
+    assert count(conn, "SELECT count FROM ignored_values WHERE name = 'n0_10'") == 1
+    before = count(conn, "SELECT count(*) FROM ignored_values")
+    apply(identify("u1", **{f"again_{i}": "v" for i in range(50)}))
+    assert count(conn, "SELECT count(*) FROM ignored_values") == before
 
 
 def test_batch_defaults_merge_under_each_call(apply: Apply, conn: Connection, app_id: int) -> None:

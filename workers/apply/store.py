@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, insert, text
 
-from shared.attributes import Caps
+from shared.attributes import IGNORED_NAMES_KEPT, SENDER_NAMED_REASONS, Caps
 from shared.db import json_dumps
 from shared.ids import normalize_id
 from shared.models import COMPANY_FIELDS, PROFILE_FIELDS, EventOccurrence, PageView
@@ -472,16 +473,37 @@ def _write_definitions(conn: Connection, state: BatchState) -> dict[str, int]:
 
 
 def _count_ignored(conn: Connection, state: BatchState) -> None:
+    """Add the batch's ignored values to `ignored_values`. Names a definition gave are counted per
+    name; names only the sender chose (over a cap, badly named) get a row of their own for the
+    first IGNORED_NAMES_KEPT per scope and reason, and count under `*` after that."""
     _write_rows(
         conn,
         "INSERT INTO ignored_values (app_id, scope, event, name, reason, count) "
-        "SELECT :app, r.s, r.e, r.n, r.r, r.c "
-        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text, r text, c bigint) "
+        "SELECT :app, x.s, x.e, x.n, x.r, sum(x.c) FROM ("
+        "  SELECT r.s, r.r, r.c, k.keep, "
+        "    CASE WHEN k.keep THEN r.e ELSE '*' END AS e, CASE WHEN k.keep THEN r.n ELSE '*' END AS n"
+        "  FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        "    AS r(s text, e text, n text, r text, c bigint, i bigint) "
+        "  CROSS JOIN LATERAL (SELECT NOT (r.r = ANY(:named)) OR EXISTS ("
+        "      SELECT 1 FROM ignored_values v WHERE v.app_id = :app AND v.scope = r.s "
+        "      AND v.event = r.e AND v.name = r.n AND v.reason = r.r) OR ("
+        "      SELECT count(*) FROM ignored_values v WHERE v.app_id = :app AND v.scope = r.s "
+        "      AND v.reason = r.r) + r.i <= :kept AS keep) AS k"
+        ") AS x GROUP BY x.s, x.e, x.n, x.r ORDER BY x.s, x.e, x.n, x.r "
         "ON CONFLICT (app_id, scope, event, name, reason) DO UPDATE "
         "SET count = ignored_values.count + EXCLUDED.count, last_at = now()",
-        [
-            {"s": s, "e": e, "n": n, "r": r, "c": c}
-            for (s, e, n, r), c in sorted(state.definitions.ignored.items())
-        ],
+        _ignored_rows(state.definitions.ignored),
         app=state.app_id,
+        named=list(SENDER_NAMED_REASONS),
+        kept=IGNORED_NAMES_KEPT,
     )
+
+
+def _ignored_rows(ignored: Counter[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
+    """One row per (scope, event, name, reason), with `i` its rank among its scope and reason."""
+    rank: Counter[tuple[str, str]] = Counter()
+    rows = []
+    for (s, e, n, r), c in sorted(ignored.items()):
+        rank[s, r] += 1
+        rows.append({"s": s, "e": e, "n": n, "r": r, "c": c, "i": rank[s, r]})
+    return rows
