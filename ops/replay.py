@@ -57,11 +57,17 @@ class ReplayError(Exception):
 # --- reading NDJSON ------------------------------------------------------------------------------
 
 
+_SKIP_CHUNK = 1 << 20
+
+
 class Source:
     """The lines of FILE or stdin, gunzipped where the bytes start with gzip's magic number."""
 
-    def __init__(self, path: str, stdin: BinaryIO) -> None:
+    def __init__(self, path: str, stdin: BinaryIO, max_line: int) -> None:
         self.name = "stdin" if path == "-" else path
+        self.max_line = max_line
+        """Bytes of a line held at most: a longer one is cut at one byte past this (check_line
+        then refuses it as too large) and the rest of it is skipped unread into memory."""
         self._owned = path != "-"
         raw: BinaryIO = stdin if path == "-" else open(path, "rb")  # noqa: SIM115 (closed by close())
         self._raw = raw
@@ -88,14 +94,16 @@ class Source:
             return None
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
-        """(line number, bytes) of every line; ReplayError where the file cannot be read on."""
+        """(line number, bytes) of every line, each at most `max_line` + 1 bytes held; ReplayError
+        where the file cannot be read on."""
         number = 0
-        iterator = iter(self.stream)
         while True:
             try:
-                raw = next(iterator)
-            except StopIteration:
-                return
+                raw = self.stream.readline(self.max_line + 1)
+                if not raw:
+                    return
+                if len(raw) > self.max_line and not raw.endswith(b"\n"):
+                    self._skip_rest_of_line()
             except (OSError, EOFError, zlib.error) as exc:
                 kind = "gzip data" if self.gzipped else "data"
                 raise ReplayError(
@@ -104,6 +112,12 @@ class Source:
                 ) from None
             number += 1
             yield number, raw
+
+    def _skip_rest_of_line(self) -> None:
+        while True:
+            rest = self.stream.readline(_SKIP_CHUNK)
+            if not rest or rest.endswith(b"\n"):
+                return
 
     def close(self) -> None:
         if self.gzipped:

@@ -20,6 +20,7 @@ from ops.cli.common import (
     json_option,
     load_settings,
     one_line,
+    printable,
     work,
 )
 from shared import tenancy
@@ -112,7 +113,7 @@ def replay_file(
 
     def run(send: Callable[[dict[str, Any]], None] | None) -> Summary:
         try:
-            source = replay.Source(path, _stdin())
+            source = replay.Source(path, _stdin(), settings.max_batch_bytes)
         except OSError as exc:
             raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
         try:
@@ -123,7 +124,7 @@ def replay_file(
                     settings=settings,
                     send=send,
                     rate=rate,
-                    on_reject=lambda rejection: say(str(rejection)),
+                    on_reject=lambda rejection: say(printable(str(rejection))),
                     on_line=on_line,
                 )
         except replay.ReplayError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import io
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,37 @@ def test_good_bad_duplicate_and_batch_lines(
         received = parse_iso(env["received_at"])
         assert received is not None
         assert abs(utcnow() - received) < timedelta(minutes=1)
+
+
+def test_a_huge_line_is_refused_while_read_not_after(
+    invoke: Invoke, shop: int, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+):
+    # A 1 MB gzip file holding one 1.1 GB line once took replay past 1.1 GB of memory and killed
+    # it. The line is cut at MAX_BATCH_BYTES + 1 while read, refused, and the next line goes on.
+    path = tmp_path / "bomb.ndjson.gz"
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(b'{"type": "track", "event": "')
+        for _ in range(64):
+            out.write(b"a" * (1 << 20))
+        out.write(b'"}\n' + ndjson(TRACK))
+    tracemalloc.start()
+    try:
+        source = replay.Source(str(path), io.BytesIO(), settings.max_batch_bytes)
+        lines = [(number, len(raw)) for number, raw in source.lines()]
+        source.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert lines == [(1, settings.max_batch_bytes + 1), (2, len(ndjson(TRACK)))]
+    assert peak < 16 * settings.max_batch_bytes
+    result = ok(invoke("replay", str(path), "--app", "shop", "--json"))
+    assert orjson.loads(result.stdout) == {
+        "accepted": 1,
+        "rejected": 1,
+        "duplicates": 0,
+        "lines": 2,
+    }
+    assert "line 1: payload_too_large" in result.stderr
 
 
 def test_the_readable_summary_and_its_stderr(
@@ -425,7 +458,7 @@ def test_missing_file_is_a_usage_error(invoke: Invoke, shop: int, tmp_path: Path
 def test_an_unreadable_file_is_one_line(
     invoke: Invoke, shop: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    def refuse(self: replay.Source, path: str, stdin: Any) -> None:
+    def refuse(self: replay.Source, path: str, stdin: Any, max_line: int) -> None:
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr(replay.Source, "__init__", refuse)
