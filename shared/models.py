@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -166,7 +167,14 @@ class EventDefinition(Base):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("app_id", "user_id"),)
+    __table_args__ = (
+        UniqueConstraint("app_id", "user_id"),
+        Index(
+            "ix_users_merged_into",
+            "merged_into",
+            postgresql_where=text("merged_into IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     app_id: Mapped[int] = _app_fk()
@@ -200,6 +208,12 @@ class User(Base):
         JSONB,
         server_default="{}",
         comment="field or attribute name to the event time of its last write",
+    )
+    merged_into: Mapped[int | None] = mapped_column(
+        BigInteger,
+        ForeignKey("users.id"),
+        comment="set once merged away: the profile it lives on in; its history moves there in the "
+        "background and the row goes",
     )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()

@@ -20,7 +20,7 @@ def pins() -> dict[str, str]:
     lines = (ROOT / "constraints.txt").read_text().splitlines()
     entries = [line.split("==") for line in lines if line and not line.startswith("#")]
     assert all(len(entry) == 2 for entry in entries), "one name==version a line"
-    return {name: version for name, version in entries}
+    return {entry[0]: entry[1] for entry in entries}
 
 
 def test_every_runtime_dependency_is_pinned() -> None:

@@ -10,14 +10,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
+from ops import readmodel
 from shared.attributes import IGNORED_NAMES_KEPT
 from shared.calls import check_call
 from shared.envelope import Envelope
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.fixtures import fixture
-from workers.apply import batch
+from workers.apply import batch, store
 from workers.apply.batch import Outcome
 
 Apply = Callable[..., Outcome]
@@ -32,12 +34,20 @@ def profile(conn: Connection, app_id: int, some_id: str) -> dict[str, Any]:
         {"a": app_id, "v": some_id},
     )
     assert pk is not None, f"no profile for {some_id!r}"
+    # An identity may still name a profile merged away, until the background move.
+    while merged := conn.scalar(text("SELECT merged_into FROM users WHERE id = :pk"), {"pk": pk}):
+        pk = merged
     row = dict(
         conn.execute(text("SELECT * FROM users WHERE id = :pk"), {"pk": pk}).mappings().one()
     )
     row["anonymous_ids"] = sorted(
         conn.scalars(
-            text("SELECT value FROM identities WHERE user_pk = :pk AND kind = 'anonymous'"),
+            text(
+                "WITH RECURSIVE family(id) AS (SELECT CAST(:pk AS bigint) UNION "
+                "SELECT u.id FROM users u JOIN family f ON u.merged_into = f.id) "
+                "SELECT value FROM identities WHERE kind = 'anonymous' "
+                "AND user_pk IN (SELECT id FROM family)"
+            ),
             {"pk": pk},
         )
     )
@@ -302,7 +312,12 @@ def test_merge_of_two_existing_profiles(apply: Apply, conn: Connection, app_id: 
     assert p["phone"] == "555" and p["attributes"] == {
         "score": 5
     }  # empty fields filled from the source
+    assert count(conn, "SELECT count(*) FROM users WHERE merged_into IS NULL") == 1
+    # The history moves in the background, in bounded batches, and the merged-away row goes.
+    while store.move_merged(conn, limit=1):
+        pass
     assert count(conn, "SELECT count(*) FROM users") == 1
+    assert profile(conn, app_id, "a1")["id"] == p["id"]
     assert count(conn, "SELECT count(*) FROM events WHERE user_pk = :pk", pk=p["id"]) == 1
     assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :pk", pk=p["id"]) == 3
     assert count(conn, "SELECT count(*) FROM memberships WHERE user_pk = :pk", pk=p["id"]) == 1
@@ -335,7 +350,45 @@ def test_alias_merges_previous_into_user(apply: Apply, conn: Connection, app_id:
     p = profile(conn, app_id, "97980cfea0067")
     assert p["anonymous_ids"] == ["507f191e810c19729de860ea"]
     assert p["page_views"] == 1 and p["email"] == "z@example.com"
-    assert count(conn, "SELECT count(*) FROM users") == 1
+    assert count(conn, "SELECT count(*) FROM users WHERE merged_into IS NULL") == 1
+
+
+def test_a_merge_does_not_move_history_in_the_applying_transaction(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    # A 118-byte alias moved 25,000 rows in the request's transaction, at every such alias.
+    apply(page(anonymous_id="anon-1"), identify("known", email="k@example.com"))
+    source = profile(conn, app_id, "anon-1")["id"]
+    conn.execute(
+        text(
+            "INSERT INTO page_views (app_id, user_pk, kind, occurred_at, message_id) "
+            "SELECT :a, :u, 'page', now(), 'm' || g FROM generate_series(1, 2500) AS g"
+        ),
+        {"a": app_id, "u": source},
+    )
+    apply({"type": "alias", "previousId": "anon-1", "userId": "known"})
+    target = profile(conn, app_id, "known")
+    assert profile(conn, app_id, "anon-1")["id"] == target["id"] != source
+    # Nothing of the history moved with the merge itself: it is the tombstone's until moved.
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :s", s=source) == 2501
+    assert count(conn, "SELECT merged_into FROM users WHERE id = :s", s=source) == target["id"]
+    # Readers see it on the target at once.
+    with Session(bind=conn) as session:
+        assert len(readmodel.user_pageviews(session, app_id, "known")) == 2501
+        assert readmodel.user_profile(session, app_id, "anon-1")["user_id"] == "known"
+    # The background move: bounded batches, then the tombstone goes.
+    moves = []
+    while moved := store.move_merged(conn, limit=1000):
+        moves.append(moved)
+    assert max(moves) <= 1000 + 2  # page views, plus an identity and the last round
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :t", t=target["id"]) == 2501
+    assert count(conn, "SELECT count(*) FROM users WHERE id = :s", s=source) == 0
+    # A later merge into another profile again moves nothing in its own transaction.
+    apply(identify("other"))
+    apply({"type": "alias", "previousId": "known", "userId": "other"})
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :t", t=target["id"]) == 2501
+    with Session(bind=conn) as session:
+        assert len(readmodel.user_pageviews(session, app_id, "other")) == 2501
 
 
 @pytest.mark.parametrize(

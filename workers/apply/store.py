@@ -154,8 +154,11 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
         ),
         {"app": state.app_id, "users": users, "anons": anons},
     ).all()
+    # An identity may still name a profile merged away: it answers for the profile it was merged
+    # into (until the background move points the identity there too).
+    canonical = _canonical(conn, {pk for _, _, pk in rows})
     for kind, value, pk in rows:
-        state.ids[kind, value] = pk
+        state.ids[kind, value] = canonical.get(pk, pk)
     pks = sorted(set(state.ids.values()))
     if not pks:
         return
@@ -163,11 +166,13 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
     found = conn.execute(
         text(
             f"SELECT id, user_id, page_views, first_seen, last_seen, attributes, field_times, "  # noqa: S608 (fixed column names)
-            f"{columns} FROM users WHERE id = ANY(:pks) ORDER BY id FOR UPDATE"
+            f"merged_into, {columns} FROM users WHERE id = ANY(:pks) ORDER BY id FOR UPDATE"
         ),
         {"pks": pks},
     ).mappings()
     for row in found:
+        if row["merged_into"] is not None:
+            raise ProfileVanished("a profile was merged away between reading and locking it")
         state.profiles[row["id"]] = Profile(
             pk=row["id"],
             fields={name: row[name] for name in PROFILE_FIELDS},
@@ -180,6 +185,24 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
         )
     if len(state.profiles) != len(pks):
         raise ProfileVanished("an identity pointed at a profile merged away meanwhile")
+
+
+def _canonical(conn: Connection, pks: set[int]) -> dict[int, int]:
+    """Each of `pks` that was merged away, to the profile it lives on in now (chains followed)."""
+    if not pks:
+        return {}
+    rows = conn.execute(
+        text(
+            "WITH RECURSIVE chain(start, id, next, depth) AS ("
+            "  SELECT id, id, merged_into, 0 FROM users WHERE id = ANY(:pks) "
+            "  AND merged_into IS NOT NULL "
+            "  UNION ALL SELECT c.start, u.id, u.merged_into, c.depth + 1 "
+            "  FROM chain c JOIN users u ON u.id = c.next WHERE c.depth < 64"
+            ") SELECT start, id FROM chain WHERE next IS NULL"
+        ),
+        {"pks": sorted(pks)},
+    ).all()
+    return {int(row[0]): int(row[1]) for row in rows}
 
 
 def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> None:
@@ -330,21 +353,74 @@ def _insert_new_profiles(conn: Connection, state: BatchState) -> dict[int, int]:
 
 
 def _merge_rows(conn: Connection, source: int, target: int) -> None:
-    """Move an existing profile's history to `target` and delete it (SPEC 5.7)."""
-    params = {"s": source, "t": target}
-    conn.execute(text("UPDATE page_views SET user_pk = :t WHERE user_pk = :s"), params)
-    conn.execute(text("UPDATE events SET user_pk = :t WHERE user_pk = :s"), params)
+    """Merge an existing profile into `target` (SPEC 5.7) at a cost that does not grow with its
+    history: the profile stays as a tombstone naming `target`, its counters and fields are already
+    folded into `target` (BatchState.merge), and its page views, events, memberships and
+    identities move later, in bounded batches (move_merged). Readers follow `merged_into`."""
     conn.execute(
+        text("UPDATE users SET merged_into = :t, user_id = NULL, updated_at = now() WHERE id = :s"),
+        {"s": source, "t": target},
+    )
+
+
+MOVE_BATCH = 1000
+"""Rows of one table a background move takes in one transaction."""
+
+
+def move_merged(conn: Connection, limit: int = MOVE_BATCH) -> int:
+    """Move up to `limit` rows of each kind of one merged-away profile's history to the profile it
+    lives on now; drop the tombstone once it is empty. Returns the rows moved (0: nothing to do).
+
+    SKIP LOCKED lets every worker move at once, each its own tombstone.
+    """
+    row = conn.execute(
         text(
+            "SELECT id FROM users WHERE merged_into IS NOT NULL ORDER BY id LIMIT 1 "
+            "FOR UPDATE SKIP LOCKED"
+        )
+    ).first()
+    if row is None:
+        return 0
+    source = int(row[0])
+    target = _canonical(conn, {source})[source]
+    params = {"s": source, "t": target, "n": limit}
+    moved = 0
+    for table in ("page_views", "events"):
+        result = conn.execute(
+            text(
+                f"UPDATE {table} SET user_pk = :t WHERE id IN ("  # noqa: S608 (fixed table names)
+                f"SELECT id FROM {table} WHERE user_pk = :s LIMIT :n)"
+            ),
+            params,
+        )
+        moved += int(result.rowcount)
+    result = conn.execute(
+        text(
+            "WITH gone AS (DELETE FROM memberships WHERE ctid IN ("
+            "  SELECT ctid FROM memberships WHERE user_pk = :s LIMIT :n) "
+            "  RETURNING company_id, member_since) "
             "INSERT INTO memberships (company_id, user_pk, member_since) "
-            "SELECT company_id, :t, member_since FROM memberships WHERE user_pk = :s "
+            "SELECT company_id, :t, member_since FROM gone ORDER BY company_id "
             "ON CONFLICT (company_id, user_pk) DO UPDATE "
             "SET member_since = LEAST(memberships.member_since, EXCLUDED.member_since)"
         ),
         params,
     )
-    conn.execute(text("UPDATE identities SET user_pk = :t WHERE user_pk = :s"), params)
-    conn.execute(text("DELETE FROM users WHERE id = :s"), params)
+    moved += int(result.rowcount)
+    result = conn.execute(
+        text(
+            "UPDATE identities SET user_pk = :t WHERE (app_id, kind, value) IN ("
+            "SELECT app_id, kind, value FROM identities WHERE user_pk = :s LIMIT :n)"
+        ),
+        params,
+    )
+    moved += int(result.rowcount)
+    if moved == 0:
+        # Empty: tombstones merged into this one now name its target, and it goes.
+        conn.execute(text("UPDATE users SET merged_into = :t WHERE merged_into = :s"), params)
+        conn.execute(text("DELETE FROM users WHERE id = :s"), params)
+        return 1
+    return moved
 
 
 _PROFILE_RECORD = ", ".join(

@@ -1,4 +1,5 @@
-"""dead letters keep their batch's defaults once
+"""bounds against abuse: dead letters keep their batch's defaults once; merged-away profiles stay
+as tombstones naming the profile they live on in, while their history moves in the background
 
 Revision ID: 0003
 Revises: 0001
@@ -18,6 +19,26 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "users",
+        sa.Column(
+            "merged_into",
+            sa.BigInteger(),
+            nullable=True,
+            comment="set once merged away: the profile it lives on in; its history moves there in "
+            "the background and the row goes",
+        ),
+    )
+    op.create_foreign_key(
+        op.f("fk_users_merged_into_users"), "users", "users", ["merged_into"], ["id"]
+    )
+    op.create_index(
+        "ix_users_merged_into",
+        "users",
+        ["merged_into"],
+        unique=False,
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    )
     op.create_table(
         "dead_letter_defaults",
         sa.Column(
@@ -62,3 +83,10 @@ def downgrade() -> None:
     )
     op.drop_column("dead_letters", "defaults_digest")
     op.drop_table("dead_letter_defaults")
+    op.drop_index(
+        "ix_users_merged_into",
+        table_name="users",
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    )
+    op.drop_constraint(op.f("fk_users_merged_into_users"), "users", type_="foreignkey")
+    op.drop_column("users", "merged_into")
