@@ -14,6 +14,7 @@ from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.models import (
+    CANONICAL_PROFILES,
     COMPANY_FIELDS,
     PROFILE_FIELDS,
     ApiKey,
@@ -199,13 +200,6 @@ _FAMILY = text(
     "WITH RECURSIVE family(id) AS (SELECT CAST(:pk AS bigint) UNION "
     "SELECT u.id FROM users u JOIN family f ON u.merged_into = f.id) SELECT id FROM family"
 )
-_CANONICAL = text(
-    "WITH RECURSIVE chain(start, id, next, depth) AS ("
-    "  SELECT id, id, merged_into, 0 FROM users WHERE id = ANY(:pks) "
-    "  UNION ALL SELECT c.start, u.id, u.merged_into, c.depth + 1 "
-    "  FROM chain c JOIN users u ON u.id = c.next WHERE c.depth < 64"
-    ") SELECT start, id FROM chain WHERE next IS NULL"
-)
 
 
 def _family(session: Session, pk: int) -> list[int]:
@@ -215,7 +209,7 @@ def _family(session: Session, pk: int) -> list[int]:
 
 def _canonical(session: Session, pks: list[int]) -> dict[int, int]:
     """Each profile to the one it lives on in now (itself unless merged away)."""
-    return {int(a): int(b) for a, b in session.execute(_CANONICAL, {"pks": pks})}
+    return {int(a): int(b) for a, b in session.execute(CANONICAL_PROFILES, {"pks": pks})}
 
 
 def user_profile(session: Session, app_id: int, id: str) -> dict[str, Any]:

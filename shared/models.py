@@ -219,6 +219,17 @@ class User(Base):
     updated_at: Mapped[datetime] = _now()
 
 
+CANONICAL_PROFILES = text(
+    "WITH RECURSIVE chain(start, id, next, depth) AS ("
+    "  SELECT id, id, merged_into, 0 FROM users WHERE id = ANY(:pks) "
+    "  UNION ALL SELECT c.start, u.id, u.merged_into, c.depth + 1 "
+    "  FROM chain c JOIN users u ON u.id = c.next WHERE c.depth < 64"
+    ") SELECT start, id FROM chain WHERE next IS NULL"
+)
+"""(pk, the profile it lives on in now) for each of `:pks`: itself, or the end of its chain of
+`merged_into` (a merged-away profile stays until its history has moved)."""
+
+
 class Identity(Base):
     """Every id a profile answers to: its userId, ids merged into it, and its anonymous ids."""
 

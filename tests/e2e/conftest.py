@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from shared.settings import Settings
-from tests.support.stack import receiver, stack_env, start_worker
+from tests.support.stack import receiver, stack_env, start_worker, stop
 
 
 @pytest.fixture
@@ -24,8 +23,4 @@ def stack(
         with receiver(env, tmp_path / "receiver.log", "--workers", "2") as url:
             yield url
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker)

@@ -19,7 +19,13 @@ from sqlalchemy import Connection, insert, text
 from shared.attributes import IGNORED_NAMES_KEPT, SENDER_NAMED_REASONS, Caps
 from shared.db import json_dumps
 from shared.ids import normalize_id
-from shared.models import COMPANY_FIELDS, PROFILE_FIELDS, EventOccurrence, PageView
+from shared.models import (
+    CANONICAL_PROFILES,
+    COMPANY_FIELDS,
+    PROFILE_FIELDS,
+    EventOccurrence,
+    PageView,
+)
 from workers.apply.attributes import Definition, Definitions
 from workers.apply.call import Call
 from workers.apply.state import (
@@ -191,17 +197,7 @@ def _canonical(conn: Connection, pks: set[int]) -> dict[int, int]:
     """Each of `pks` that was merged away, to the profile it lives on in now (chains followed)."""
     if not pks:
         return {}
-    rows = conn.execute(
-        text(
-            "WITH RECURSIVE chain(start, id, next, depth) AS ("
-            "  SELECT id, id, merged_into, 0 FROM users WHERE id = ANY(:pks) "
-            "  AND merged_into IS NOT NULL "
-            "  UNION ALL SELECT c.start, u.id, u.merged_into, c.depth + 1 "
-            "  FROM chain c JOIN users u ON u.id = c.next WHERE c.depth < 64"
-            ") SELECT start, id FROM chain WHERE next IS NULL"
-        ),
-        {"pks": sorted(pks)},
-    ).all()
+    rows = conn.execute(CANONICAL_PROFILES, {"pks": sorted(pks)}).all()
     return {int(row[0]): int(row[1]) for row in rows}
 
 
