@@ -573,9 +573,9 @@ def _count_ignored(conn: Connection, state: BatchState) -> None:
 
 def _ignored_rows(ignored: Counter[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
     """One row per (scope, event, name, reason), with `i` its rank among its scope and reason."""
-    rank: Counter[tuple[str, str]] = Counter()
+    rank: dict[tuple[str, str], int] = {}
     rows = []
     for (s, e, n, r), c in sorted(ignored.items()):
-        rank[s, r] += 1
+        rank[s, r] = rank.get((s, r), 0) + 1
         rows.append({"s": s, "e": e, "n": n, "r": r, "c": c, "i": rank[s, r]})
     return rows
