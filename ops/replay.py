@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 import orjson
+import redis
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
@@ -38,7 +39,7 @@ from shared.calls import (
 )
 from shared.envelope import REPLAY, Envelope, merge_defaults
 from shared.models import DeadLetter
-from shared.publish import BrokerUnavailable, Publisher
+from shared.publish import MEMORY_CHECK_SECONDS, BrokerUnavailable, HighWater, Publisher
 from shared.settings import Settings
 from shared.timeparse import iso, utcnow
 
@@ -359,11 +360,40 @@ def replay_lines(
     return summary
 
 
-def publisher_send(publisher: Publisher, queue: str) -> Send:
+def publisher_send(
+    publisher: Publisher,
+    queue: str,
+    high_water: HighWater | None = None,
+    on_wait: Callable[[], None] = lambda: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Send:
+    """Publish each envelope on `queue`; while Redis is past its high-water mark, wait for the
+    workers to make room first (the receivers refuse then; a backfill must not take the room
+    the workers need to move what they take)."""
+
     def send(envelope: dict[str, Any]) -> None:
+        if high_water is not None:
+            wait_for_room(high_water, on_wait, sleep)
         publisher.publish(envelope, queue)
 
     return send
+
+
+def wait_for_room(
+    high_water: HighWater, on_wait: Callable[[], None], sleep: Callable[[float], None]
+) -> None:
+    """Return once Redis is under its high-water mark (or cannot say: the publish will fail)."""
+    told = False
+    while True:
+        try:
+            if not high_water.over():
+                return
+        except redis.RedisError:
+            return
+        if not told:
+            on_wait()
+            told = True
+        sleep(MEMORY_CHECK_SECONDS)
 
 
 # --- dead letters --------------------------------------------------------------------------------
@@ -396,6 +426,8 @@ def replay_dead_letters(
     ids: Sequence[int] = (),
     reason: str | None = None,
     size: int = 100,
+    high_water: HighWater | None = None,
+    on_wait: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Enqueue dead letters again and mark them replayed, in the caller's transaction.
 
@@ -428,6 +460,8 @@ def replay_dead_letters(
     skipped: list[dict[str, Any]] = []
 
     def send(envelope: dict[str, Any]) -> None:
+        if high_water is not None:
+            wait_for_room(high_water, on_wait, time.sleep)
         try:
             publisher.publish(envelope, queue)
         except BrokerUnavailable as exc:

@@ -106,7 +106,7 @@ def replay_file(
     same input twice applies nothing twice.
     """
     from ops import replay
-    from shared.publish import Publisher
+    from shared.publish import HighWater, Publisher
 
     settings = load_settings()
     app_id = work(lambda session: tenancy.get_app(session, app_name).id)
@@ -136,12 +136,18 @@ def replay_file(
         summary = run(None)
     else:
         with broker(settings) as client, celery_app(settings) as celery:
-            summary = run(replay.publisher_send(Publisher(celery, client), queue))
+            high_water = HighWater(client, settings.redis_high_water)
+            send = replay.publisher_send(Publisher(celery, client), queue, high_water, _waiting)
+            summary = run(send)
     if as_json:
         emit(summary.answer(), True)
         return
     details = {**summary.answer(), "messages": summary.messages, "queue": queue}
     emit(details, False, title="dry run: nothing enqueued" if dry_run else f"replayed to {queue}")
+
+
+def _waiting() -> None:
+    click.echo("Redis is past REDIS_HIGH_WATER: waiting for the workers to make room", err=True)
 
 
 def _stdin() -> BinaryIO:

@@ -7,7 +7,7 @@ import io
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -474,3 +474,37 @@ def test_the_message_decoder_reads_what_replay_wrote(
     raw = redis_client.lrange(REPLAY, 0, -1)
     decoded = [decode_message(r) for r in reversed(raw)]
     assert [e.message_ids for e in decoded] == [e["message_ids"] for e in envelopes(redis_client)]
+
+
+class _Filling:
+    """A HighWater over its mark for the first `readings` readings."""
+
+    def __init__(self, readings: int) -> None:
+        self.left = readings
+
+    def over(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+def test_a_replay_waits_while_redis_is_past_its_high_water_mark() -> None:
+    # The receivers refuse past the mark; a backfill must not take the workers' room either.
+    sent: list[dict[str, Any]] = []
+    waits: list[float] = []
+    told: list[str] = []
+
+    class Recorder:
+        def publish(self, envelope: dict[str, Any], queue: str) -> None:
+            sent.append(envelope)
+
+    send = replay.publisher_send(
+        cast(Any, Recorder()),
+        REPLAY,
+        cast(Any, _Filling(3)),
+        on_wait=lambda: told.append("waiting"),
+        sleep=waits.append,
+    )
+    send({"calls": []})
+    assert (len(sent), len(waits), told) == (1, 3, ["waiting"])
+    send({"calls": []})
+    assert (len(sent), len(waits)) == (2, 3)
