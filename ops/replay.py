@@ -37,7 +37,7 @@ from shared.calls import (
     message_id_of,
     parse_json,
 )
-from shared.envelope import REPLAY, Envelope, merge_defaults
+from shared.envelope import REPLAY_SOURCE, Envelope, merge_defaults
 from shared.models import DeadLetter
 from shared.publish import MEMORY_CHECK_SECONDS, BrokerUnavailable, HighWater, Publisher
 from shared.settings import Settings
@@ -244,7 +244,7 @@ class Batcher:
             calls=self._calls,
             message_ids=self._ids,
             key_id=None,
-            source=REPLAY,
+            source=REPLAY_SOURCE,
             sent_at=self._sent_at,
             defaults=self._defaults,
         )

@@ -22,7 +22,7 @@ DIRECT_SOURCE = "http"
 """`source` of calls a client posted straight to /v1/* (the others: "webhook", "replay"). Only
 these may take the request's address as the user's (SPEC 5.3, v2)."""
 
-REPLAY = "replay"
+REPLAY_SOURCE = "replay"
 """The `source` of envelopes that `userdest replay` and dead-letter replays make: the only calls
 whose own `receivedAt` counts (SPEC 5.2); a live sender's `receivedAt` is ignored."""
 

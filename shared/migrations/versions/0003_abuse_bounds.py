@@ -2,7 +2,7 @@
 as tombstones naming the profile they live on in, while their history moves in the background
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0005
 Create Date: 2026-12-01 02:50:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
