@@ -10,11 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them: the
-# packages are empty stand-ins here and the project itself is installed over them below.
-COPY pyproject.toml README.md ./
+# packages are empty stand-ins here and the project itself is installed over them below. Their
+# versions are the ones constraints.txt pins (`make lock` writes it), so every build gets the
+# packages the tests ran with.
+COPY pyproject.toml README.md constraints.txt ./
 RUN mkdir -p api workers shared \
     && touch api/__init__.py workers/__init__.py shared/__init__.py \
-    && pip install . \
+    && pip install --constraint constraints.txt . \
     && pip uninstall --yes userdest \
     && rm -rf api workers shared build *.egg-info
 

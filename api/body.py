@@ -38,7 +38,7 @@ def read_body(
     chunks = []
     size = 0
     while True:
-        chunk = stream.read(_CHUNK)
+        chunk = _read(stream)
         if not chunk:
             break
         size += len(chunk)
@@ -49,6 +49,19 @@ def read_body(
     if not gzipped:
         return data, None
     return gunzip(data, limit), data
+
+
+def _read(stream: IO[bytes]) -> bytes:
+    """The next piece of the body; 400 where the client stopped sending it or framed it wrong."""
+    try:
+        return stream.read(_CHUNK)
+    except Exception as exc:
+        # The server (gunicorn, werkzeug) raises its own types for a body cut short or a bad chunk:
+        # NoMoreData (an OSError), ChunkMissingTerminator, InvalidChunkSize, ClientDisconnected.
+        # Whatever it is, the request did not carry a whole body: the client's error, not ours.
+        raise Refusal(
+            400, "truncated_body", f"the body ended early or is badly framed ({type(exc).__name__})"
+        ) from None
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

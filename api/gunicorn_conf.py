@@ -1,5 +1,13 @@
 """gunicorn's own settings for the receiver: `gunicorn -c python:api.gunicorn_conf "api:create_app()"`.
 
+Worker class: gevent (docs/abuse.md has the measurements). gunicorn's default sync worker serves one
+connection at a time per process, so a client that connects and sends nothing stops a process (two
+stopped `make run`, one stopped the image's default); gthread hands each new connection to a
+thread that waits 5 s for its first bytes, so a few hundred idle connections queue every request
+behind them. A gevent worker waits on all its connections at once, and kept the throughput of sync
+workers on this machine; the receiver's only blocking calls (Redis, Postgres through psycopg 3)
+cooperate with gevent's monkey-patching.
+
 gunicorn logs through its own loggers before and beside the Flask app; this makes those lines JSON
 too (SPEC 7: one JSON object a line), and leaves access logs off: a line per call would cost more
 than the call, and the metrics count requests by endpoint and status.
@@ -9,6 +17,10 @@ sets up logging it replaces this handler instead of adding a second one: every l
 """
 
 from shared.logs import HANDLER_NAME
+
+worker_class = "gevent"
+worker_connections = 1000
+"""Connections one process holds at once; past it the kernel's backlog queues new ones."""
 
 logconfig_dict = {
     "version": 1,

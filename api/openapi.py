@@ -37,6 +37,7 @@ ERROR_CODES = {
         "invalid_json",
         "too_deep",
         "invalid_gzip",
+        "truncated_body",
         "invalid_batch",
         "invalid_integrations",
         "payload_too_large",
@@ -46,7 +47,7 @@ ERROR_CODES = {
     403: ["invalid_api_key", "untrusted_domain"],
     415: ["unsupported_encoding"],
     429: ["rate_limited"],
-    503: ["broker_unavailable", "auth_unavailable"],
+    503: ["broker_unavailable", "broker_full", "auth_unavailable", "auth_busy"],
 }
 """Codes of refused requests, by HTTP status."""
 
@@ -60,7 +61,8 @@ _DESCRIPTIONS = {
     403: "The API key is unknown or revoked, or the sending site is not a trusted domain.",
     415: "Content-Encoding other than gzip.",
     429: "The key is over its rate limit; see Retry-After.",
-    503: "Redis (or, for an unseen key, Postgres) cannot be reached; nothing was accepted.",
+    503: "Redis cannot be reached or is near its memory limit, or an unseen key cannot be looked "
+    "up now (Postgres down, or too many unknown keys); nothing was accepted. See Retry-After.",
 }
 
 

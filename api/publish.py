@@ -1,4 +1,5 @@
-"""The receiver's publisher: shared/publish.py's, answering 503 when Redis cannot take a message.
+"""The receiver's publisher: shared/publish.py's, answering 503 when Redis cannot take a message
+or is past its high-water mark (admission control, SPEC 3).
 
 The message format and why the receiver builds it itself are described in shared/publish.py.
 """
@@ -8,26 +9,43 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from redis import Redis
+from redis import Redis, RedisError
 
 from shared import publish
 from shared.calls import Refusal
-from shared.publish import BrokerUnavailable, make_redis
+from shared.publish import BrokerUnavailable, HighWater, make_redis
 
-__all__ = ["Publisher", "make_redis"]
+__all__ = ["HighWater", "Publisher", "make_redis"]
 
 
 class Publisher(publish.Publisher):
     """Enqueues envelopes for the APPLY_TASK task on a queue, or raises Refusal 503."""
 
-    def __init__(self, celery: Celery, client: Redis, retry_after: int) -> None:
+    def __init__(
+        self, celery: Celery, client: Redis, retry_after: int, high_water: HighWater
+    ) -> None:
         super().__init__(celery, client)
         self._retry_after = {"Retry-After": str(retry_after)}
+        self.high_water = high_water
 
-    def publish(self, envelope: dict[str, Any], queue: str) -> None:
-        """Returns once Redis has the message; 503 broker_unavailable if it cannot be reached."""
+    def publish(self, envelope: dict[str, Any], queue: str) -> int:
+        """Returns once Redis has the message; 503 broker_unavailable if it cannot be reached,
+        503 broker_full where it is past its high-water mark."""
         try:
-            super().publish(envelope, queue)
+            full = self.high_water.over()
+        except RedisError:
+            full = None
+        if full:
+            raise Refusal(
+                503,
+                "broker_full",
+                "the queue is near its memory limit; nothing was accepted, retry later",
+                headers=self._retry_after,
+            )
+        try:
+            if full is None:
+                raise BrokerUnavailable("Redis did not answer INFO")
+            size = super().publish(envelope, queue)
         except BrokerUnavailable:
             raise Refusal(
                 503,
@@ -35,3 +53,5 @@ class Publisher(publish.Publisher):
                 "the queue cannot be reached; nothing was accepted, retry later",
                 headers=self._retry_after,
             ) from None
+        self.high_water.pushed(size)
+        return size

@@ -43,7 +43,7 @@ from api.auth import (
 from api.body import read_body
 from api.errors import JSON
 from api.openapi import document
-from api.publish import Publisher, make_redis
+from api.publish import HighWater, Publisher, make_redis
 from api.ratelimit import RateLimiter
 from shared import metrics
 from shared.calls import (
@@ -166,14 +166,24 @@ class Receiver:
         self.settings = settings
         self.engine = engine
         self.redis = client
-        self.auth = AuthCache(engine, settings.auth_cache_ttl, settings.retry_after_seconds)
+        self.auth = AuthCache(
+            engine,
+            settings.auth_cache_ttl,
+            settings.retry_after_seconds,
+            lookups_per_second=settings.auth_lookups_per_second,
+        )
         self.limiter = RateLimiter(
             client,
             settings.rate_limit_per_second,
             settings.rate_limit_burst,
             settings.retry_after_seconds,
         )
-        self.publisher = Publisher(make_celery(settings), client, settings.retry_after_seconds)
+        self.publisher = Publisher(
+            make_celery(settings),
+            client,
+            settings.retry_after_seconds,
+            HighWater(client, settings.redis_high_water),
+        )
         self._bytes = {r.endpoint: metrics.HTTP_REQUEST_BYTES.labels(r.endpoint) for r in ROUTES}
         self._accepted = {r.endpoint: metrics.CALLS_ACCEPTED.labels(r.endpoint) for r in ROUTES}
         # Queue and dead-letter gauges, read when scraped: every receiver can answer them.
@@ -337,9 +347,14 @@ class Receiver:
         return checked.accepted, message_ids, checked.rejected, answers
 
     def readiness(self) -> Response:
+        """Ready while this receiver can accept calls: Redis answers and is under its high-water
+        mark (SPEC 7). Postgres is reported, not required: cached keys keep working without it,
+        and taking every receiver out of the load balancer would refuse what could be accepted."""
         checks = {"redis": "ok", "postgres": "ok"}
         try:
             self.redis.ping()
+            if self.publisher.high_water.over():
+                checks["redis"] = "over_high_water"
         except redis.RedisError:
             checks["redis"] = "unreachable"
         try:
@@ -347,12 +362,12 @@ class Receiver:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError:
             checks["postgres"] = "unreachable"
-        if all(v == "ok" for v in checks.values()):
+        if checks["redis"] == "ok":
             return Response(orjson.dumps({"success": True, "checks": checks}), 200, mimetype=JSON)
         body = {
             "success": False,
             "code": "not_ready",
-            "message": "a dependency is down",
+            "message": "the queue cannot take calls",
             "checks": checks,
         }
         headers = {"Retry-After": str(self.settings.retry_after_seconds)}

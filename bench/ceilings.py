@@ -19,7 +19,7 @@ import psycopg
 import redis
 from sqlalchemy import text
 
-from api.publish import Publisher
+from api.publish import HighWater, Publisher
 from bench.load import Request
 from shared.celery_app import make_celery
 from shared.db import make_engine
@@ -46,7 +46,12 @@ def queue_messages(
     its path as `defaults`; these batches have no top-level context, integrations or sentAt), so
     only the random task, delivery and request ids and the time stamps differ from the live run.
     """
-    publisher = Publisher(make_celery(settings), client, settings.retry_after_seconds)
+    publisher = Publisher(
+        make_celery(settings),
+        client,
+        settings.retry_after_seconds,
+        HighWater(client, settings.redis_high_water),
+    )
     messages = []
     for req in requests:
         body = orjson.loads(req.body)

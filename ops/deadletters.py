@@ -9,6 +9,7 @@ replayed, or failed again after its last replay: the worker's upsert moves `upda
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from ops.readmodel import NotFound
-from shared.models import App, DeadLetter
+from shared.models import App, DeadLetter, DeadLetterDefaults
 from shared.timeparse import iso
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
@@ -114,8 +115,29 @@ def show_letter(session: Session, letter_id: int) -> dict[str, Any]:
         "updated_at": iso(letter.updated_at),
         "replayed_at": None if letter.replayed_at is None else iso(letter.replayed_at),
         "message_id": letter.message_id,
-        "meta": letter.meta,
+        "meta": metas(session, [letter])[letter.id],
     }
+
+
+def metas(session: Session, letters: Sequence[DeadLetter]) -> dict[int, dict[str, Any]]:
+    """Each letter's meta as the worker had it, its batch's defaults put back (they are kept once
+    in dead_letter_defaults for all the letters of a batch)."""
+    digests = {letter.defaults_digest for letter in letters if letter.defaults_digest}
+    found: dict[str, Any] = {}
+    if digests:
+        rows = session.execute(
+            select(DeadLetterDefaults.digest, DeadLetterDefaults.defaults).where(
+                DeadLetterDefaults.digest.in_(sorted(digests))
+            )
+        )
+        found = {row[0]: row[1] for row in rows}
+    out = {}
+    for letter in letters:
+        meta = letter.meta if isinstance(letter.meta, dict) else {}
+        if letter.defaults_digest in found:
+            meta = {**meta, "defaults": found[letter.defaults_digest]}
+        out[letter.id] = meta
+    return out
 
 
 def count_letters(session: Session, where: Filter) -> int:
@@ -133,5 +155,15 @@ def purge(session: Session, where: Filter) -> int:
     """Delete the dead letters `where` names, replayed or not unless it says; how many went."""
     result = session.execute(
         delete(DeadLetter).where(*where.where()).execution_options(synchronize_session=False)
+    )
+    # Defaults no letter names any more go with their last letter.
+    session.execute(
+        delete(DeadLetterDefaults)
+        .where(
+            ~select(DeadLetter.id)
+            .where(DeadLetter.defaults_digest == DeadLetterDefaults.digest)
+            .exists()
+        )
+        .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)

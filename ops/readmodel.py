@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.models import (
+    CANONICAL_PROFILES,
     COMPANY_FIELDS,
     PROFILE_FIELDS,
     ApiKey,
@@ -189,22 +190,44 @@ def find_user(session: Session, app_id: int, id: str) -> User:
     )
     if user is None:
         raise NotFound(f"no user with userId or anonymousId {id!r}")
+    if user.merged_into is not None:
+        # Merged away: the identity still names it until the background move; show where it went.
+        user = session.get_one(User, _canonical(session, [user.id])[user.id])
     return user
+
+
+_FAMILY = text(
+    "WITH RECURSIVE family(id) AS (SELECT CAST(:pk AS bigint) UNION "
+    "SELECT u.id FROM users u JOIN family f ON u.merged_into = f.id) SELECT id FROM family"
+)
+
+
+def _family(session: Session, pk: int) -> list[int]:
+    """The profile and every profile merged into it whose history has not moved yet."""
+    return list(session.scalars(_FAMILY, {"pk": pk}))
+
+
+def _canonical(session: Session, pks: list[int]) -> dict[int, int]:
+    """Each profile to the one it lives on in now (itself unless merged away)."""
+    return {int(a): int(b) for a, b in session.execute(CANONICAL_PROFILES, {"pks": pks})}
 
 
 def user_profile(session: Session, app_id: int, id: str) -> dict[str, Any]:
     """The profile `id` names, with its anonymous ids and companies: three statements."""
     user = find_user(session, app_id, id)
+    family = _family(session, user.id)
     anonymous_ids = session.scalars(
         select(Identity.value).where(
-            Identity.app_id == app_id, Identity.user_pk == user.id, Identity.kind == "anonymous"
+            Identity.app_id == app_id, Identity.user_pk.in_(family), Identity.kind == "anonymous"
         )
     ).all()
+    since = func.min(Membership.member_since).label("member_since")
     companies = session.execute(
-        select(Company.group_id, Company.name, Membership.member_since)
+        select(Company.group_id, Company.name, since)
         .join(Membership, Membership.company_id == Company.id)
-        .where(Membership.user_pk == user.id)
-        .order_by(Membership.member_since, Company.group_id)
+        .where(Membership.user_pk.in_(family))
+        .group_by(Company.id)
+        .order_by(since, Company.group_id)
     )
     return {
         "user_id": user.user_id,
@@ -234,7 +257,10 @@ def user_events(
             EventOccurrence.message_id,
         )
         .join(EventDefinition, EventDefinition.id == EventOccurrence.event_id)
-        .where(EventOccurrence.app_id == app_id, EventOccurrence.user_pk == user.id)
+        .where(
+            EventOccurrence.app_id == app_id,
+            EventOccurrence.user_pk.in_(_family(session, user.id)),
+        )
         .order_by(EventOccurrence.occurred_at.desc(), EventOccurrence.id.desc())
         .limit(limit)
     )
@@ -256,7 +282,7 @@ def user_pageviews(
     user = find_user(session, app_id, id)
     views = session.scalars(
         select(PageView)
-        .where(PageView.app_id == app_id, PageView.user_pk == user.id)
+        .where(PageView.app_id == app_id, PageView.user_pk.in_(_family(session, user.id)))
         .order_by(PageView.occurred_at.desc(), PageView.id.desc())
         .limit(limit)
     )
@@ -275,6 +301,23 @@ def user_pageviews(
     ]
 
 
+def _member_ids(session: Session, pks: list[int]) -> list[tuple[int, str | None, str | None]]:
+    """(pk, userId, first anonymous id) of each profile, its not yet moved ids included."""
+    if not pks:
+        return []
+    rows = session.execute(
+        text(
+            "WITH RECURSIVE family(root, id) AS (SELECT id, id FROM users WHERE id = ANY(:pks) "
+            "UNION SELECT f.root, u.id FROM users u JOIN family f ON u.merged_into = f.id) "
+            "SELECT f.root, r.user_id, min(i.value) FILTER (WHERE i.kind = 'anonymous') "
+            "FROM family f JOIN users r ON r.id = f.root "
+            "LEFT JOIN identities i ON i.user_pk = f.id GROUP BY f.root, r.user_id"
+        ),
+        {"pks": pks},
+    )
+    return [(int(pk), user_id, anonymous_id) for pk, user_id, anonymous_id in rows]
+
+
 def company_profile(session: Session, app_id: int, group_id: str) -> dict[str, Any]:
     """The company and its members (each by userId, else its first anonymousId): two statements."""
     company = session.scalar(
@@ -282,17 +325,15 @@ def company_profile(session: Session, app_id: int, group_id: str) -> dict[str, A
     )
     if company is None:
         raise NotFound(f"no company with groupId {group_id!r}")
-    members = session.execute(
-        select(User.user_id, func.min(Identity.value).label("anonymous_id"))
-        .select_from(Membership)
-        .join(User, User.id == Membership.user_pk)
-        .outerjoin(Identity, and_(Identity.user_pk == User.id, Identity.kind == "anonymous"))
-        .where(Membership.company_id == company.id)
-        .group_by(User.id)
+    linked = list(
+        session.scalars(select(Membership.user_pk).where(Membership.company_id == company.id))
     )
-    users = sorted(
-        row.user_id or row.anonymous_id for row in members if row.user_id or row.anonymous_id
-    )
+    # A member merged away is shown as the profile it lives on in, by that one's ids.
+    canonical = sorted(set(_canonical(session, linked).values())) if linked else []
+    names = {
+        user_id or anonymous_id for _, user_id, anonymous_id in _member_ids(session, canonical)
+    }
+    users = sorted(name for name in names if name)
     return {
         "group_id": company.group_id,
         **{name: getattr(company, name) for name in COMPANY_FIELDS},

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 import orjson
+import redis
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
-from ops.deadletters import is_open
+from ops.deadletters import is_open, metas
 from ops.readmodel import NotFound
 from shared.calls import (
     Refusal,
@@ -36,9 +37,9 @@ from shared.calls import (
     message_id_of,
     parse_json,
 )
-from shared.envelope import Envelope, merge_defaults
+from shared.envelope import REPLAY_SOURCE, Envelope, merge_defaults
 from shared.models import DeadLetter
-from shared.publish import BrokerUnavailable, Publisher
+from shared.publish import MEMORY_CHECK_SECONDS, BrokerUnavailable, HighWater, Publisher
 from shared.settings import Settings
 from shared.timeparse import iso, utcnow
 
@@ -57,11 +58,17 @@ class ReplayError(Exception):
 # --- reading NDJSON ------------------------------------------------------------------------------
 
 
+_SKIP_CHUNK = 1 << 20
+
+
 class Source:
     """The lines of FILE or stdin, gunzipped where the bytes start with gzip's magic number."""
 
-    def __init__(self, path: str, stdin: BinaryIO) -> None:
+    def __init__(self, path: str, stdin: BinaryIO, max_line: int) -> None:
         self.name = "stdin" if path == "-" else path
+        self.max_line = max_line
+        """Bytes of a line held at most: a longer one is cut at one byte past this (check_line
+        then refuses it as too large) and the rest of it is skipped unread into memory."""
         self._owned = path != "-"
         raw: BinaryIO = stdin if path == "-" else open(path, "rb")  # noqa: SIM115 (closed by close())
         self._raw = raw
@@ -88,14 +95,16 @@ class Source:
             return None
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
-        """(line number, bytes) of every line; ReplayError where the file cannot be read on."""
+        """(line number, bytes) of every line, each at most `max_line` + 1 bytes held; ReplayError
+        where the file cannot be read on."""
         number = 0
-        iterator = iter(self.stream)
         while True:
             try:
-                raw = next(iterator)
-            except StopIteration:
-                return
+                raw = self.stream.readline(self.max_line + 1)
+                if not raw:
+                    return
+                if len(raw) > self.max_line and not raw.endswith(b"\n"):
+                    self._skip_rest_of_line()
             except (OSError, EOFError, zlib.error) as exc:
                 kind = "gzip data" if self.gzipped else "data"
                 raise ReplayError(
@@ -104,6 +113,12 @@ class Source:
                 ) from None
             number += 1
             yield number, raw
+
+    def _skip_rest_of_line(self) -> None:
+        while True:
+            rest = self.stream.readline(_SKIP_CHUNK)
+            if not rest or rest.endswith(b"\n"):
+                return
 
     def close(self) -> None:
         if self.gzipped:
@@ -229,7 +244,7 @@ class Batcher:
             calls=self._calls,
             message_ids=self._ids,
             key_id=None,
-            source="replay",
+            source=REPLAY_SOURCE,
             sent_at=self._sent_at,
             defaults=self._defaults,
         )
@@ -345,18 +360,49 @@ def replay_lines(
     return summary
 
 
-def publisher_send(publisher: Publisher, queue: str) -> Send:
-    return lambda envelope: publisher.publish(envelope, queue)
+def publisher_send(
+    publisher: Publisher,
+    queue: str,
+    high_water: HighWater | None = None,
+    on_wait: Callable[[], None] = lambda: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Send:
+    """Publish each envelope on `queue`; while Redis is past its high-water mark, wait for the
+    workers to make room first (the receivers refuse then; a backfill must not take the room
+    the workers need to move what they take)."""
+
+    def send(envelope: dict[str, Any]) -> None:
+        if high_water is not None:
+            wait_for_room(high_water, on_wait, sleep)
+        publisher.publish(envelope, queue)
+
+    return send
+
+
+def wait_for_room(
+    high_water: HighWater, on_wait: Callable[[], None], sleep: Callable[[float], None]
+) -> None:
+    """Return once Redis is under its high-water mark (or cannot say: the publish will fail)."""
+    told = False
+    while True:
+        try:
+            if not high_water.over():
+                return
+        except redis.RedisError:
+            return
+        if not told:
+            on_wait()
+            told = True
+        sleep(MEMORY_CHECK_SECONDS)
 
 
 # --- dead letters --------------------------------------------------------------------------------
 
 
-def _dead_letter_call(letter: DeadLetter) -> dict[str, Any]:
+def _dead_letter_call(letter: DeadLetter, meta: dict[str, Any]) -> dict[str, Any]:
     """The raw call as it was sent: its batch's defaults and sentAt merged back, and the time it
     was first received where it carries none of its own, so its event time comes out as it would
-    have then (SPEC 5.2; the worker honours a call's receivedAt)."""
-    meta = letter.meta if isinstance(letter.meta, dict) else {}
+    have then (SPEC 5.2; the worker honours a replayed call's receivedAt)."""
     defaults = meta.get("defaults")
     call = merge_defaults(
         cast(dict[str, Any], letter.call), defaults if isinstance(defaults, dict) else {}
@@ -380,6 +426,8 @@ def replay_dead_letters(
     ids: Sequence[int] = (),
     reason: str | None = None,
     size: int = 100,
+    high_water: HighWater | None = None,
+    on_wait: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Enqueue dead letters again and mark them replayed, in the caller's transaction.
 
@@ -412,6 +460,8 @@ def replay_dead_letters(
     skipped: list[dict[str, Any]] = []
 
     def send(envelope: dict[str, Any]) -> None:
+        if high_water is not None:
+            wait_for_room(high_water, on_wait, time.sleep)
         try:
             publisher.publish(envelope, queue)
         except BrokerUnavailable as exc:
@@ -431,9 +481,10 @@ def replay_dead_letters(
         if not page:
             break
         last = page[-1].id
+        page_metas = metas(session, page)
         done: list[int] = []
         for letter in page:
-            problem = _unreplayable(letter)
+            problem = _unreplayable(letter, page_metas[letter.id])
             if problem is not None:
                 skipped.append({"id": letter.id, "reason": problem[0], "error": problem[1]})
                 continue
@@ -443,7 +494,7 @@ def replay_dead_letters(
             batcher = batchers.get(app)
             if batcher is None:
                 batcher = batchers[app] = Batcher(app, size, send)
-            batcher.add(_dead_letter_call(letter), message_id)
+            batcher.add(_dead_letter_call(letter, page_metas[letter.id]), message_id)
             done.append(letter.id)
         for batcher in batchers.values():
             batcher.flush()
@@ -463,12 +514,12 @@ def replay_dead_letters(
     }
 
 
-def _unreplayable(letter: DeadLetter) -> tuple[str, str] | None:
+def _unreplayable(letter: DeadLetter, meta: dict[str, Any]) -> tuple[str, str] | None:
     if letter.app_id is None:
         return "unknown_app", "the call named no app this deployment knows; nowhere to replay it"
     if not isinstance(letter.call, dict):
         return "not_an_object", "the call is not a JSON object"
-    errors = check_call(_dead_letter_call(letter), None)
+    errors = check_call(_dead_letter_call(letter, meta), None)
     if errors:
         return errors[0]["code"], "; ".join(e["message"] for e in errors)
     return None

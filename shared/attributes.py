@@ -68,3 +68,11 @@ class Caps:
 
 DEFAULT_CAPS: Final = Caps()
 """What a new app gets; the columns of `apps` default to these."""
+
+IGNORED_NAMES_KEPT: Final = 100
+"""Names an app's `ignored_values` keeps one row each for, per scope and reason, of the names a
+sender chooses (over a cap, badly named); past it they are counted together under the name `*`
+(event `*`), so a sender cannot grow the table one row per new name."""
+
+SENDER_NAMED_REASONS: Final = ("over_cap", "bad_name")
+"""Reasons whose rows are named by whatever the sender sent, not by a definition."""

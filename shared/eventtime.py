@@ -19,11 +19,18 @@ def _utc(value: datetime) -> datetime:
 
 
 def event_time(
-    call: dict[str, Any], received_at: datetime, batch_sent_at: datetime | None = None
+    call: dict[str, Any],
+    received_at: datetime,
+    batch_sent_at: datetime | None = None,
+    replayed: bool = False,
 ) -> datetime:
-    """The time a call's event happened, as an aware UTC datetime (SPEC 5.2)."""
+    """The time a call's event happened, as an aware UTC datetime (SPEC 5.2).
+
+    Only a replayed call's own `receivedAt` counts (it was received before, and keeps that time);
+    a live sender's is its own invention and is ignored.
+    """
     receiver_received = _utc(received_at)
-    received = parse_iso(call.get("receivedAt"))
+    received = parse_iso(call.get("receivedAt")) if replayed else None
     # A call cannot have been received long after we received it: rule 4 applied to the call's
     # own receivedAt, so a forged or broken one cannot carry the event time into the future.
     if received is None or received > receiver_received + MAX_FUTURE:

@@ -83,7 +83,8 @@ CALLS_REJECTED = Counter(
 )
 AUTH_LOOKUPS = Counter(
     "userdest_auth_lookups_total",
-    "API key look-ups: hit (cached), miss (read from Postgres), stale (Postgres down, cache used).",
+    "API key look-ups: hit (cached), miss (read from Postgres), stale (Postgres down, cache used), "
+    "busy (an unseen key past AUTH_LOOKUPS_PER_SECOND).",
     ["result"],
 )
 

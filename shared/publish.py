@@ -17,9 +17,12 @@ so an unreachable Redis is reported promptly.
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 import uuid
 from base64 import b64encode
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,6 +53,59 @@ def make_redis(settings: Settings, read_timeout: float | None = None) -> redis.R
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         health_check_interval=30,
     )
+
+
+MEMORY_CHECK_SECONDS = 1.0
+"""How long one process trusts its last reading of Redis's memory: one INFO a second, not one a
+request. Meanwhile it adds what it pushed itself; what other processes push lands in the room
+between the high-water mark and maxmemory."""
+
+
+class HighWater:
+    """Whether Redis is past REDIS_HIGH_WATER of its maxmemory (SPEC 3, 8: admission control).
+
+    A Redis with noeviction refuses every write once full, and a worker then cannot even move a
+    message it takes into kombu's `unacked` hash; so publishers stop at a mark below maxmemory and
+    leave the rest to the workers. A Redis without maxmemory is never over the mark.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        fraction: float,
+        ttl: float = MEMORY_CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._fraction = fraction
+        self._ttl = ttl
+        self._clock = clock
+        self._checked = -math.inf
+        self._reading: tuple[int, int] = (0, 0)
+        self._pushed = 0
+        self._lock = threading.Lock()
+
+    def reading(self) -> tuple[int, int]:
+        """(used_memory, maxmemory) as last read, at most `ttl` seconds old; raises RedisError."""
+        now = self._clock()
+        if now - self._checked >= self._ttl:
+            with self._lock:
+                if now - self._checked >= self._ttl:
+                    info = self._client.info("memory")
+                    self._reading = (int(info["used_memory"]), int(info.get("maxmemory") or 0))
+                    self._pushed = 0
+                    self._checked = now
+        used, limit = self._reading
+        return used + self._pushed, limit
+
+    def pushed(self, size: int) -> None:
+        """Count bytes this process pushed since the last reading."""
+        self._pushed += size
+
+    def over(self) -> bool:
+        """True where Redis has a maxmemory and uses more than the mark of it."""
+        used, limit = self.reading()
+        return limit > 0 and used >= limit * self._fraction
 
 
 class Publisher:
@@ -89,14 +145,16 @@ class Publisher:
             }
         )
 
-    def publish(self, envelope: dict[str, Any], queue: str) -> None:
-        """Returns once Redis has the message; BrokerUnavailable if it cannot be reached."""
-        self.publish_many([envelope], queue)
+    def publish(self, envelope: dict[str, Any], queue: str) -> int:
+        """Returns once Redis has the message, with its size; BrokerUnavailable if it cannot be
+        reached."""
+        return self.publish_many([envelope], queue)
 
-    def publish_many(self, envelopes: Sequence[dict[str, Any]], queue: str) -> None:
-        """One LPUSH of several messages, in order: Redis takes all of them or none."""
+    def publish_many(self, envelopes: Sequence[dict[str, Any]], queue: str) -> int:
+        """One LPUSH of several messages, in order: Redis takes all of them or none. Returns the
+        bytes pushed."""
         if not envelopes:
-            return
+            return 0
         payloads = [self.message(envelope, queue) for envelope in envelopes]
         try:
             self._client.lpush(queue, *payloads)
@@ -106,3 +164,4 @@ class Publisher:
                 extra={"request_id": envelopes[0].get("request_id"), "error": type(exc).__name__},
             )
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from None
+        return sum(len(p) for p in payloads)

@@ -67,6 +67,10 @@ class Settings:
     """RATE_LIMIT_BURST: requests a key may make at once (0 means one second's worth)."""
     retry_after_seconds: int = 5
     """RETRY_AFTER_SECONDS: what a 503 or 429 answer tells the sender to wait."""
+    redis_high_water: float = 0.8
+    """REDIS_HIGH_WATER: the fraction of Redis's maxmemory past which receivers answer 503, so workers keep room."""
+    auth_lookups_per_second: float = 20.0
+    """AUTH_LOOKUPS_PER_SECOND: Postgres look-ups of never-seen keys a receiver process makes a second; past it they get 503."""
     broker_timeout: float = 2.0
     """BROKER_TIMEOUT: seconds the receiver waits for Redis, or for Postgres on a key it has not cached, before answering 503."""
 
@@ -137,6 +141,10 @@ class Settings:
             raise SettingsError("AUTH_CACHE_TTL must be above 0 and at most 10 seconds")
         if self.trusted_proxies < 0 or self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
             raise SettingsError("TRUSTED_PROXIES and RATE_LIMIT_* must not be negative")
+        if not 0 < self.redis_high_water <= 1:
+            raise SettingsError("REDIS_HIGH_WATER must be above 0 and at most 1")
+        if self.auth_lookups_per_second <= 0:
+            raise SettingsError("AUTH_LOOKUPS_PER_SECOND must be positive")
         if self.visibility_timeout <= self.task_time_limit:
             raise SettingsError("VISIBILITY_TIMEOUT must be above TASK_TIME_LIMIT")
         unknown = [q for q in self.queues if q not in QUEUES]

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 60
 PRUNE_EVERY = 600.0
 """Seconds between two prunes of old dedupe records by one worker process."""
+MOVE_EVERY = 1.0
+"""Seconds between two background moves of merged profiles' history by one worker process, while
+there is history to move (a merge leaves it behind: SPEC 5.7 at a cost bounded per request)."""
 
 
 class Applier:
@@ -47,6 +50,7 @@ class Applier:
         self.settings = settings
         self._engine: Engine | None = None
         self._next_prune = 0.0
+        self._next_move = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -90,6 +94,7 @@ class Applier:
                 )
             return
         self.prune()
+        self.move_merged()
         try:
             _record_metrics(outcome, env, queue_of(task), time.perf_counter() - started)
         except Exception:  # metrics must never undo or fail applied work
@@ -118,6 +123,22 @@ class Applier:
             return
         if pruned:
             logger.info("pruned dedupe records", extra={"pruned": pruned})
+
+    def move_merged(self) -> None:
+        """Now and then, move a bounded batch of a merged-away profile's history to the profile
+        it was merged into, in a transaction of its own (store.move_merged)."""
+        if time.monotonic() < self._next_move:
+            return
+        self._next_move = time.monotonic() + MOVE_EVERY
+        try:
+            with self.engine.begin() as conn:
+                moved = store.move_merged(conn)
+        except Exception as exc:  # the history waits for the next round; readers follow it
+            logger.warning("could not move merged history", extra={"error": type(exc).__name__})
+            return
+        if moved:
+            self._next_move = 0.0  # more may wait: the next message moves the next batch
+            logger.info("moved merged history", extra={"moved": moved})
 
     def _retry(self, task: Task, env: Envelope, exc: Exception) -> None:
         retries = task.request.retries

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -69,16 +70,36 @@ def emit(data: Any, as_json: bool, *, title: str | None = None, empty: str = "no
         console.print(renderable)
 
 
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]"
+)
+"""What a terminal acts on instead of showing: C0 and C1 controls (ESC starts OSC 52 clipboard
+writes, OSC 8 links that show one address and open another, screen clears), and the invisible
+format characters that reorder or hide text (bidi overrides, zero-width ones)."""
+
+
+def printable(text: str) -> str:
+    """`text` with every control or invisible format character shown as its escape (`\\x1b`),
+    for any human-readable output of a value a sender chose (SPEC 7: terminal escapes)."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _text(value: Any) -> str:
     if value is None or value == []:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return ", ".join(value)
+        return printable(", ".join(value))
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)
+        # orjson escapes controls in strings; the format characters it leaves as they are.
+        return printable(orjson.dumps(value).decode())
+    return printable(str(value))
 
 
 def _cell(value: Any) -> Text:
@@ -127,9 +148,9 @@ def _nested(value: Any) -> bool:
 
 
 def _table(rows: list[dict[str, Any]], title: str | None) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title and printable(title), title_justify="left")
     for column in rows[0]:
-        table.add_column(column, overflow="fold")
+        table.add_column(printable(column), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(value) for value in row.values()))
     return table
@@ -137,28 +158,29 @@ def _table(rows: list[dict[str, Any]], title: str | None) -> Table:
 
 def _panels(data: dict[str, Any], title: str | None) -> Iterator[Table]:
     """Scalars in one key/value table; each nested object or list of objects in its own table."""
-    main = Table(title=title, title_justify="left", show_header=False)
+    main = Table(title=title and printable(title), title_justify="left", show_header=False)
     main.add_column(style="bold")
     main.add_column(overflow="fold")
     nested: list[Table] = []
     for key, value in data.items():
         if isinstance(value, dict) and value:
-            inner = Table(title=key, title_justify="left", show_header=False)
+            inner = Table(title=printable(key), title_justify="left", show_header=False)
             inner.add_column(style="bold")
             inner.add_column(overflow="fold")
             for name, item in value.items():
-                inner.add_row(Text(name), _cell(item))
+                inner.add_row(Text(printable(name)), _cell(item))
             nested.append(inner)
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             nested.append(_table(value, key))
         else:
-            main.add_row(Text(key), _cell(value))
+            main.add_row(Text(printable(key)), _cell(value))
     yield main
     yield from nested
 
 
 def one_line(message: str) -> str:
-    return " ".join(message.split())
+    """A message on one line, safe for a terminal (database errors quote the values they met)."""
+    return printable(" ".join(message.split()))
 
 
 def database_error(exc: DBAPIError) -> str:

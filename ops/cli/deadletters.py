@@ -110,11 +110,12 @@ def deadletters_replay(
     still refuse, or of an unknown app, is skipped and stays listed.
     """
     from ops import replay
-    from shared.publish import Publisher
+    from shared.publish import HighWater, Publisher
 
     settings = load_settings()
     with broker(settings) as client, celery_app(settings) as celery:
         publisher = Publisher(celery, client)
+        high_water = HighWater(client, settings.redis_high_water)
 
         def unit(session: Session) -> dict[str, Any]:
             return replay.replay_dead_letters(
@@ -125,6 +126,11 @@ def deadletters_replay(
                 ids=ids,
                 reason=reason,
                 size=min(settings.replay_batch_size, settings.max_batch_calls),
+                high_water=high_water,
+                on_wait=lambda: click.echo(
+                    "Redis is past REDIS_HIGH_WATER: waiting for the workers to make room",
+                    err=True,
+                ),
             )
 
         try:

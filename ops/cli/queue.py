@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 import orjson
@@ -21,6 +23,7 @@ from ops.cli.common import (
     one_line,
     optional_app,
     parse_duration_option,
+    printable,
     work,
 )
 from shared import tenancy
@@ -131,12 +134,13 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
     # One LRANGE answers the whole queue: give it longer than a publish gets.
     with broker(settings, read_timeout=max(60.0, settings.broker_timeout)) as client:
         target: Any
+        raw: BinaryIO | None = None
         if out is None:
             target = sys.stdout.buffer
-        elif out.endswith(".gz"):
-            target = gzip.open(out, "wb")  # noqa: SIM115 (closed below)
         else:
-            target = open(out, "wb")  # noqa: SIM115 (closed below)
+            target = raw = _private_file(out)
+            if out.endswith(".gz"):
+                target = gzip.GzipFile(fileobj=raw, mode="wb", filename="")
         try:
             summary = queues.export_queue(
                 client,
@@ -151,8 +155,12 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
                 target.flush()
             else:
                 target.close()
+                if raw is not None:
+                    raw.close()  # a GzipFile leaves the file it writes open
     for skipped in summary.skipped:
-        click.echo(f"message {skipped['position']}: skipped: {skipped['error']}", err=True)
+        click.echo(
+            printable(f"message {skipped['position']}: skipped: {skipped['error']}"), err=True
+        )
     if len(summary.app_ids) > 1:
         click.echo(
             f"Warning: the export holds the calls of {len(summary.app_ids)} apps and "
@@ -168,3 +176,18 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
         click.echo(
             f"exported {summary.messages} messages ({summary.calls} calls) from {name}", err=True
         )
+
+
+def _private_file(path: str) -> BinaryIO:
+    """`path` opened for writing by its owner alone (0600: an export holds trait values and
+    emails), never through a symbolic link (one planted at the name would send them elsewhere)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise click.ClickException(
+                f"{path} is a symbolic link: not writing through it"
+            ) from None
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+    return os.fdopen(fd, "wb")

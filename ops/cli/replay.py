@@ -21,6 +21,7 @@ from ops.cli.common import (
     json_option,
     load_settings,
     one_line,
+    printable,
     work,
 )
 from shared import tenancy
@@ -130,14 +131,14 @@ def replay_file(
     same input twice applies nothing twice.
     """
     from ops import replay
-    from shared.publish import Publisher
+    from shared.publish import HighWater, Publisher
 
     settings = load_settings()
     app_id = work(lambda session: tenancy.get_app(session, app_name).id)
 
     def run(send: Callable[[dict[str, Any]], None] | None) -> Summary:
         try:
-            source = replay.Source(path, _stdin())
+            source = replay.Source(path, _stdin(), settings.max_batch_bytes)
         except OSError as exc:
             raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
         try:
@@ -148,7 +149,7 @@ def replay_file(
                     settings=settings,
                     send=send,
                     rate=rate,
-                    on_reject=lambda rejection: say(str(rejection)),
+                    on_reject=lambda rejection: say(printable(str(rejection))),
                     on_line=on_line,
                 )
         except replay.ReplayError as exc:
@@ -167,9 +168,9 @@ def replay_file(
             with broker(settings) as client, celery_app(settings) as celery:
                 recorder = RunRecorder(engine, app_id, queue, path)
                 run_id = recorder.id
-                summary = run(
-                    recorder.recording(replay.publisher_send(Publisher(celery, client), queue))
-                )
+                high_water = HighWater(client, settings.redis_high_water)
+                send = replay.publisher_send(Publisher(celery, client), queue, high_water, _waiting)
+                summary = run(recorder.recording(send))
                 recorder.finish(summary)
         finally:
             engine.dispose()
@@ -193,6 +194,10 @@ def replay_status(run_id: str, as_json: bool) -> None:
     from ops.replayruns import run_status
 
     emit(work(lambda session: run_status(session, run_id)), as_json, title=f"replay {run_id}")
+
+
+def _waiting() -> None:
+    click.echo("Redis is past REDIS_HIGH_WATER: waiting for the workers to make room", err=True)
 
 
 def _stdin() -> BinaryIO:

@@ -213,11 +213,82 @@ def test_with_postgres_down_a_seen_key_keeps_working_and_an_unseen_one_is_503(te
 
 
 def test_the_cache_is_bounded(tenant: Tenant):
-    cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, max_entries=3)
+    cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, max_entries=3, lookups_per_second=100)
     for i in range(10):
         with pytest.raises(Refusal):
             cache.authenticate(f"ud_unknown_{i}")
-        assert len(cache._entries) <= 3
+        assert len(cache._entries) + len(cache._misses) <= 3
+
+
+def _postgres_down(cache: AuthCache) -> Engine:
+    down = make_engine(
+        Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere"),
+        connect_args={"connect_timeout": 2},
+    )
+    cache._engine = down
+    return down
+
+
+def test_a_flood_of_unknown_keys_never_pushes_a_valid_key_out(tenant: Tenant):
+    # The old cache started over when full: each random key past 10,000 evicted the valid ones,
+    # which then waited for Postgres behind the flood.
+    clock = Clock()
+    cache = AuthCache(
+        tenant.engine, ttl=5.0, retry_after=3, max_entries=3, clock=clock, lookups_per_second=100
+    )
+    assert cache.authenticate(tenant.api_key).key_id == tenant.key_id
+    for i in range(10):
+        with pytest.raises(Refusal) as unknown:
+            cache.authenticate(f"ud_flood_{i}")
+        assert unknown.value.status == 403
+    down = _postgres_down(cache)
+    try:
+        # Answered from the cache: Postgres is not asked (and is not there to answer).
+        assert cache.authenticate(tenant.api_key).key_id == tenant.key_id
+        with pytest.raises(Refusal) as remembered:
+            cache.authenticate("ud_flood_9")
+        assert remembered.value.status == 403  # the negative cache answers a repeat
+    finally:
+        down.dispose()
+
+
+def test_postgres_is_asked_about_unseen_keys_at_most_the_budget_a_second(tenant: Tenant):
+    clock = Clock()
+    cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, clock=clock, lookups_per_second=2)
+    assert cache.authenticate(tenant.api_key).key_id == tenant.key_id  # one look-up
+    with pytest.raises(Refusal) as first:
+        cache.authenticate("ud_random_1")  # the second
+    assert first.value.status == 403
+    with pytest.raises(Refusal) as busy:
+        cache.authenticate("ud_random_2")
+    assert (busy.value.status, busy.value.code) == (503, "auth_busy")
+    assert busy.value.headers == {"Retry-After": "3"}
+    # Cached answers do not wait for the budget.
+    assert cache.authenticate(tenant.api_key).key_id == tenant.key_id
+    with pytest.raises(Refusal) as cached_miss:
+        cache.authenticate("ud_random_1")
+    assert cached_miss.value.status == 403
+    clock.now += 0.5
+    with pytest.raises(Refusal) as refilled:
+        cache.authenticate("ud_random_2")
+    assert refilled.value.status == 403
+
+
+def test_a_known_keys_refresh_is_never_held_back_by_the_budget(tenant: Tenant):
+    clock = Clock()
+    cache = AuthCache(tenant.engine, ttl=5.0, retry_after=3, clock=clock, lookups_per_second=0.1)
+    assert cache.authenticate(tenant.api_key).key_id == tenant.key_id
+    with pytest.raises(Refusal) as busy:
+        cache.authenticate("ud_random")
+    assert busy.value.code == "auth_busy"
+    tenant.revoke()
+    clock.now += 5.0  # half a look-up earned: unseen keys still wait; the revocation is seen
+    with pytest.raises(Refusal) as revoked:
+        cache.authenticate(tenant.api_key)
+    assert revoked.value.code == "invalid_api_key"
+    with pytest.raises(Refusal) as still_busy:
+        cache.authenticate("ud_random")
+    assert still_busy.value.code == "auth_busy"
 
 
 def test_the_cache_compares_the_hash_it_found_in_constant_time(tenant: Tenant, monkeypatch):

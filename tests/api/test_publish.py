@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
-from api.publish import Publisher, make_redis
+from api.publish import HighWater, Publisher, make_redis
 from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.queues import APPLY_TASK, INGEST, REPLAY
@@ -43,7 +43,7 @@ def celery_app(settings: Settings) -> Iterator[Celery]:
 @pytest.fixture
 def publisher(celery_app: Celery, settings: Settings) -> Iterator[Publisher]:
     client = make_redis(settings)
-    yield Publisher(celery_app, client, retry_after=5)
+    yield Publisher(celery_app, client, 5, HighWater(client, settings.redis_high_water))
     client.close()
 
 

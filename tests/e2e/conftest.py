@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from shared.settings import Settings
-from tests.support.stack import BIN, ROOT, answers, free_port, stack_env, start_worker, wait_for
+from tests.support.stack import receiver, stack_env, start_worker, stop
 
 
 @pytest.fixture
@@ -18,23 +17,10 @@ def stack(
     clean_db: Engine, settings: Settings, redis_client: object, tmp_path: Path
 ) -> Iterator[str]:
     """Start gunicorn and a worker against the test database and Redis; yield the receiver's URL."""
-    port = free_port()
     env = stack_env(settings)
-    with (tmp_path / "receiver.log").open("wb") as log:
-        receiver = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "-b", f"127.0.0.1:{port}", "-w", "2", "api:create_app()"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    procs = [receiver, start_worker(env, tmp_path / "worker.log", "ingest,replay")]
-    url = f"http://127.0.0.1:{port}"
+    worker = start_worker(env, tmp_path / "worker.log", "ingest,replay")
     try:
-        wait_for(lambda: answers(url + "/healthz"), what="the receiver")
-        yield url
+        with receiver(env, tmp_path / "receiver.log", "--workers", "2") as url:
+            yield url
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(worker)

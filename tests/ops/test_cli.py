@@ -25,6 +25,7 @@ from tests.support.readmodel import (
     KEY_KEYS,
     PAGEVIEW_KEYS,
     PROFILE_KEYS,
+    make_user,
     seed,
 )
 
@@ -457,6 +458,42 @@ def profiles(clean_db: Engine) -> None:
     with Session(clean_db) as session:
         seed(session)
         session.commit()
+
+
+OSC52 = "\x1b]52;c;ZWNobyBwd25lZA==\x07"
+"""Writes `echo pwned` to the clipboard of the operator's terminal."""
+LINK = "\x1b]8;;https://evil.example/\x1b\\https://bank.example/\x1b]8;;\x1b\\"
+"""Shows https://bank.example/ and opens https://evil.example/."""
+CLEAR = "\x1b[2J\x1b[H"
+BIDI = "invoice\u202egnp.exe"
+
+
+def test_human_output_shows_control_characters_instead_of_obeying_them(
+    run: Run, clean_db: Engine
+) -> None:
+    with Session(clean_db) as session:
+        app = App(name="shop")
+        session.add(app)
+        session.flush()
+        make_user(
+            session,
+            app,
+            "evil",
+            email=OSC52,
+            city=CLEAR,
+            attributes={"site": LINK, BIDI: "x", "list": [OSC52]},
+        )
+        session.commit()
+    shown = run("users", "show", "--app", "shop", "evil").output
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in shown
+    assert "\\x1b]52;c;ZWNobyBwd25lZA==\\x07" in shown
+    assert "\\x1b]8;;https://evil.example/" in shown
+    assert "invoice\\u202egnp.exe" in shown
+    # Machine output keeps the values exactly (JSON escapes them).
+    profile = as_json(run("users", "show", "--app", "shop", "evil", "--json"))
+    assert profile["email"] == OSC52
+    assert profile["attributes"]["site"] == LINK
 
 
 @pytest.mark.usefixtures("profiles")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -299,6 +301,36 @@ def test_an_export_replays_to_the_same_message_ids(
     redis_client.delete(REPLAY)
     replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
     assert message_ids(redis_client) == [m for env in originals for m in env["message_ids"]]
+
+
+def test_an_export_file_is_private_and_never_written_through_a_link(
+    invoke: Invoke,
+    apps: dict[str, int],
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+):
+    backlog(publisher, apps["shop"])
+    old = os.umask(0o022)
+    try:
+        for name in ("backlog.ndjson", "backlog.ndjson.gz"):
+            out = tmp_path / name
+            ok(invoke("queue", "export", "--queue", "ingest", "--out", str(out)))
+            assert stat.S_IMODE(out.stat().st_mode) == 0o600  # 0644 before: any local user
+        existing = tmp_path / "existing.ndjson"
+        existing.write_bytes(b"old")
+        existing.chmod(0o644)
+        ok(invoke("queue", "export", "--queue", "ingest", "--out", str(existing)))
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    target = tmp_path / "someone-elses-file"
+    target.write_bytes(b"keep me")
+    link = tmp_path / "export.ndjson"
+    link.symlink_to(target)
+    line = one_line_error(invoke("queue", "export", "--queue", "ingest", "--out", str(link)))
+    assert line == f"Error: {link} is a symbolic link: not writing through it"
+    assert target.read_bytes() == b"keep me"
 
 
 def test_export_to_a_gzip_file_with_a_json_summary(

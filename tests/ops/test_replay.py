@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -126,6 +128,37 @@ def test_good_bad_duplicate_and_batch_lines(
         received = parse_iso(env["received_at"])
         assert received is not None
         assert abs(utcnow() - received) < timedelta(minutes=1)
+
+
+def test_a_huge_line_is_refused_while_read_not_after(
+    invoke: Invoke, shop: int, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+):
+    # A 1 MB gzip file holding one 1.1 GB line once took replay past 1.1 GB of memory and killed
+    # it. The line is cut at MAX_BATCH_BYTES + 1 while read, refused, and the next line goes on.
+    path = tmp_path / "bomb.ndjson.gz"
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(b'{"type": "track", "event": "')
+        for _ in range(64):
+            out.write(b"a" * (1 << 20))
+        out.write(b'"}\n' + ndjson(TRACK))
+    tracemalloc.start()
+    try:
+        source = replay.Source(str(path), io.BytesIO(), settings.max_batch_bytes)
+        lines = [(number, len(raw)) for number, raw in source.lines()]
+        source.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert lines == [(1, settings.max_batch_bytes + 1), (2, len(ndjson(TRACK)))]
+    assert peak < 16 * settings.max_batch_bytes
+    result = ok(invoke("replay", str(path), "--app", "shop", "--json"))
+    assert orjson.loads(result.stdout) == {
+        "accepted": 1,
+        "rejected": 1,
+        "duplicates": 0,
+        "lines": 2,
+    }
+    assert "line 1: payload_too_large" in result.stderr
 
 
 def test_the_readable_summary_and_its_stderr(
@@ -438,7 +471,7 @@ def test_missing_file_is_a_usage_error(invoke: Invoke, shop: int, tmp_path: Path
 def test_an_unreadable_file_is_one_line(
     invoke: Invoke, shop: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    def refuse(self: replay.Source, path: str, stdin: Any) -> None:
+    def refuse(self: replay.Source, path: str, stdin: Any, max_line: int) -> None:
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr(replay.Source, "__init__", refuse)
@@ -454,3 +487,37 @@ def test_the_message_decoder_reads_what_replay_wrote(
     raw = redis_client.lrange(REPLAY, 0, -1)
     decoded = [decode_message(r) for r in reversed(raw)]
     assert [e.message_ids for e in decoded] == [e["message_ids"] for e in envelopes(redis_client)]
+
+
+class _Filling:
+    """A HighWater over its mark for the first `readings` readings."""
+
+    def __init__(self, readings: int) -> None:
+        self.left = readings
+
+    def over(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+def test_a_replay_waits_while_redis_is_past_its_high_water_mark() -> None:
+    # The receivers refuse past the mark; a backfill must not take the workers' room either.
+    sent: list[dict[str, Any]] = []
+    waits: list[float] = []
+    told: list[str] = []
+
+    class Recorder:
+        def publish(self, envelope: dict[str, Any], queue: str) -> None:
+            sent.append(envelope)
+
+    send = replay.publisher_send(
+        cast(Any, Recorder()),
+        REPLAY,
+        cast(Any, _Filling(3)),
+        on_wait=lambda: told.append("waiting"),
+        sleep=waits.append,
+    )
+    send({"calls": []})
+    assert (len(sent), len(waits), told) == (1, 3, ["waiting"])
+    send({"calls": []})
+    assert (len(sent), len(waits)) == (2, 3)

@@ -35,6 +35,7 @@ TOOL_VARS = {
     "WEB_CONCURRENCY": "gunicorn's process count",
     "PROMETHEUS_MULTIPROC_DIR": "prometheus_client's multiprocess directory",
     "POSTGRES_PASSWORD": "the password of compose's Postgres",
+    "REDIS_PASSWORD": "the password of compose's Redis",
     "REDIS_MAXMEMORY": "compose's Redis memory limit",
 }
 # Documented variables of the official postgres and redis images.
@@ -88,6 +89,16 @@ def test_redis_persists_appends_and_never_evicts() -> None:
     volume = redis["volumes"][0]
     assert volume.split(":")[0] in COMPOSE["volumes"] and volume.endswith(":/data")
     assert "redis-cli" in redis["healthcheck"]["test"]
+
+
+def test_redis_has_a_password_and_a_memory_limit_the_stack_uses() -> None:
+    tokens = command("redis")
+    password = interpolate(option(tokens, "--requirepass"))
+    assert password
+    assert interpolate(option(tokens, "--maxmemory"))
+    url = interpolate(COMPOSE["x-userdest"]["environment"]["REDIS_URL"])
+    assert url.startswith(f"redis://:{password}@redis:6379/")
+    assert password in [interpolate(t) for t in SERVICES["redis"]["healthcheck"]["test"]]
 
 
 def test_postgres_16_keeps_its_data_and_reports_health() -> None:

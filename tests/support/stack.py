@@ -80,6 +80,25 @@ def serving(server: socketserver.BaseServer) -> Iterator[str]:
         server.server_close()
 
 
+@contextmanager
+def receiver(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
+    """gunicorn serving the receiver as the image and `make run` start it (its config file, its
+    worker class), plus `args`; yields its URL once /healthz answers, and stops it after."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "--config", "python:api.gunicorn_conf", "api:create_app()",
+             "--bind", f"127.0.0.1:{port}", *args],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(url + "/healthz"), what="the receiver")
+        yield url
+    finally:
+        stop(proc)
+
+
 def stop(*procs: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """TERM each process, wait for it, and kill one that does not stop in time."""
     for proc in procs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -9,13 +10,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
+from ops import readmodel
+from shared.attributes import IGNORED_NAMES_KEPT
 from shared.calls import check_call
 from shared.envelope import Envelope
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.fixtures import fixture
-from workers.apply import batch
+from workers.apply import batch, store
 from workers.apply.batch import Outcome
 
 Apply = Callable[..., Outcome]
@@ -30,12 +34,20 @@ def profile(conn: Connection, app_id: int, some_id: str) -> dict[str, Any]:
         {"a": app_id, "v": some_id},
     )
     assert pk is not None, f"no profile for {some_id!r}"
+    # An identity may still name a profile merged away, until the background move.
+    while merged := conn.scalar(text("SELECT merged_into FROM users WHERE id = :pk"), {"pk": pk}):
+        pk = merged
     row = dict(
         conn.execute(text("SELECT * FROM users WHERE id = :pk"), {"pk": pk}).mappings().one()
     )
     row["anonymous_ids"] = sorted(
         conn.scalars(
-            text("SELECT value FROM identities WHERE user_pk = :pk AND kind = 'anonymous'"),
+            text(
+                "WITH RECURSIVE family(id) AS (SELECT CAST(:pk AS bigint) UNION "
+                "SELECT u.id FROM users u JOIN family f ON u.merged_into = f.id) "
+                "SELECT value FROM identities WHERE kind = 'anonymous' "
+                "AND user_pk IN (SELECT id FROM family)"
+            ),
             {"pk": pk},
         )
     )
@@ -300,7 +312,12 @@ def test_merge_of_two_existing_profiles(apply: Apply, conn: Connection, app_id: 
     assert p["phone"] == "555" and p["attributes"] == {
         "score": 5
     }  # empty fields filled from the source
+    assert count(conn, "SELECT count(*) FROM users WHERE merged_into IS NULL") == 1
+    # The history moves in the background, in bounded batches, and the merged-away row goes.
+    while store.move_merged(conn, limit=1):
+        pass
     assert count(conn, "SELECT count(*) FROM users") == 1
+    assert profile(conn, app_id, "a1")["id"] == p["id"]
     assert count(conn, "SELECT count(*) FROM events WHERE user_pk = :pk", pk=p["id"]) == 1
     assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :pk", pk=p["id"]) == 3
     assert count(conn, "SELECT count(*) FROM memberships WHERE user_pk = :pk", pk=p["id"]) == 1
@@ -333,7 +350,45 @@ def test_alias_merges_previous_into_user(apply: Apply, conn: Connection, app_id:
     p = profile(conn, app_id, "97980cfea0067")
     assert p["anonymous_ids"] == ["507f191e810c19729de860ea"]
     assert p["page_views"] == 1 and p["email"] == "z@example.com"
-    assert count(conn, "SELECT count(*) FROM users") == 1
+    assert count(conn, "SELECT count(*) FROM users WHERE merged_into IS NULL") == 1
+
+
+def test_a_merge_does_not_move_history_in_the_applying_transaction(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    # A 118-byte alias moved 25,000 rows in the request's transaction, at every such alias.
+    apply(page(anonymous_id="anon-1"), identify("known", email="k@example.com"))
+    source = profile(conn, app_id, "anon-1")["id"]
+    conn.execute(
+        text(
+            "INSERT INTO page_views (app_id, user_pk, kind, occurred_at, message_id) "
+            "SELECT :a, :u, 'page', now(), 'm' || g FROM generate_series(1, 2500) AS g"
+        ),
+        {"a": app_id, "u": source},
+    )
+    apply({"type": "alias", "previousId": "anon-1", "userId": "known"})
+    target = profile(conn, app_id, "known")
+    assert profile(conn, app_id, "anon-1")["id"] == target["id"] != source
+    # Nothing of the history moved with the merge itself: it is the tombstone's until moved.
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :s", s=source) == 2501
+    assert count(conn, "SELECT merged_into FROM users WHERE id = :s", s=source) == target["id"]
+    # Readers see it on the target at once.
+    with Session(bind=conn) as session:
+        assert len(readmodel.user_pageviews(session, app_id, "known")) == 2501
+        assert readmodel.user_profile(session, app_id, "anon-1")["user_id"] == "known"
+    # The background move: bounded batches, then the tombstone goes.
+    moves = []
+    while moved := store.move_merged(conn, limit=1000):
+        moves.append(moved)
+    assert max(moves) <= 1000 + 2  # page views, plus an identity and the last round
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :t", t=target["id"]) == 2501
+    assert count(conn, "SELECT count(*) FROM users WHERE id = :s", s=source) == 0
+    # A later merge into another profile again moves nothing in its own transaction.
+    apply(identify("other"))
+    apply({"type": "alias", "previousId": "known", "userId": "other"})
+    assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :t", t=target["id"]) == 2501
+    with Session(bind=conn) as session:
+        assert len(readmodel.user_pageviews(session, app_id, "other")) == 2501
 
 
 @pytest.mark.parametrize(
@@ -520,6 +575,49 @@ def test_rejected_calls_from_the_receiver_become_dead_letters_once(
     row = conn.execute(text("SELECT reason, error, attempts, call FROM dead_letters")).one()
     assert tuple(row) == ("missing_user_id", "no id", 2, {"type": "page"})
     assert profile(conn, app_id, "a1")["page_views"] == 1
+
+
+def test_a_batchs_defaults_are_stored_once_for_all_its_dead_letters(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    # SPEC 8: 2,400 bad calls sharing a 100 KB context once stored 239 MB (the context in every
+    # letter's meta). Random text, so Postgres's compression cannot hide a copy.
+    context = {"library": {"name": "analytics.js"}, "blob": secrets.token_urlsafe(30_000)}
+    rejected = [
+        {"index": i, "call": {}, "errors": [{"code": "missing_user_id", "message": "no id"}]}
+        for i in range(200)
+    ]
+    env = envelope(app_id, [], defaults={"context": context}, rejected=rejected)
+    request_bytes = len(json.dumps(env.to_dict()))
+    apply(env)
+    apply(envelope(app_id, [], defaults={"context": context}, rejected=rejected[:3]))
+    stored = count(
+        conn,
+        "SELECT (SELECT sum(pg_column_size(call) + pg_column_size(meta)) FROM dead_letters)"
+        " + (SELECT sum(pg_column_size(defaults)) FROM dead_letter_defaults)",
+    )
+    assert count(conn, "SELECT count(*) FROM dead_letters") == 203
+    assert count(conn, "SELECT count(*) FROM dead_letter_defaults") == 1
+    assert stored < 1.5 * request_bytes
+    assert count(conn, "SELECT count(*) FROM dead_letters WHERE meta ? 'defaults'") == 0
+
+
+def test_names_past_the_cap_do_not_grow_ignored_values_without_bound(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    # Each new name past the cap was a new row: 10,000 names, 9,990 rows.
+    conn.execute(text("UPDATE apps SET max_user_attributes = 2 WHERE id = :a"), {"a": app_id})
+    for round_ in range(3):
+        apply(identify("u1", **{f"n{round_}_{i}": "v" for i in range(150)}))
+    apply(identify("u1", **{"x" * 65: "v", "y" * 66: "v"}))  # badly named
+    rows = count(conn, "SELECT count(*) FROM ignored_values WHERE reason = 'over_cap'")
+    assert rows == IGNORED_NAMES_KEPT + 1  # the first ones by name, the rest under `*`
+    total = count(conn, "SELECT sum(count) FROM ignored_values WHERE reason = 'over_cap'")
+    assert total == 3 * 150 - 2  # every ignored value still counted
+    assert count(conn, "SELECT count FROM ignored_values WHERE name = 'n0_10'") == 1
+    before = count(conn, "SELECT count(*) FROM ignored_values")
+    apply(identify("u1", **{f"again_{i}": "v" for i in range(50)}))
+    assert count(conn, "SELECT count(*) FROM ignored_values") == before
 
 
 def test_batch_defaults_merge_under_each_call(apply: Apply, conn: Connection, app_id: int) -> None:

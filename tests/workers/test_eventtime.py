@@ -191,9 +191,22 @@ CASES: list[Any] = [
 def test_event_time(
     call: dict[str, Any], batch_sent_at: datetime | None, expected: datetime
 ) -> None:
-    result = event_time(call, RECEIVED, batch_sent_at)
+    # The cases with an own receivedAt are replays: only those may carry one.
+    result = event_time(call, RECEIVED, batch_sent_at, replayed=True)
     assert result == expected
     assert result.utcoffset() == timedelta(0)
+
+
+def test_a_live_calls_own_receivedAt_is_ignored() -> None:
+    # A sender's receivedAt 23h59 ahead pushed its event time (and its fields' write times) a day
+    # into the future; only a replay keeps the receivedAt it was first received with.
+    call = {
+        "timestamp": "2026-11-28T08:59:00Z",
+        "sentAt": "2026-11-28T09:00:00Z",
+        "receivedAt": "2026-11-29T08:59:00Z",
+    }
+    assert event_time(call, RECEIVED) == t("2026-11-28T08:59:06Z")
+    assert event_time(call, RECEIVED, replayed=True) == t("2026-11-29T08:58:00Z")
 
 
 def test_webhook_fixture_takes_segment_corrected_timestamp() -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.calls import check_call
-from shared.envelope import Envelope, merge_defaults
+from shared.envelope import REPLAY_SOURCE, Envelope, merge_defaults
 from shared.eventtime import event_time
 from shared.ids import clean_text, normalize_id
 from shared.timeparse import parse_iso
@@ -71,6 +71,6 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
         message_id=clean_text(message_id),
         user_id=user_id,
         anonymous_id=anonymous_id,
-        time=event_time(body, received_at, parse_iso(env.sent_at)),
+        time=event_time(body, received_at, parse_iso(env.sent_at), env.source == REPLAY_SOURCE),
         client_ip=env.client_ip(),
     )

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, insert, text
 
-from shared.attributes import Caps
+from shared.attributes import IGNORED_NAMES_KEPT, SENDER_NAMED_REASONS, Caps
 from shared.db import json_dumps
 from shared.ids import normalize_id
-from shared.models import COMPANY_FIELDS, PROFILE_FIELDS, EventOccurrence, PageView
+from shared.models import (
+    CANONICAL_PROFILES,
+    COMPANY_FIELDS,
+    PROFILE_FIELDS,
+    EventOccurrence,
+    PageView,
+)
 from workers.apply.attributes import Definition, Definitions
 from workers.apply.call import Call
 from workers.apply.state import (
@@ -153,8 +160,11 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
         ),
         {"app": state.app_id, "users": users, "anons": anons},
     ).all()
+    # An identity may still name a profile merged away: it answers for the profile it was merged
+    # into (until the background move points the identity there too).
+    canonical = _canonical(conn, {pk for _, _, pk in rows})
     for kind, value, pk in rows:
-        state.ids[kind, value] = pk
+        state.ids[kind, value] = canonical.get(pk, pk)
     pks = sorted(set(state.ids.values()))
     if not pks:
         return
@@ -162,11 +172,13 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
     found = conn.execute(
         text(
             f"SELECT id, user_id, page_views, first_seen, last_seen, attributes, field_times, "  # noqa: S608 (fixed column names)
-            f"{columns} FROM users WHERE id = ANY(:pks) ORDER BY id FOR UPDATE"
+            f"merged_into, {columns} FROM users WHERE id = ANY(:pks) ORDER BY id FOR UPDATE"
         ),
         {"pks": pks},
     ).mappings()
     for row in found:
+        if row["merged_into"] is not None:
+            raise ProfileVanished("a profile was merged away between reading and locking it")
         state.profiles[row["id"]] = Profile(
             pk=row["id"],
             fields={name: row[name] for name in PROFILE_FIELDS},
@@ -179,6 +191,14 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
         )
     if len(state.profiles) != len(pks):
         raise ProfileVanished("an identity pointed at a profile merged away meanwhile")
+
+
+def _canonical(conn: Connection, pks: set[int]) -> dict[int, int]:
+    """Each of `pks` that was merged away, to the profile it lives on in now (chains followed)."""
+    if not pks:
+        return {}
+    rows = conn.execute(CANONICAL_PROFILES, {"pks": sorted(pks)}).all()
+    return {int(row[0]): int(row[1]) for row in rows}
 
 
 def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> None:
@@ -329,21 +349,74 @@ def _insert_new_profiles(conn: Connection, state: BatchState) -> dict[int, int]:
 
 
 def _merge_rows(conn: Connection, source: int, target: int) -> None:
-    """Move an existing profile's history to `target` and delete it (SPEC 5.7)."""
-    params = {"s": source, "t": target}
-    conn.execute(text("UPDATE page_views SET user_pk = :t WHERE user_pk = :s"), params)
-    conn.execute(text("UPDATE events SET user_pk = :t WHERE user_pk = :s"), params)
+    """Merge an existing profile into `target` (SPEC 5.7) at a cost that does not grow with its
+    history: the profile stays as a tombstone naming `target`, its counters and fields are already
+    folded into `target` (BatchState.merge), and its page views, events, memberships and
+    identities move later, in bounded batches (move_merged). Readers follow `merged_into`."""
     conn.execute(
+        text("UPDATE users SET merged_into = :t, user_id = NULL, updated_at = now() WHERE id = :s"),
+        {"s": source, "t": target},
+    )
+
+
+MOVE_BATCH = 1000
+"""Rows of one table a background move takes in one transaction."""
+
+
+def move_merged(conn: Connection, limit: int = MOVE_BATCH) -> int:
+    """Move up to `limit` rows of each kind of one merged-away profile's history to the profile it
+    lives on now; drop the tombstone once it is empty. Returns the rows moved (0: nothing to do).
+
+    SKIP LOCKED lets every worker move at once, each its own tombstone.
+    """
+    row = conn.execute(
         text(
+            "SELECT id FROM users WHERE merged_into IS NOT NULL ORDER BY id LIMIT 1 "
+            "FOR UPDATE SKIP LOCKED"
+        )
+    ).first()
+    if row is None:
+        return 0
+    source = int(row[0])
+    target = _canonical(conn, {source})[source]
+    params = {"s": source, "t": target, "n": limit}
+    moved = 0
+    for table in ("page_views", "events"):
+        result = conn.execute(
+            text(
+                f"UPDATE {table} SET user_pk = :t WHERE id IN ("  # noqa: S608 (fixed table names)
+                f"SELECT id FROM {table} WHERE user_pk = :s LIMIT :n)"
+            ),
+            params,
+        )
+        moved += int(result.rowcount)
+    result = conn.execute(
+        text(
+            "WITH gone AS (DELETE FROM memberships WHERE ctid IN ("
+            "  SELECT ctid FROM memberships WHERE user_pk = :s LIMIT :n) "
+            "  RETURNING company_id, member_since) "
             "INSERT INTO memberships (company_id, user_pk, member_since) "
-            "SELECT company_id, :t, member_since FROM memberships WHERE user_pk = :s "
+            "SELECT company_id, :t, member_since FROM gone ORDER BY company_id "
             "ON CONFLICT (company_id, user_pk) DO UPDATE "
             "SET member_since = LEAST(memberships.member_since, EXCLUDED.member_since)"
         ),
         params,
     )
-    conn.execute(text("UPDATE identities SET user_pk = :t WHERE user_pk = :s"), params)
-    conn.execute(text("DELETE FROM users WHERE id = :s"), params)
+    moved += int(result.rowcount)
+    result = conn.execute(
+        text(
+            "UPDATE identities SET user_pk = :t WHERE (app_id, kind, value) IN ("
+            "SELECT app_id, kind, value FROM identities WHERE user_pk = :s LIMIT :n)"
+        ),
+        params,
+    )
+    moved += int(result.rowcount)
+    if moved == 0:
+        # Empty: tombstones merged into this one now name its target, and it goes.
+        conn.execute(text("UPDATE users SET merged_into = :t WHERE merged_into = :s"), params)
+        conn.execute(text("DELETE FROM users WHERE id = :s"), params)
+        return 1
+    return moved
 
 
 _PROFILE_RECORD = ", ".join(
@@ -472,16 +545,37 @@ def _write_definitions(conn: Connection, state: BatchState) -> dict[str, int]:
 
 
 def _count_ignored(conn: Connection, state: BatchState) -> None:
+    """Add the batch's ignored values to `ignored_values`. Names a definition gave are counted per
+    name; names only the sender chose (over a cap, badly named) get a row of their own for the
+    first IGNORED_NAMES_KEPT per scope and reason, and count under `*` after that."""
     _write_rows(
         conn,
         "INSERT INTO ignored_values (app_id, scope, event, name, reason, count) "
-        "SELECT :app, r.s, r.e, r.n, r.r, r.c "
-        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, e text, n text, r text, c bigint) "
+        "SELECT :app, x.s, x.e, x.n, x.r, sum(x.c) FROM ("
+        "  SELECT r.s, r.r, r.c, k.keep, "
+        "    CASE WHEN k.keep THEN r.e ELSE '*' END AS e, CASE WHEN k.keep THEN r.n ELSE '*' END AS n"
+        "  FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        "    AS r(s text, e text, n text, r text, c bigint, i bigint) "
+        "  CROSS JOIN LATERAL (SELECT NOT (r.r = ANY(:named)) OR EXISTS ("
+        "      SELECT 1 FROM ignored_values v WHERE v.app_id = :app AND v.scope = r.s "
+        "      AND v.event = r.e AND v.name = r.n AND v.reason = r.r) OR ("
+        "      SELECT count(*) FROM ignored_values v WHERE v.app_id = :app AND v.scope = r.s "
+        "      AND v.reason = r.r) + r.i <= :kept AS keep) AS k"
+        ") AS x GROUP BY x.s, x.e, x.n, x.r ORDER BY x.s, x.e, x.n, x.r "
         "ON CONFLICT (app_id, scope, event, name, reason) DO UPDATE "
         "SET count = ignored_values.count + EXCLUDED.count, last_at = now()",
-        [
-            {"s": s, "e": e, "n": n, "r": r, "c": c}
-            for (s, e, n, r), c in sorted(state.definitions.ignored.items())
-        ],
+        _ignored_rows(state.definitions.ignored),
         app=state.app_id,
+        named=list(SENDER_NAMED_REASONS),
+        kept=IGNORED_NAMES_KEPT,
     )
+
+
+def _ignored_rows(ignored: Counter[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
+    """One row per (scope, event, name, reason), with `i` its rank among its scope and reason."""
+    rank: dict[tuple[str, str], int] = {}
+    rows = []
+    for (s, e, n, r), c in sorted(ignored.items()):
+        rank[s, r] = rank.get((s, r), 0) + 1
+        rows.append({"s": s, "e": e, "n": n, "r": r, "c": c, "i": rank[s, r]})
+    return rows
