@@ -119,8 +119,17 @@ APPLY_LAG_SECONDS = Histogram(
 )
 APPLY_BATCH_SECONDS = Histogram(
     "userdest_apply_batch_seconds",
-    "Time a worker takes to apply one queued message (one request's calls).",
+    "Time a worker takes to apply one group of queued messages in one transaction.",
     buckets=_FAST,
+)
+GROUP_MESSAGES = Histogram(
+    "userdest_group_messages",
+    "Queued messages a worker applied together in one transaction.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+WORKER_PAUSES = Counter(
+    "userdest_worker_pauses_total",
+    "Times a worker process paused consuming because Postgres could not be reached.",
 )
 
 

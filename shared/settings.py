@@ -80,6 +80,10 @@ class Settings:
     """WORKER_PREFETCH: messages each worker process reserves ahead."""
     worker_queues: str = "ingest,replay"
     """WORKER_QUEUES: the queues a worker consumes, comma separated (its -Q option wins)."""
+    worker_batch_messages: int = 100
+    """WORKER_BATCH_MESSAGES: the most queued messages a worker process applies in one transaction."""
+    worker_batch_bytes: int = 262_144
+    """WORKER_BATCH_BYTES: a worker stops adding messages to a transaction past this many bytes."""
     task_max_retries: int = 8
     """TASK_MAX_RETRIES: retries of a transient database failure before a dead letter."""
     task_time_limit: int = 300
@@ -137,6 +141,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be positive")
         if self.replay_batch_size <= 0:
             raise SettingsError("REPLAY_BATCH_SIZE must be positive")
+        if self.worker_batch_messages <= 0 or self.worker_batch_bytes <= 0:
+            raise SettingsError("WORKER_BATCH_MESSAGES and WORKER_BATCH_BYTES must be positive")
         if not 0 < self.auth_cache_ttl <= 10:
             raise SettingsError("AUTH_CACHE_TTL must be above 0 and at most 10 seconds")
         if self.trusted_proxies < 0 or self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:

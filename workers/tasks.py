@@ -1,62 +1,92 @@
-"""The one Celery task: apply every call of one queued message, then acknowledge it.
+"""The one Celery task: apply a queued message, and the messages waiting behind it, in one
+transaction; then acknowledge them.
 
 The task owns the transaction (STYLE 6): apply-functions never commit. Delivery is at least once
-(late acks; a lost worker's message returns to the queue); effects are exactly once because the
-dedupe records commit with them.
+(late acks; a lost worker's messages return to the queue); effects are exactly once because the
+dedupe records commit with them. A message Celery delivers leads a group: the task takes up to
+WORKER_BATCH_MESSAGES - 1 more from its queue (workers/drain.py), applies them together and
+acknowledges them only after the commit (SPEC 5.9; docs/batching.md says why this design).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
+import redis
 from celery import Celery, Task
-from sqlalchemy import Engine
+from celery.exceptions import Reject
+from sqlalchemy import Engine, text
 
 from shared import metrics
 from shared.db import make_engine
-from shared.envelope import Envelope, EnvelopeError
-from shared.queues import APPLY_TASK
+from shared.envelope import VERSION, Envelope, EnvelopeError
+from shared.publish import make_redis
+from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import store
 from workers.apply.batch import (
     CallFailed,
     Outcome,
-    Retriable,
+    Prepared,
     apply_envelope,
+    apply_messages,
     describe,
     is_transient,
     is_unreachable,
+    message_letters,
+    prepare,
 )
 from workers.apply.deadletters import LetterToKeep
 from workers.apply.deadletters import store as store_dead_letters
+from workers.drain import Drainer, Full, NotOurs, Taken, task_message
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF = 60
+MAX_BACKOFF = 30.0
+"""The longest wait, in seconds, between two attempts while Postgres is unreachable."""
+RETRY_PAUSE = 0.05
+"""The first wait, in seconds, after a deadlock or another transient conflict; it doubles."""
 PRUNE_EVERY = 600.0
 """Seconds between two prunes of old dedupe records by one worker process."""
 MOVE_EVERY = 1.0
 """Seconds between two background moves of merged profiles' history by one worker process, while
 there is history to move (a merge leaves it behind: SPEC 5.7 at a cost bounded per request)."""
+LOCK_TIMEOUT_MS = 10_000
+"""A worker's statement waits at most this long for a lock, then its group is retried."""
+STATEMENT_TIMEOUT_MS = 120_000
+"""A worker's statement runs at most this long, then its group is retried (TASK_TIME_LIMIT is 300)."""
 
 
 class Applier:
-    """Per-process state of a worker: settings and an engine made after the fork, on first use."""
+    """Per-process state of a worker: settings, an engine and a Redis client made after the fork."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._engine: Engine | None = None
+        self._drainer: Drainer | None = None
         self._next_prune = 0.0
         self._next_move = 0.0
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.settings, pool_size=2, max_overflow=2)
+            timeouts = (
+                f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+            )
+            self._engine = make_engine(
+                self.settings, pool_size=2, max_overflow=2, connect_args={"options": timeouts}
+            )
         return self._engine
+
+    @property
+    def drainer(self) -> Drainer:
+        if self._drainer is None:
+            self._drainer = Drainer(make_redis(self.settings), self.settings.visibility_timeout)
+        return self._drainer
 
     def close(self) -> None:
         if self._engine is not None:
@@ -64,65 +94,180 @@ class Applier:
             self._engine = None
 
     def apply(self, task: Task, payload: Any) -> None:
-        started = time.perf_counter()
-        try:
-            env = Envelope.from_dict(payload)
-        except EnvelopeError as exc:
-            self._dead_letter_all(task, None, payload, "bad_envelope", str(exc))
-            return
-        try:
-            with self.engine.begin() as conn:
-                outcome = apply_envelope(conn, env, task.request.id)
-        except store.UnknownApp as exc:
-            self._dead_letter_all(task, None, payload, "unknown_app", str(exc))
-            return
-        except CallFailed as failed:
-            logger.warning("call failed", extra={"request_id": env.request_id})
-            self._keep(task, env.app_id, [failed.letter])
-            return
-        except Exception as exc:
-            if is_transient(exc):
-                self._retry(task, env, exc)
-            else:
-                # A bug outside the per-call isolation: keep the calls rather than ack them away.
-                logger.error(
-                    "message failed",
-                    extra={"request_id": env.request_id, "error": describe(exc), "at": where(exc)},
+        """Apply the message `payload` and those waiting behind it; return once they are applied
+        or kept as dead letters, or raise Reject to put the message back (a long outage)."""
+        started = time.monotonic()
+        leader = str(task.request.id)
+        queue = (getattr(task.request, "delivery_info", None) or {}).get("routing_key") or INGEST
+        group = self.settings.worker_batch_messages > 1
+        attempt = 0
+        while True:
+            taken = self._take(queue, leader) if group else []
+            try:
+                outcome, prepared = self._apply_group(leader, payload, taken)
+            except Exception as exc:
+                if taken:
+                    self._put_back(queue, leader)
+                if not is_transient(exc):
+                    if taken:
+                        # Isolate: the leader alone; the others are each taken again soon.
+                        logger.warning("group failed, applying its first message alone",
+                                       extra={"leader": leader, "error": describe(exc)})  # fmt: skip
+                        group = False
+                        continue
+                    logger.error("message failed",
+                                 extra={"leader": leader, "error": describe(exc), "at": where(exc)})  # fmt: skip
+                    self._keep_whole(
+                        payload, leader, "worker_error", f"{type(exc).__name__}: {exc}"
+                    )
+                    return
+                if is_unreachable(exc):
+                    self._pause(exc, started)
+                    continue
+                attempt += 1
+                if attempt > self.settings.task_max_retries:
+                    self._keep_whole(payload, leader, "retries_exhausted", describe(exc))
+                    return
+                metrics.RETRIES.labels(queue_of(task)).inc()
+                logger.warning(
+                    "transient failure, retrying",
+                    extra={"leader": leader, "error": describe(exc), "retries": attempt},
                 )
-                self._dead_letter_all(
-                    task, env.app_id, payload, "worker_error", f"{type(exc).__name__}: {exc}"
-                )
-            return
+                time.sleep(random.uniform(0, RETRY_PAUSE * 2**attempt))  # noqa: S311 (jitter)
+                continue
+            if taken:
+                self._ack(leader, taken)
+            break
         self.prune()
         self.move_merged()
         try:
-            _record_metrics(outcome, env, queue_of(task), time.perf_counter() - started)
+            _record_metrics(outcome, prepared, queue_of(task), time.monotonic() - started)
         except Exception:  # metrics must never undo or fail applied work
-            logger.error("could not record metrics", extra={"request_id": env.request_id})
-        logger.info(
-            "message applied",
-            extra={
-                "request_id": env.request_id,
-                "applied": sum(outcome.applied.values()),
-                "duplicates": outcome.duplicates,
-                "routed_away": sum(outcome.routed_away.values()),
-                "dead_letters": sum(outcome.dead_letters.values()),
-            },
-        )
+            logger.error("could not record metrics", extra={"leader": leader})
+        for p in prepared:
+            logger.info("message applied", extra=_log_fields(p, len(prepared)))
 
-    def prune(self) -> None:
-        """Now and then, forget messageIds older than DEDUPE_DAYS so the table stays bounded."""
-        if time.monotonic() < self._next_prune:
-            return
-        self._next_prune = time.monotonic() + PRUNE_EVERY
+    def _apply_group(
+        self, leader: str, payload: Any, taken: list[Taken]
+    ) -> tuple[Outcome, list[Prepared]]:
+        """One transaction for the leader and the messages taken behind it; messages that are
+        not ours or not envelopes become dead letters in it, alone."""
+        prepared: list[Prepared] = []
+        letters: list[LetterToKeep] = []
+        for delivery_id, body, tag in [(leader, payload, None)] + [_decode(t) for t in taken]:
+            if isinstance(body, NotOurs):
+                logger.error("message set aside", extra={"reason": body.code, "tag": tag})
+                letters.append(
+                    LetterToKeep(f"{body.code}:{tag}", body.code, str(body), _raw(tag, taken))
+                )
+                continue
+            try:
+                prepared.append(prepare(Envelope.from_dict(body), delivery_id))
+            except EnvelopeError as exc:
+                reason = _envelope_reason(body)
+                logger.error(
+                    "message set aside", extra={"reason": reason, "delivery_id": delivery_id}
+                )
+                letters.extend(message_letters(body, delivery_id, reason, str(exc)))
+        if len(prepared) == 1 and not letters:
+            return self._apply_one(prepared[0]), prepared
+        with self.engine.begin() as conn:
+            outcome = apply_messages(conn, prepared)
+            store_dead_letters(conn, None, letters)
+        for letter in letters:
+            outcome.dead_letters[letter.reason] += 1
+        return outcome, prepared
+
+    def _apply_one(self, prepared: Prepared) -> Outcome:
+        """A message alone: a lone call that fails for good is kept in a fresh transaction."""
+        env = prepared.env
         try:
             with self.engine.begin() as conn:
-                pruned = store.prune_processed(conn, self.settings.dedupe_days)
-        except Exception as exc:  # a prune can wait for the next round; the message is applied
-            logger.warning("could not prune dedupe records", extra={"error": type(exc).__name__})
+                return apply_envelope(conn, env, prepared.delivery_id)
+        except store.UnknownApp as exc:
+            reason, letters = (
+                "unknown_app",
+                message_letters(env.to_dict(), prepared.delivery_id, "unknown_app", str(exc)),
+            )
+            app_id = None
+        except CallFailed as failed:
+            logger.warning("call failed", extra={"app_id": env.app_id, "request_id": env.request_id,
+                                                 "message_ids": [failed.letter.message_id]})  # fmt: skip
+            reason, letters, app_id = failed.letter.reason, [failed.letter], env.app_id
+        with self.engine.begin() as conn:
+            store_dead_letters(conn, app_id, letters)
+        outcome = Outcome()
+        outcome.dead_letters[reason] += len(letters)
+        return outcome
+
+    def _keep_whole(self, payload: Any, leader: str, reason: str, error: str) -> None:
+        """Keep every call of the leader as a dead letter (Postgres answers, but never for it)."""
+        app_id = payload.get("app_id") if isinstance(payload, dict) else None
+        letters = message_letters(payload, leader, reason, error)
+        with self.engine.begin() as conn:
+            exists = isinstance(app_id, int) and conn.scalar(
+                text("SELECT 1 FROM apps WHERE id = :a"), {"a": app_id}
+            )
+            store_dead_letters(conn, app_id if exists else None, letters)
+        metrics.DEAD_LETTERS.labels(reason=reason).inc(len(letters))
+        logger.error("message dead-lettered", extra={"leader": leader, "reason": reason})
+
+    def _take(self, queue: str, leader: str) -> list[Taken]:
+        """The messages waiting behind the leader; none if Redis cannot give them now."""
+        try:
+            return self.drainer.take(
+                queue,
+                leader,
+                self.settings.worker_batch_messages - 1,
+                self.settings.worker_batch_bytes,
+            )
+        except Full:
+            logger.warning(
+                "redis is full, applying one message at a time", extra={"leader": leader}
+            )
+        except redis.RedisError as exc:
+            logger.warning(
+                "cannot take more messages", extra={"leader": leader, "error": type(exc).__name__}
+            )
+        return []
+
+    def _put_back(self, queue: str, leader: str) -> None:
+        try:
+            self.drainer.restore(queue, leader)
+        except redis.RedisError as exc:  # kombu restores them after VISIBILITY_TIMEOUT
+            logger.warning(
+                "cannot put a group back", extra={"leader": leader, "error": type(exc).__name__}
+            )
+
+    def _ack(self, leader: str, taken: list[Taken]) -> None:
+        try:
+            self.drainer.ack(leader, taken)
+        except redis.RedisError as exc:  # applied: a redelivery is a duplicate, skipped
+            logger.warning(
+                "cannot acknowledge a group", extra={"leader": leader, "error": type(exc).__name__}
+            )
+
+    def _pause(self, exc: Exception, since: float) -> None:
+        """Postgres cannot be reached: consume nothing until it answers, with jittered waits so
+        that workers do not all come back at once. Past half TASK_TIME_LIMIT the message goes back
+        to the queue (Reject) and this process starts over with the next one."""
+        logger.warning("database unreachable, pausing", extra={"error": describe(exc)})
+        metrics.WORKER_PAUSES.inc()
+        delay = 1.0
+        while True:
+            if time.monotonic() - since > self.settings.task_time_limit / 2:
+                raise Reject("database unreachable", requeue=True)
+            time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not a secret)
+            delay = min(delay * 2, MAX_BACKOFF)
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except Exception as probe:
+                if not is_unreachable(probe):
+                    return
+                continue
+            logger.info("database reachable, resuming")
             return
-        if pruned:
-            logger.info("pruned dedupe records", extra={"pruned": pruned})
 
     def move_merged(self) -> None:
         """Now and then, move a bounded batch of a merged-away profile's history to the profile
@@ -140,65 +285,56 @@ class Applier:
             self._next_move = 0.0  # more may wait: the next message moves the next batch
             logger.info("moved merged history", extra={"moved": moved})
 
-    def _retry(self, task: Task, env: Envelope, exc: Exception) -> None:
-        retries = task.request.retries
-        if is_unreachable(exc) or retries < self.settings.task_max_retries:
-            # Postgres being down is not the message's fault: it waits in Redis, however long.
-            logger.warning(
-                "transient failure, retrying",
-                extra={
-                    "request_id": env.request_id,
-                    "error": type(exc).__name__,
-                    "retries": retries,
-                },
-            )
-            metrics.RETRIES.labels(queue_of(task)).inc()
-            raise _retry_later(task, exc)
-        self._dead_letter_all(
-            task, env.app_id, env.to_dict(), "retries_exhausted", f"{type(exc).__name__}: {exc}"
-        )
-
-    def _keep(self, task: Task, app_id: int | None, letters: list[LetterToKeep]) -> None:
-        """Store dead letters in a transaction of their own, or retry the message if Postgres is
-        down: a message is never acknowledged with its calls nowhere."""
+    def prune(self) -> None:
+        """Now and then, forget messageIds older than DEDUPE_DAYS so the table stays bounded."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY
         try:
             with self.engine.begin() as conn:
-                store_dead_letters(conn, app_id, letters)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            logger.warning("cannot store dead letters yet", extra={"error": type(exc).__name__})
-            metrics.RETRIES.labels(queue_of(task)).inc()
-            raise _retry_later(task, exc) from exc
-        for letter in letters:
-            metrics.DEAD_LETTERS.labels(reason=letter.reason).inc()
+                pruned = store.prune_processed(conn, self.settings.dedupe_days)
+        except Exception as exc:  # a prune can wait for the next round; the message is applied
+            logger.warning("could not prune dedupe records", extra={"error": type(exc).__name__})
+            return
+        if pruned:
+            logger.info("pruned dedupe records", extra={"pruned": pruned})
 
-    def _dead_letter_all(
-        self, task: Task, app_id: int | None, payload: Any, reason: str, error: str
-    ) -> None:
-        """Keep every call of a message that cannot be applied at all."""
-        calls = payload.get("calls") if isinstance(payload, dict) else None
-        ids = payload.get("message_ids") if isinstance(payload, dict) else None
-        if not isinstance(calls, list):
-            calls = [payload]
-        if not isinstance(ids, list) or len(ids) != len(calls):
-            ids = [None] * len(calls)
-        request_id = payload.get("request_id") if isinstance(payload, dict) else None
-        kept = ("request_id", "received_at", "defaults", "sent_at")
-        meta = {k: payload.get(k) for k in kept} if isinstance(payload, dict) else {}
-        letters = [
-            LetterToKeep(
-                dedupe_key=f"{reason}:{app_id}:{task.request.id or request_id}:{i}:{mid}",
-                reason=reason,
-                error=error,
-                call=call,
-                message_id=mid,
-                meta=meta,
-            )
-            for i, (call, mid) in enumerate(zip(calls, ids, strict=True))
-        ]
-        self._keep(task, app_id if reason != "unknown_app" else None, letters)
-        logger.error("message dead-lettered", extra={"request_id": request_id, "reason": reason})
+
+def _decode(taken: Taken) -> tuple[str | None, Any, str]:
+    try:
+        task_id, body = task_message(taken.raw, APPLY_TASK)
+    except NotOurs as exc:
+        return None, exc, taken.tag
+    return task_id, body, taken.tag
+
+
+def _raw(tag: str | None, taken: list[Taken]) -> str:
+    """A message that is not ours, as text, for its dead letter."""
+    raw = next(t.raw for t in taken if t.tag == tag)
+    return raw.decode("utf-8", "replace")
+
+
+def _envelope_reason(body: Any) -> str:
+    """`envelope_version` for an envelope of another version, `bad_envelope` otherwise."""
+    if isinstance(body, dict) and "v" in body and body["v"] != VERSION:
+        return "envelope_version"
+    return "bad_envelope"
+
+
+MESSAGE_IDS_LOGGED = 20
+"""At most this many messageIds on one log line; `calls` says how many the message had."""
+
+
+def _log_fields(p: Prepared, group: int) -> dict[str, Any]:
+    env = p.env
+    return {
+        "app_id": env.app_id,
+        "request_id": env.request_id,
+        "delivery_id": p.delivery_id,
+        "message_ids": env.message_ids[:MESSAGE_IDS_LOGGED],
+        "calls": len(env.calls),
+        "group": group,
+    }
 
 
 def where(exc: BaseException) -> str:
@@ -209,19 +345,13 @@ def where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
 
 
-def _retry_later(task: Task, exc: BaseException) -> Exception:
-    """Celery's Retry for this task, with exponential backoff capped at MAX_BACKOFF seconds."""
-    countdown = min(2**task.request.retries, MAX_BACKOFF)
-    return task.retry(exc=Retriable(describe(exc)), countdown=countdown, max_retries=None)
-
-
 def queue_of(task: Task) -> str:
     """The queue a message came from, as a metric label (never a value a sender chose)."""
     delivery = getattr(task.request, "delivery_info", None) or {}
     return metrics.queue_label(delivery.get("routing_key"))
 
 
-def _record_metrics(outcome: Outcome, env: Envelope, queue: str, seconds: float) -> None:
+def _record_metrics(outcome: Outcome, prepared: list[Prepared], queue: str, seconds: float) -> None:
     for kind, n in outcome.applied.items():
         metrics.CALLS_APPLIED.labels(type=kind).inc(n)
     for reason, n in outcome.dead_letters.items():
@@ -236,11 +366,14 @@ def _record_metrics(outcome: Outcome, env: Envelope, queue: str, seconds: float)
             metrics.COERCIONS_IGNORED.labels(scope=scope, reason=reason).inc(n)
     if outcome.duplicates:
         metrics.DUPLICATES_SKIPPED.labels(queue).inc(outcome.duplicates)
-    received = parse_iso(env.received_at)
-    if received is not None:
-        lag = max(0.0, (utcnow() - received).total_seconds())
-        metrics.APPLY_LAG_SECONDS.labels(queue).observe(lag)
+    now = utcnow()
+    for p in prepared:
+        received = parse_iso(p.env.received_at)
+        if received is not None:
+            lag = max(0.0, (now - received).total_seconds())
+            metrics.APPLY_LAG_SECONDS.labels(queue).observe(lag)
     metrics.APPLY_BATCH_SECONDS.observe(seconds)
+    metrics.GROUP_MESSAGES.observe(len(prepared))
 
 
 def register(app: Celery, settings: Settings) -> Task:

@@ -108,16 +108,25 @@ class Outcome:
     routed_away: Counter[str] = field(default_factory=Counter)
     """Calls whose `integrations` turned this destination off, by call type."""
     ignored: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    unappliable: int = 0
+    """Messages dead-lettered whole (their app is gone)."""
 
 
-def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = None) -> Outcome:
-    """Apply one message inside the caller's transaction; the caller commits.
+@dataclass
+class Prepared:
+    """One message's calls, parsed, and the dead letters found before touching Postgres."""
 
-    `delivery_id` names the queued message (Celery's task id, the same on every redelivery); the
-    receiver's request id stands in for it where there is none, but a client may choose that one.
-    """
-    outcome = Outcome()
-    caps = store.app_caps(conn, env.app_id)
+    env: Envelope
+    delivery_id: str | None
+    calls: list[Call]
+    letters: list[LetterToKeep]
+    meta: dict[str, Any]
+    duplicates: int = 0
+    routed_away: Counter[str] = field(default_factory=Counter)
+
+
+def prepare(env: Envelope, delivery_id: str | None = None) -> Prepared:
+    """Parse a message's calls; its rejected and unparseable calls become dead letters."""
     received_at = parse_iso(env.received_at) or utcnow()
     # What a dead letter needs to be replayed as it was sent: the batch's defaults and sentAt.
     meta: dict[str, Any] = {
@@ -127,24 +136,13 @@ def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = No
         "defaults": env.defaults,
         "sent_at": env.sent_at,
     }
-    letters = [
-        LetterToKeep(
-            dedupe_key=f"rejected:{env.app_id}:{delivery_id or env.request_id}:{r.get('index')}",
-            reason=_first_code(r.get("errors")),
-            error="; ".join(
-                str(e.get("message", e)) for e in r.get("errors") or [] if isinstance(e, dict)
-            ),
-            call=r.get("call"),
-            meta=meta,
-        )
-        for r in env.rejected
-    ]
-
-    calls: list[Call] = []
+    rejected = env.rejected if isinstance(env.rejected, list) else [env.rejected]
+    letters = [_rejected(env, delivery_id, r, meta) for r in rejected]
+    prepared = Prepared(env, delivery_id, [], letters, meta)
     seen: set[str] = set()
     for index, (raw, message_id) in enumerate(zip(env.calls, env.message_ids, strict=True)):
         if message_id in seen:
-            outcome.duplicates += 1
+            prepared.duplicates += 1
             continue
         seen.add(message_id)
         try:
@@ -157,48 +155,183 @@ def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = No
             )
             continue
         if routed_away(call.body):
-            outcome.routed_away[call.type] += 1  # accepted, not applied (SPEC 3, v2)
+            prepared.routed_away[call.type] += 1  # accepted, not applied (SPEC 3, v2)
             continue
-        calls.append(call)
+        prepared.calls.append(call)
+    return prepared
 
+
+def apply_envelope(conn: Connection, env: Envelope, delivery_id: str | None = None) -> Outcome:
+    """Apply one message inside the caller's transaction; the caller commits.
+
+    `delivery_id` names the queued message (Celery's task id, the same on every redelivery); the
+    receiver's request id stands in for it where there is none, but a client may choose that one.
+    """
+    outcome = Outcome()
+    caps = store.app_caps(conn, env.app_id)
+    prepared = prepare(env, delivery_id)
+    outcome.duplicates += prepared.duplicates
+    outcome.routed_away.update(prepared.routed_away)
+    calls, letters, meta = prepared.calls, prepared.letters, prepared.meta
     if len(calls) == 1 and not letters:
         try:
-            _apply(conn, env, caps, calls, outcome)
+            _apply(conn, env.app_id, [env.key_id], caps, calls, outcome)
         except Exception as exc:
             if is_transient(exc):
                 raise
             raise CallFailed(_failed(env, calls[0], exc, meta)) from exc
     elif calls:
-        try:
-            with conn.begin_nested():
-                _apply(conn, env, caps, calls, outcome)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            logger.warning(
-                "batch failed, isolating its calls",
-                extra={"request_id": env.request_id, "error": type(exc).__name__},
-            )
-            letters.extend(_apply_one_by_one(conn, env, caps, calls, outcome, meta))
+        letters.extend(_isolated(conn, prepared, caps, outcome))
     store_dead_letters(conn, env.app_id, letters)
     for letter in letters:
         outcome.dead_letters[letter.reason] += 1
     return outcome
 
 
+def apply_messages(conn: Connection, messages: list[Prepared]) -> Outcome:
+    """Apply several queued messages in the caller's transaction (SPEC 5.9); the caller commits.
+
+    The calls of every message of one app are applied together: one claim, one load, one flush,
+    as if they had come in one batch, in queue order. If that fails for a reason that is not
+    transient, each message is applied again in a savepoint of its own (and its calls one by one
+    where needed), so a bad call or message is isolated alone. A message whose app no longer
+    exists is dead-lettered alone. Transient errors escape: the caller retries the whole group.
+    """
+    outcome = Outcome()
+    by_app: dict[int, list[Prepared]] = {}
+    for prepared in messages:
+        by_app.setdefault(prepared.env.app_id, []).append(prepared)
+        outcome.duplicates += prepared.duplicates
+        outcome.routed_away.update(prepared.routed_away)
+    for app_id, group in by_app.items():
+        try:
+            caps = store.app_caps(conn, app_id)
+        except store.UnknownApp as exc:
+            letters = [
+                letter
+                for p in group
+                for letter in message_letters(
+                    p.env.to_dict(), p.delivery_id, "unknown_app", str(exc)
+                )
+            ]
+            store_dead_letters(conn, None, letters)
+            outcome.unappliable += len(group)
+            outcome.dead_letters["unknown_app"] += len(letters)
+            continue
+        letters = [letter for p in group for letter in p.letters]
+        calls: list[Call] = []
+        seen: set[str] = set()
+        for p in group:
+            for call in p.calls:
+                if call.message_id in seen:  # the same call in two messages: a client's retry
+                    outcome.duplicates += 1
+                else:
+                    seen.add(call.message_id)
+                    calls.append(call)
+        if calls:
+            key_ids = [p.env.key_id for p in group]
+            try:
+                with conn.begin_nested():
+                    _apply(conn, app_id, key_ids, caps, calls, outcome)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                logger.warning(
+                    "group failed, isolating its messages",
+                    extra={"app_id": app_id, "messages": len(group), "error": type(exc).__name__},
+                )
+                for p in group:
+                    if p.calls:
+                        letters.extend(_isolated(conn, p, caps, outcome))
+        store_dead_letters(conn, app_id, letters)
+        for letter in letters:
+            outcome.dead_letters[letter.reason] += 1
+    return outcome
+
+
+def message_letters(
+    payload: Any, delivery_id: str | None, reason: str, error: str
+) -> list[LetterToKeep]:
+    """Every call of a message that cannot be applied at all, as dead letters with `reason`;
+    a payload that is not an envelope at all is kept whole, as one."""
+    calls = payload.get("calls") if isinstance(payload, dict) else None
+    ids = payload.get("message_ids") if isinstance(payload, dict) else None
+    if not isinstance(calls, list):
+        calls = [payload]
+    if not isinstance(ids, list) or len(ids) != len(calls):
+        ids = [None] * len(calls)
+    request_id = payload.get("request_id") if isinstance(payload, dict) else None
+    app_id = payload.get("app_id") if isinstance(payload, dict) else None
+    kept = ("request_id", "received_at", "defaults", "sent_at")
+    meta = {k: payload.get(k) for k in kept} if isinstance(payload, dict) else {}
+    return [
+        LetterToKeep(
+            dedupe_key=f"{reason}:{app_id}:{delivery_id or request_id}:{i}:{mid}",
+            reason=reason,
+            error=error,
+            call=call,
+            message_id=mid if isinstance(mid, str) else None,
+            meta=meta,
+        )
+        for i, (call, mid) in enumerate(zip(calls, ids, strict=True))
+    ]
+
+
+def _isolated(
+    conn: Connection, prepared: Prepared, caps: Caps, outcome: Outcome
+) -> list[LetterToKeep]:
+    """A message's calls in one savepoint, else one savepoint each; the dead letters of those
+    that still fail."""
+    env = prepared.env
+    try:
+        with conn.begin_nested():
+            _apply(conn, env.app_id, [env.key_id], caps, prepared.calls, outcome)
+        return []
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        logger.warning(
+            "batch failed, isolating its calls",
+            extra={"app_id": env.app_id, "request_id": env.request_id, "error": type(exc).__name__},
+        )
+    return _apply_one_by_one(conn, env, caps, prepared.calls, outcome, prepared.meta)
+
+
+def _rejected(
+    env: Envelope, delivery_id: str | None, entry: Any, meta: dict[str, Any]
+) -> LetterToKeep:
+    """The dead letter of a call the receiver rejected; a malformed entry keeps what it has."""
+    if not isinstance(entry, dict):
+        entry = {"call": entry}
+    errors = entry.get("errors")
+    errors = errors if isinstance(errors, list) else []
+    return LetterToKeep(
+        dedupe_key=f"rejected:{env.app_id}:{delivery_id or env.request_id}:{entry.get('index')}",
+        reason=_first_code(errors),
+        error="; ".join(str(e.get("message", e)) for e in errors if isinstance(e, dict)),
+        call=entry.get("call"),
+        meta=meta,
+    )
+
+
 def _apply(
-    conn: Connection, env: Envelope, caps: Caps, calls: list[Call], outcome: Outcome
+    conn: Connection,
+    app_id: int,
+    key_ids: list[str | None],
+    caps: Caps,
+    calls: list[Call],
+    outcome: Outcome,
 ) -> None:
     """Claim the calls' messageIds and apply those never applied before, all or nothing."""
-    fresh = store.claim(conn, env.app_id, [c.message_id for c in calls])
+    fresh = store.claim(conn, app_id, [c.message_id for c in calls])
     duplicates = len(calls) - len(fresh)
     calls = [c for c in calls if c.message_id in fresh]
     if calls:
-        state = store.load(conn, env.app_id, caps, calls)
+        state = store.load(conn, app_id, caps, calls)
         for call in calls:
             APPLY[call.type](state, call)
             state.count(call.type)
-        store.flush(conn, state, env.key_id)
+        store.flush(conn, state, key_ids)
         outcome.applied.update(state.applied)
         outcome.ignored.update(state.definitions.ignored)
     outcome.duplicates += duplicates
@@ -216,7 +349,7 @@ def _apply_one_by_one(
     for call in calls:
         try:
             with conn.begin_nested():
-                _apply(conn, env, caps, [call], outcome)
+                _apply(conn, env.app_id, [env.key_id], caps, [call], outcome)
         except Exception as exc:
             if is_transient(exc):
                 raise

@@ -283,7 +283,7 @@ def _write_rows(conn: Connection, sql: str, rows: list[dict[str, Any]], **params
         conn.execute(text(sql), {**params, "rows": json_dumps(rows)})
 
 
-def flush(conn: Connection, state: BatchState, key_id: str | None = None) -> None:
+def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = ()) -> None:
     """Write the state back: new profiles, merges, profile and company updates, new rows."""
     real = _insert_new_profiles(conn, state)
 
@@ -310,9 +310,10 @@ def flush(conn: Connection, state: BatchState, key_id: str | None = None) -> Non
         ]
         conn.execute(insert(EventOccurrence), rows)
     _count_ignored(conn, state)
-    if key_id is not None and _key_use_due(key_id):
+    due = sorted({k for k in key_ids if k is not None and _key_use_due(k)})
+    if due:
         conn.execute(
-            text("UPDATE api_keys SET last_used_at = now() WHERE id = :key"), {"key": key_id}
+            text("UPDATE api_keys SET last_used_at = now() WHERE id = ANY(:keys)"), {"keys": due}
         )
 
 
