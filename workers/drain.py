@@ -40,46 +40,38 @@ UNACKED_INDEX = "unacked_index"
 # KEYS: queue, unacked, unacked_index, group. ARGV: most messages, most bytes, now, leader id,
 # group record ttl, the end of an `unacked` entry after its payload. Returns the taken messages, oldest first, each as
 # {tag, raw}. Its shebang declares it may write, so a full Redis refuses it before it runs rather
-# than after a pop. A message that is not JSON is kept in `unacked` as a JSON string, so kombu can still
-# restore it (as a string) and never fails to read the hash.
+# than after a pop.
 _TAKE = """#!lua
 local group = KEYS[4]
+local suffix = ARGV[6]
 local old = redis.call('LRANGE', group, 0, -1)
 for i = #old, 1, -1 do
   local kept = redis.call('HGET', KEYS[2], old[i])
   if kept then
     redis.call('HDEL', KEYS[2], old[i])
     redis.call('ZREM', KEYS[3], old[i])
-    local item = cjson.decode(kept)[1]
-    if type(item) ~= 'string' then item = string.sub(kept, 2, #kept - #ARGV[6]) end
-    redis.call('RPUSH', KEYS[1], item)
+    redis.call('RPUSH', KEYS[1], unkept(kept, suffix))
   end
 end
 redis.call('DEL', group)
 local out = {}
+local n = 0
 local bytes = 0
 local limit = tonumber(ARGV[1])
 local budget = tonumber(ARGV[2])
-local suffix = ARGV[6]
-while #out < limit and bytes < budget do
+while n < limit and bytes < budget do
   local item = redis.call('RPOP', KEYS[1])
   if not item then break end
+  n = n + 1
   bytes = bytes + #item
-  local tag = ARGV[4] .. ':' .. (#out + 1)
-  local ok = string.sub(item, 1, 1) == '{' and pcall(cjson.decode, item)
-  local kept
-  if ok then
-    kept = '[' .. item .. suffix
-  else
-    kept = '[' .. cjson.encode(item) .. suffix
-  end
-  redis.call('HSET', KEYS[2], tag, kept)
+  local tag = ARGV[4] .. ':' .. n
+  redis.call('HSET', KEYS[2], tag, kept(item, suffix))
   redis.call('ZADD', KEYS[3], ARGV[3], tag)
   redis.call('RPUSH', group, tag)
   out[#out + 1] = tag
   out[#out + 1] = item
 end
-if #out > 0 then redis.call('EXPIRE', group, tonumber(ARGV[5])) end
+if n > 0 then redis.call('EXPIRE', group, tonumber(ARGV[5])) end
 return out
 """
 
@@ -104,15 +96,42 @@ for i = #tags, 1, -1 do
   if kept then
     redis.call('HDEL', KEYS[2], tags[i])
     redis.call('ZREM', KEYS[3], tags[i])
-    local item = cjson.decode(kept)[1]
-    if type(item) ~= 'string' then item = string.sub(kept, 2, #kept - #ARGV[1]) end
-    redis.call('RPUSH', KEYS[1], item)
+    redis.call('RPUSH', KEYS[1], unkept(kept, ARGV[1]))
     n = n + 1
   end
 end
 redis.call('DEL', KEYS[4])
 return n
 """
+
+# The `unacked` entry of a queued message, and back. kombu restores an entry by reading its payload
+# as a message of its own shape (it sets headers.redelivered and properties.delivery_info), so a
+# message of another shape (not JSON, not ours) is kept wrapped in that shape, its bytes as `body`,
+# where kombu can restore it without failing and this module can unwrap it.
+_KEEP = """
+local function kept(item, suffix)
+  if string.sub(item, 1, 1) == '{' then
+    local ok, m = pcall(cjson.decode, item)
+    if ok and type(m) == 'table' and type(m.headers) == 'table' and type(m.properties) == 'table'
+        and type(m.properties.delivery_info) == 'table' then
+      return '[' .. item .. suffix
+    end
+  end
+  local wrapped = {body = item, headers = {}, properties = {delivery_info = {}, userdest_raw = 1}}
+  return '[' .. cjson.encode(wrapped) .. suffix
+end
+local function unkept(kept, suffix)
+  local m = cjson.decode(kept)[1]
+  if type(m.properties) == 'table' and m.properties.userdest_raw then return m.body end
+  return string.sub(kept, 2, #kept - #suffix)
+end
+"""
+
+
+def _script(source: str) -> str:
+    """`source` with its shebang line first and the helpers above after it."""
+    shebang, _, body = source.partition("\n")
+    return f"{shebang}\n{_KEEP}{body}"
 
 
 class Full(Exception):
@@ -133,9 +152,9 @@ class Drainer:
     def __init__(self, client: redis.Redis, visibility_timeout: int) -> None:
         self._client = client
         self._ttl = visibility_timeout * 2
-        self._take = client.register_script(_TAKE)
+        self._take = client.register_script(_script(_TAKE))
         self._ack = client.register_script(_ACK)
-        self._restore = client.register_script(_RESTORE)
+        self._restore = client.register_script(_script(_RESTORE))
 
     def take(self, queue: str, leader: str, most: int, most_bytes: int) -> list[Taken]:
         """Up to `most` messages (and about `most_bytes`) waiting in `queue`, oldest first; first

@@ -1,4 +1,5 @@
-"""The Celery task's choices: apply, retry what is transient, dead-letter what never will work."""
+"""The Celery task's choices: apply, retry what is transient in the task, pause while Postgres is
+unreachable, dead-letter what never will work."""
 
 from __future__ import annotations
 
@@ -17,18 +18,19 @@ from workers import tasks
 from workers.apply import batch
 
 
-class Retry(Exception):
-    pass
-
-
 class FakeTask:
-    def __init__(self, retries: int = 0) -> None:
-        self.request = SimpleNamespace(retries=retries, id="task-1")
-        self.retried: list[dict[str, Any]] = []
+    """What the task reads of Celery's request: its id and the queue it came from."""
 
-    def retry(self, **kw: Any) -> Retry:
-        self.retried.append(kw)
-        return Retry()
+    def __init__(self, task_id: str = "task-1") -> None:
+        self.request = SimpleNamespace(id=task_id, delivery_info={"routing_key": "ingest"})
+
+
+@pytest.fixture(autouse=True)
+def _no_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The task's sleeps, recorded instead of slept."""
+    waits: list[float] = []
+    monkeypatch.setattr(tasks.time, "sleep", waits.append)
+    return waits
 
 
 @pytest.fixture
@@ -62,8 +64,12 @@ def test_applies_and_commits(applier: tasks.Applier, clean_db: Engine, app_id: i
 def test_a_message_that_is_not_an_envelope_is_a_dead_letter(
     applier: tasks.Applier, clean_db: Engine
 ) -> None:
-    applier.apply(FakeTask(), {"v": 99, "calls": [{"type": "page"}]})
-    assert dead_letters(clean_db) == [(None, "bad_envelope", {"type": "page"})]
+    applier.apply(FakeTask("t-1"), {"v": 1, "calls": [{"type": "page"}]})
+    applier.apply(FakeTask("t-2"), {"v": 99, "calls": [{"type": "page"}]})
+    assert dead_letters(clean_db) == [
+        (None, "bad_envelope", {"type": "page"}),
+        (None, "envelope_version", {"type": "page"}),
+    ]
 
 
 def test_an_unknown_app_is_a_dead_letter(applier: tasks.Applier, clean_db: Engine) -> None:
@@ -71,18 +77,34 @@ def test_an_unknown_app_is_a_dead_letter(applier: tasks.Applier, clean_db: Engin
     assert dead_letters(clean_db) == [(None, "unknown_app", {"type": "page", "userId": "u"})]
 
 
-def test_transient_errors_retry_with_backoff(
-    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def deadlock(*_: Any) -> None:
-        raise OperationalError("SELECT", {}, Exception("deadlock detected"))
+def failing(times: int, exc: Exception, real: Any) -> Any:
+    """`real`, raising `exc` on its first `times` calls."""
+    calls = {"n": 0}
 
-    monkeypatch.setattr(tasks, "apply_envelope", deadlock)
-    task = FakeTask(retries=3)
-    with pytest.raises(Retry):
-        applier.apply(task, envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
-    assert task.retried[0]["countdown"] == 8
+    def run(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise exc
+        return real(*args, **kw)
+
+    return run
+
+
+def test_transient_errors_retry_in_the_task_with_growing_jittered_waits(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+    _no_waits: list[float],
+) -> None:
+    deadlock = OperationalError("SELECT", {}, _PgError("40P01"))
+    monkeypatch.setattr(tasks, "apply_envelope", failing(3, deadlock, tasks.apply_envelope))
+    applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    assert len(_no_waits) == 3
+    assert all(0 <= w <= tasks.RETRY_PAUSE * 2 ** (i + 1) for i, w in enumerate(_no_waits))
     assert dead_letters(clean_db) == []
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT page_views FROM users")) == 1
 
 
 def test_exhausted_retries_become_dead_letters(
@@ -92,10 +114,20 @@ def test_exhausted_retries_become_dead_letters(
         raise batch.store.ProfileVanished("moved")
 
     monkeypatch.setattr(tasks, "apply_envelope", race)
-    task = FakeTask(retries=applier.settings.task_max_retries)
-    applier.apply(task, envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
-    assert task.retried == []
-    assert [r[1] for r in dead_letters(clean_db)] == ["retries_exhausted"]
+    applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    assert [(r[0], r[1]) for r in dead_letters(clean_db)] == [(app_id, "retries_exhausted")]
+
+
+def test_lock_and_statement_timeouts_are_set_and_transient_not_unreachable(
+    applier: tasks.Applier, clean_db: Engine
+) -> None:
+    with applier.engine.connect() as conn:
+        assert conn.scalar(text("SHOW lock_timeout")) == "10s"
+        assert conn.scalar(text("SHOW statement_timeout")) == "2min"
+        with pytest.raises(DBAPIError) as caught:
+            conn.execute(text("SET LOCAL statement_timeout = 10; SELECT pg_sleep(1)"))
+    assert tasks.is_transient(caught.value)
+    assert not tasks.is_unreachable(caught.value)
 
 
 def test_an_unexpected_error_keeps_the_calls(
@@ -155,17 +187,41 @@ def test_unreachable_postgres_is_told_from_other_transient_errors(
     assert tasks.is_unreachable(batch.store.ProfileVanished("x")) is False
 
 
-def test_dead_letters_that_cannot_be_written_keep_the_message_queued(
+def test_an_unreachable_postgres_pauses_the_task_until_it_answers(
     applier: tasks.Applier, clean_db: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def database_down(*_: Any, **__: Any) -> None:
-        raise OperationalError("INSERT", {}, _PgError(None))
+    """Even the dead letter of a bad message waits for Postgres: nothing is acknowledged away."""
+    down = OperationalError("INSERT", {}, _PgError(None))
+    monkeypatch.setattr(tasks, "store_dead_letters", failing(2, down, tasks.store_dead_letters))
+    pauses: list[str] = []
+    monkeypatch.setattr(applier, "_pause", lambda exc, since: pauses.append(tasks.describe(exc)))
+    applier.apply(FakeTask(), {"v": 99, "calls": [{"type": "page"}]})
+    assert pauses == ["OperationalError"] * 2
+    assert [r[1] for r in dead_letters(clean_db)] == ["envelope_version"]
 
-    monkeypatch.setattr(tasks, "store_dead_letters", database_down)
-    task = FakeTask(retries=2)
-    with pytest.raises(Retry):
-        applier.apply(task, {"v": 99, "calls": [{"type": "page"}]})
-    assert task.retried[0]["countdown"] == 4
+
+def test_a_pause_waits_with_jitter_and_gives_the_message_back_after_half_the_time_limit(
+    applier: tasks.Applier, monkeypatch: pytest.MonkeyPatch, _no_waits: list[float]
+) -> None:
+    clock = {"now": 0.0}
+    monkeypatch.setattr(tasks.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(
+        tasks.time, "sleep", lambda s: (_no_waits.append(s), clock.update(now=clock["now"] + s))
+    )
+
+    class Down:
+        def __enter__(self) -> None:
+            raise OperationalError("SELECT 1", {}, _PgError(None))
+
+        def __exit__(self, *_: Any) -> None:
+            return None
+
+    monkeypatch.setattr(tasks.Applier, "engine", SimpleNamespace(connect=Down))
+    with pytest.raises(tasks.Reject):
+        applier._pause(OperationalError("x", {}, _PgError(None)), since=0.0)
+    assert clock["now"] > applier.settings.task_time_limit / 2
+    assert all(w <= tasks.MAX_BACKOFF for w in _no_waits)
+    assert _no_waits[0] <= 1.0 and max(_no_waits) > tasks.MAX_BACKOFF / 2
 
 
 def test_a_single_call_that_crashes_is_a_dead_letter_and_applies_after_a_fix(
@@ -190,23 +246,27 @@ def test_a_single_call_that_crashes_is_a_dead_letter_and_applies_after_a_fix(
         assert conn.scalar(text("SELECT page_views FROM users")) == 1
 
 
-def test_a_retry_never_quotes_the_failing_statement_s_values(
-    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
+def test_a_retry_never_logs_the_failing_statement_s_values(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Postgres quotes values in its messages and SQLAlchemy would add the parameters: a retry
-    (which Celery logs) carries only the error's kind and SQLSTATE, and the engine hides parameters."""
+    logs only the error's kind and SQLSTATE, and the engine hides parameters."""
     with applier.engine.connect() as conn, pytest.raises(DBAPIError) as caught:
         conn.execute(text("SELECT CAST(:v AS integer)"), {"v": "secret@example.com"})
     assert "SQL parameters hidden" in str(caught.value)
     assert tasks.describe(caught.value) == "DataError (SQLSTATE 22P02)"
 
-    def deadlock(*_: Any) -> None:
-        raise OperationalError(
-            "UPDATE users ...", {"rows": "secret@example.com"}, _PgError("40P01")
-        )
-
-    monkeypatch.setattr(tasks, "apply_envelope", deadlock)
-    task = FakeTask()
-    with pytest.raises(Retry):
-        applier.apply(task, envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
-    assert str(task.retried[0]["exc"]) == "OperationalError (SQLSTATE 40P01)"
+    deadlock = OperationalError(
+        "UPDATE users ...", {"rows": "secret@example.com"}, _PgError("40P01")
+    )
+    monkeypatch.setattr(tasks, "apply_envelope", failing(1, deadlock, tasks.apply_envelope))
+    env = envelope(app_id, [{"type": "page", "userId": "u1"}], remote_addr="203.0.113.9")
+    applier.apply(FakeTask(), env.to_dict())
+    retry = next(r for r in caplog.records if r.getMessage() == "transient failure, retrying")
+    assert retry.__dict__["error"] == "OperationalError (SQLSTATE 40P01)"
+    assert "secret@example.com" not in caplog.text
+    assert "203.0.113.9" not in caplog.text

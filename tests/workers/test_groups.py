@@ -1,0 +1,336 @@
+"""A task applies the messages waiting behind it in one transaction (SPEC 5.9), in-process against
+the test Redis and Postgres: what it takes, what it acknowledges, what it isolates and puts back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from shared.celery_app import make_celery
+from shared.publish import Publisher
+from shared.queues import INGEST, REPLAY
+from shared.settings import Settings
+from tests.support.envelopes import envelope
+from workers import tasks
+from workers.apply import batch
+from workers.drain import GROUP_PREFIX, UNACKED, UNACKED_INDEX, task_message
+
+
+class FakeTask:
+    def __init__(self, task_id: str, queue: str = INGEST) -> None:
+        self.request = SimpleNamespace(id=task_id, delivery_info={"routing_key": queue})
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__("boom")
+        self.sqlstate = sqlstate
+
+
+@pytest.fixture
+def applier(
+    clean_db: Engine, settings: Settings, redis_client: redis.Redis
+) -> Iterator[tasks.Applier]:
+    applier = tasks.Applier(settings)
+    yield applier
+    applier.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks.time, "sleep", lambda _: None)
+
+
+@pytest.fixture
+def app_id(clean_db: Engine) -> int:
+    with clean_db.begin() as conn:
+        return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('g') RETURNING id")))
+
+
+@pytest.fixture
+def publisher(settings: Settings, redis_client: redis.Redis) -> Publisher:
+    return Publisher(make_celery(settings), redis_client)
+
+
+def page(user: str, mid: str | None = None) -> dict[str, Any]:
+    return {"type": "page", "userId": user, "messageId": mid or str(uuid.uuid4())}
+
+
+def count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text(sql)) or 0)
+
+
+def letters(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT app_id, reason, call FROM dead_letters ORDER BY id"))
+        return [tuple(r) for r in rows]
+
+
+def in_flight(client: redis.Redis) -> int:
+    return int(client.hlen(UNACKED)) + int(client.zcard(UNACKED_INDEX))
+
+
+def test_messages_waiting_behind_one_are_applied_with_it_and_acknowledged(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transactions = []
+    real = tasks.apply_messages
+    monkeypatch.setattr(
+        tasks, "apply_messages", lambda conn, ms: transactions.append(len(ms)) or real(conn, ms)
+    )
+    for i in range(30):
+        publisher.publish(envelope(app_id, [page(f"u{i % 3}")]).to_dict(), INGEST)
+    batch_of_100 = envelope(app_id, [page(f"u{i % 7}") for i in range(100)])
+    publisher.publish(batch_of_100.to_dict(), INGEST)
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0")]).to_dict())
+
+    assert transactions == [32]
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 131
+    assert count(clean_db, "SELECT sum(page_views) FROM users") == 131
+    assert redis_client.llen(INGEST) == 0
+    assert in_flight(redis_client) == 0
+    assert not redis_client.exists(GROUP_PREFIX + "leader")
+
+
+def test_a_group_holds_at_most_worker_batch_messages(
+    settings: Settings,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+) -> None:
+    applier = tasks.Applier(Settings(**{**_fields(settings), "worker_batch_messages": 5}))
+    try:
+        for i in range(9):
+            publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
+        applier.apply(FakeTask("leader"), envelope(app_id, [page("u0")]).to_dict())
+    finally:
+        applier.close()
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 5
+    assert redis_client.llen(INGEST) == 5
+    assert in_flight(redis_client) == 0
+
+
+def _fields(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+def test_the_replay_queue_groups_too_and_a_lone_message_takes_nothing(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+) -> None:
+    publisher.publish(envelope(app_id, [page("u1")]).to_dict(), REPLAY)
+    publisher.publish(envelope(app_id, [page("u2")]).to_dict(), INGEST)
+    applier.apply(FakeTask("r", REPLAY), envelope(app_id, [page("u3")]).to_dict())
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 2
+    assert redis_client.llen(INGEST) == 1  # another queue's message is not taken
+    assert redis_client.llen(REPLAY) == 0
+
+
+def test_the_same_call_in_two_messages_of_a_group_counts_once(
+    applier: tasks.Applier, clean_db: Engine, app_id: int, publisher: Publisher
+) -> None:
+    publisher.publish(envelope(app_id, [page("u1", "m-1")]).to_dict(), INGEST)  # a client's retry
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u1", "m-1")]).to_dict())
+    assert count(clean_db, "SELECT page_views FROM users") == 1
+
+
+def test_a_bad_call_is_isolated_alone(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = batch.APPLY["page"]
+
+    def crash_on_bad(state: Any, call: Any) -> None:
+        if call.user_id == "bad":
+            raise RuntimeError("worker code crashed")
+        real(state, call)
+
+    monkeypatch.setitem(batch.APPLY, "page", crash_on_bad)
+    publisher.publish(
+        envelope(app_id, [page("u1"), page("bad", "m-bad"), page("u2")]).to_dict(), INGEST
+    )
+    publisher.publish(envelope(app_id, [page("u3")]).to_dict(), INGEST)
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u4")]).to_dict())
+    assert [(r[1], r[2]["messageId"]) for r in letters(clean_db)] == [("apply_failed", "m-bad")]
+    assert count(clean_db, "SELECT count(*) FROM users") == 4
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 4
+
+
+def test_messages_that_cannot_be_applied_are_dead_letters_alone(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    publisher.publish(envelope(app_id, [page("u1")]).to_dict(), INGEST)
+    publisher.publish(envelope(424242, [page("gone", "m-gone")]).to_dict(), INGEST)  # unknown app
+    publisher.publish({"v": 1, "calls": [{"secret": "s3cr3t-bad"}]}, INGEST)  # no app_id
+    publisher.publish({**envelope(app_id, [page("v2")]).to_dict(), "v": 2}, INGEST)
+    redis_client.lpush(INGEST, b"not json s3cr3t-raw")
+    foreign = orjson.loads(publisher.message(envelope(app_id, [page("x")]).to_dict(), INGEST))
+    foreign["headers"]["task"] = "someone.else"
+    redis_client.lpush(INGEST, orjson.dumps(foreign))
+    publisher.publish(envelope(app_id, [page("u2")]).to_dict(), INGEST)
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u3")]).to_dict())
+
+    assert count(clean_db, "SELECT count(*) FROM users") == 3
+    found = sorted((r[0], r[1]) for r in letters(clean_db))
+    assert found == sorted(
+        [(None, "unknown_app"), (None, "bad_envelope"), (None, "envelope_version"),
+         (None, "not_json"), (None, "not_ours")]
+    )  # fmt: skip
+    assert redis_client.llen(INGEST) == 0
+    assert in_flight(redis_client) == 0
+    assert "s3cr3t" not in caplog.text
+    assert {r.__dict__.get("reason") for r in caplog.records if r.getMessage() == "message set aside"} == {
+        "bad_envelope", "envelope_version", "not_json", "not_ours"
+    }  # fmt: skip
+
+
+def test_a_malformed_rejected_entry_keeps_the_rejected_calls(
+    applier: tasks.Applier, clean_db: Engine, app_id: int
+) -> None:
+    env = envelope(app_id, [page("u1")])
+    env.rejected = [
+        {"index": 1, "call": {"type": "page"}, "errors": [{"code": "missing_user_id"}]},
+        {"index": 2, "call": {"type": "track"}, "errors": "not a list"},
+        ["not", "an", "object"],
+    ]
+    applier.apply(FakeTask("leader"), env.to_dict())
+    assert [r[1] for r in letters(clean_db)] == ["missing_user_id", "rejected", "rejected"]
+    assert count(clean_db, "SELECT page_views FROM users") == 1
+
+
+def test_a_transient_failure_puts_the_group_back_and_retries_it_whole(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for i in range(10):
+        publisher.publish(envelope(app_id, [page(f"u{i % 2}", f"m-{i}")]).to_dict(), INGEST)
+    seen_waiting = []
+    real = tasks.apply_messages
+
+    def deadlock_once(conn: Any, messages: list[Any]) -> Any:
+        if not seen_waiting:
+            seen_waiting.append(redis_client.llen(INGEST))
+            raise OperationalError("UPDATE", {}, _PgError("40P01"))
+        seen_waiting.append(redis_client.llen(INGEST))
+        return real(conn, messages)
+
+    monkeypatch.setattr(tasks, "apply_messages", deadlock_once)
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0", "m-leader")]).to_dict())
+    assert seen_waiting == [0, 0]  # taken both times: put back in between
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 11
+    assert count(clean_db, "SELECT sum(page_views) FROM users") == 11
+    assert in_flight(redis_client) == 0
+
+
+def test_while_postgres_is_unreachable_the_group_waits_visible_in_the_queue(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for i in range(10):
+        publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
+    down = OperationalError("SELECT", {}, _PgError(None))
+    monkeypatch.setattr(tasks, "apply_messages", _failing(2, down, tasks.apply_messages))
+    waiting_while_paused: list[int] = []
+    monkeypatch.setattr(
+        applier, "_pause", lambda exc, since: waiting_while_paused.append(redis_client.llen(INGEST))
+    )
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0")]).to_dict())
+    assert waiting_while_paused == [10, 10]
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 11
+    assert in_flight(redis_client) == 0
+
+
+def _failing(times: int, exc: Exception, real: Any) -> Any:
+    calls = {"n": 0}
+
+    def run(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise exc
+        return real(*args, **kw)
+
+    return run
+
+
+def test_a_redelivered_leader_first_puts_back_what_its_lost_run_took(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+) -> None:
+    """A worker process killed mid-group: its taken messages sit in `unacked` under the leader's
+    group record; the leader's next run returns them and applies each exactly once."""
+    for i in range(5):
+        publisher.publish(envelope(app_id, [page(f"u{i}", f"m-{i}")]).to_dict(), INGEST)
+    lost = applier.drainer.take(INGEST, "leader", 99, 1 << 20)  # the run that died
+    assert len(lost) == 5 and redis_client.llen(INGEST) == 0 and in_flight(redis_client) == 10
+    publisher.publish(envelope(app_id, [page("u9", "m-9")]).to_dict(), INGEST)
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0", "m-leader")]).to_dict())
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 7
+    assert count(clean_db, "SELECT sum(page_views) FROM users") == 7
+    assert in_flight(redis_client) == 0 and redis_client.llen(INGEST) == 0
+
+
+def test_taken_messages_are_restorable_by_kombu_as_it_restores_its_own(
+    applier: tasks.Applier,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    settings: Settings,
+) -> None:
+    """The whole worker killed: kombu's visibility-timeout sweep must read and restore what a
+    group took, exactly as the messages were queued (a poison message included)."""
+    env = envelope(app_id, [page("u1")])
+    celery = make_celery(settings)
+    with celery.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in celery.conf.task_queues:  # as a starting worker declares them
+            queue(channel).declare()
+        publisher.publish(env.to_dict(), INGEST)
+        redis_client.lpush(INGEST, b"\xffnot json", b'{"headers": "odd"}')
+        assert len(applier.drainer.take(INGEST, "leader", 99, 1 << 20)) == 3
+        channel.qos.visibility_timeout = 0
+        channel.qos.restore_visible(num=None, interval=1)
+    celery.close()
+    restored = redis_client.lrange(INGEST, 0, -1)
+    assert len(restored) == 3 and in_flight(redis_client) == 0
+    decoded = [orjson.loads(m) for m in restored]
+    ours = next(m for m in restored if b"apply_message" in m)
+    assert task_message(ours, "userdest.apply_message")[1] == env.to_dict()
+    wrapped = [m["body"] for m in decoded if m["properties"].get("userdest_raw")]
+    assert sorted(wrapped) == sorted(["\ufffdnot json", '{"headers": "odd"}'])
