@@ -14,6 +14,7 @@ from shared.celery_app import make_celery
 from shared.logs import configure_logging
 from shared.queues import QUEUES
 from shared.settings import Settings
+from workers import broker
 from workers.start import WorkerRefused
 from workers.tasks import register
 
@@ -26,6 +27,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     # Without -Q a worker consumes every declared queue; WORKER_QUEUES narrows that. -Q still wins.
     app.conf.task_queues = [q for q in app.conf.task_queues if q.name in settings.queues]
     register(app, settings)
+    broker.install(app)
     metrics.prime_worker_series()
 
     @celeryd_init.connect(weak=False)

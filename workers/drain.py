@@ -38,22 +38,12 @@ UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 
 # KEYS: queue, unacked, unacked_index, group. ARGV: most messages, most bytes, now, leader id,
-# group record ttl, the end of an `unacked` entry after its payload. Returns the taken messages, oldest first, each as
-# {tag, raw}. Its shebang declares it may write, so a full Redis refuses it before it runs rather
+# group record ttl, the end of an `unacked` entry after its payload, GROUP_PREFIX. Returns the
+# taken messages, oldest first, as tag, raw, tag, raw... Its shebang declares it may write, so a full Redis refuses it before it runs rather
 # than after a pop.
 _TAKE = """#!lua
-local group = KEYS[4]
 local suffix = ARGV[6]
-local old = redis.call('LRANGE', group, 0, -1)
-for i = #old, 1, -1 do
-  local kept = redis.call('HGET', KEYS[2], old[i])
-  if kept then
-    redis.call('HDEL', KEYS[2], old[i])
-    redis.call('ZREM', KEYS[3], old[i])
-    redis.call('RPUSH', KEYS[1], unkept(kept, suffix))
-  end
-end
-redis.call('DEL', group)
+give_back(KEYS[4], KEYS[1], KEYS[2], KEYS[3], suffix)
 local out = {}
 local n = 0
 local bytes = 0
@@ -65,13 +55,19 @@ while n < limit and bytes < budget do
   n = n + 1
   bytes = bytes + #item
   local tag = ARGV[4] .. ':' .. n
-  redis.call('HSET', KEYS[2], tag, kept(item, suffix))
+  local entry, id = kept(item, suffix)
+  redis.call('HSET', KEYS[2], tag, entry)
   redis.call('ZADD', KEYS[3], ARGV[3], tag)
-  redis.call('RPUSH', group, tag)
+  redis.call('RPUSH', KEYS[4], tag)
   out[#out + 1] = tag
   out[#out + 1] = item
+  if id then
+    -- A leader put back after its worker process died, taken here before it ran again: its
+    -- group goes back to the head of the queue, to be taken next, into this group.
+    give_back(ARGV[7] .. id, KEYS[1], KEYS[2], KEYS[3], suffix)
+  end
 end
-if n > 0 then redis.call('EXPIRE', group, tonumber(ARGV[5])) end
+if n > 0 then redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5])) end
 return out
 """
 
@@ -89,41 +85,48 @@ return #ARGV
 # at the head of the queue (the end Celery pops), so the group is taken again first and in order.
 # It frees as much as it writes: allowed when Redis is full.
 _RESTORE = """#!lua flags=allow-oom
-local tags = redis.call('LRANGE', KEYS[4], 0, -1)
-local n = 0
-for i = #tags, 1, -1 do
-  local kept = redis.call('HGET', KEYS[2], tags[i])
-  if kept then
-    redis.call('HDEL', KEYS[2], tags[i])
-    redis.call('ZREM', KEYS[3], tags[i])
-    redis.call('RPUSH', KEYS[1], unkept(kept, ARGV[1]))
-    n = n + 1
-  end
-end
-redis.call('DEL', KEYS[4])
-return n
+return give_back(KEYS[4], KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 """
 
 # The `unacked` entry of a queued message, and back. kombu restores an entry by reading its payload
 # as a message of its own shape (it sets headers.redelivered and properties.delivery_info), so a
 # message of another shape (not JSON, not ours) is kept wrapped in that shape, its bytes as `body`,
-# where kombu can restore it without failing and this module can unwrap it.
-_KEEP = """
+# where kombu can restore it without failing and this module can unwrap it. `give_back` puts a
+# group's messages still in `unacked` back at the head of the queue, oldest at the very head, so
+# they are taken again first and in order.
+_HELPERS = """
 local function kept(item, suffix)
   if string.sub(item, 1, 1) == '{' then
     local ok, m = pcall(cjson.decode, item)
     if ok and type(m) == 'table' and type(m.headers) == 'table' and type(m.properties) == 'table'
         and type(m.properties.delivery_info) == 'table' then
-      return '[' .. item .. suffix
+      local id = m.headers.id
+      if type(id) ~= 'string' then id = nil end
+      return '[' .. item .. suffix, id
     end
   end
   local wrapped = {body = item, headers = {}, properties = {delivery_info = {}, userdest_raw = 1}}
-  return '[' .. cjson.encode(wrapped) .. suffix
+  return '[' .. cjson.encode(wrapped) .. suffix, nil
 end
-local function unkept(kept, suffix)
-  local m = cjson.decode(kept)[1]
+local function unkept(entry, suffix)
+  local m = cjson.decode(entry)[1]
   if type(m.properties) == 'table' and m.properties.userdest_raw then return m.body end
-  return string.sub(kept, 2, #kept - #suffix)
+  return string.sub(entry, 2, #entry - #suffix)
+end
+local function give_back(group, queue, unacked, index, suffix)
+  local tags = redis.call('LRANGE', group, 0, -1)
+  local n = 0
+  for i = #tags, 1, -1 do
+    local entry = redis.call('HGET', unacked, tags[i])
+    if entry then
+      redis.call('HDEL', unacked, tags[i])
+      redis.call('ZREM', index, tags[i])
+      redis.call('RPUSH', queue, unkept(entry, suffix))
+      n = n + 1
+    end
+  end
+  redis.call('DEL', group)
+  return n
 end
 """
 
@@ -131,7 +134,7 @@ end
 def _script(source: str) -> str:
     """`source` with its shebang line first and the helpers above after it."""
     shebang, _, body = source.partition("\n")
-    return f"{shebang}\n{_KEEP}{body}"
+    return f"{shebang}\n{_HELPERS}{body}"
 
 
 class Full(Exception):
@@ -162,7 +165,15 @@ class Drainer:
         try:
             reply = self._take(
                 keys=[queue, UNACKED, UNACKED_INDEX, GROUP_PREFIX + leader],
-                args=[most, most_bytes, time.time(), leader, self._ttl, _suffix(queue)],
+                args=[
+                    most,
+                    most_bytes,
+                    time.time(),
+                    leader,
+                    self._ttl,
+                    _suffix(queue),
+                    GROUP_PREFIX,
+                ],
             )
         except redis.exceptions.ResponseError as exc:
             if "OOM" not in str(exc):

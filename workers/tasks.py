@@ -42,6 +42,7 @@ from workers.apply.batch import (
 )
 from workers.apply.deadletters import LetterToKeep
 from workers.apply.deadletters import store as store_dead_letters
+from workers.broker import SET_ASIDE
 from workers.drain import Drainer, Full, NotOurs, Taken, task_message
 
 logger = logging.getLogger(__name__)
@@ -154,11 +155,11 @@ class Applier:
         not ours or not envelopes become dead letters in it, alone."""
         prepared: list[Prepared] = []
         letters: list[LetterToKeep] = []
-        for delivery_id, body, tag in [(leader, payload, None)] + [_decode(t) for t in taken]:
+        first = _set_aside(leader, payload)
+        for delivery_id, body, raw in [first] + [_decode(t) for t in taken]:
             if isinstance(body, NotOurs):
-                logger.error("message set aside", extra={"reason": body.code, "tag": tag})
                 letters.append(
-                    LetterToKeep(f"{body.code}:{tag}", body.code, str(body), _raw(tag, taken))
+                    LetterToKeep(f"{body.code}:{delivery_id}", body.code, str(body), raw)
                 )
                 continue
             try:
@@ -300,18 +301,23 @@ class Applier:
             logger.info("pruned dedupe records", extra={"pruned": pruned})
 
 
-def _decode(taken: Taken) -> tuple[str | None, Any, str]:
+def _set_aside(leader: str, payload: Any) -> tuple[str, Any, Any]:
+    """The leader as `_decode` gives a taken message: workers/broker.py delivers a message that
+    is not ours as an envelope `{"set_aside": reason, "raw": text}`."""
+    if isinstance(payload, dict) and isinstance(payload.get(SET_ASIDE), str):
+        reason = payload[SET_ASIDE]
+        return leader, NotOurs(reason, f"set aside by the worker: {reason}"), payload.get("raw")
+    return leader, payload, None
+
+
+def _decode(taken: Taken) -> tuple[str | None, Any, Any]:
+    """(task id, envelope, None), or (tag, NotOurs, the message as text) for one to set aside."""
     try:
         task_id, body = task_message(taken.raw, APPLY_TASK)
-    except NotOurs as exc:
-        return None, exc, taken.tag
-    return task_id, body, taken.tag
-
-
-def _raw(tag: str | None, taken: list[Taken]) -> str:
-    """A message that is not ours, as text, for its dead letter."""
-    raw = next(t.raw for t in taken if t.tag == tag)
-    return raw.decode("utf-8", "replace")
+    except NotOurs as exc:  # never its body in a log: it may be anything
+        logger.error("message set aside", extra={"reason": exc.code, "tag": taken.tag})
+        return taken.tag, exc, taken.raw.decode("utf-8", "replace")
+    return task_id, body, None
 
 
 def _envelope_reason(body: Any) -> str:

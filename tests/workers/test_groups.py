@@ -306,6 +306,28 @@ def test_a_redelivered_leader_first_puts_back_what_its_lost_run_took(
     assert in_flight(redis_client) == 0 and redis_client.llen(INGEST) == 0
 
 
+def test_a_put_back_leader_taken_into_another_group_brings_its_group_along(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+) -> None:
+    """Celery puts a lost process's leader at the back of the queue; another group may take it
+    before it leads again, and must then take the messages its lost run had taken too."""
+    for i in range(4):
+        publisher.publish(envelope(app_id, [page(f"u{i}", f"m-{i}")]).to_dict(), INGEST)
+    lost_leader = envelope(app_id, [page("u8", "m-lost-leader")]).to_dict()
+    message = publisher.message(lost_leader, INGEST)
+    lost_id = orjson.loads(message)["headers"]["id"]
+    assert len(applier.drainer.take(INGEST, lost_id, 99, 1 << 20)) == 4  # the run that died
+    redis_client.lpush(INGEST, message)  # put back by Celery (reject_on_worker_lost)
+    applier.apply(FakeTask("other"), envelope(app_id, [page("u9", "m-other")]).to_dict())
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 6
+    assert in_flight(redis_client) == 0 and redis_client.llen(INGEST) == 0
+    assert not redis_client.keys(GROUP_PREFIX + "*")
+
+
 def test_taken_messages_are_restorable_by_kombu_as_it_restores_its_own(
     applier: tasks.Applier,
     app_id: int,

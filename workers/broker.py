@@ -1,0 +1,140 @@
+"""What a worker changes in kombu's Redis transport so that no message and no full Redis kills it.
+
+Two things in kombu 5.7 lose messages (SPEC 7, "a worker survives anything the broker or a message
+can do to it"):
+
+- Its reader parses a popped message with `json.loads` and hands it on as a message of kombu's
+  shape: a message that is not JSON, or not of that shape, raises in the event loop, the worker
+  stops with "Unrecoverable error" and the message, already popped, is gone. A message for a task
+  that is not ours is discarded by Celery, which logs its whole body first.
+- It pops a message (BRPOP), then records it in `unacked` in a second command: against a full
+  Redis (`noeviction`) that write fails with OutOfMemoryError, the worker stops, and the popped
+  message is gone.
+
+`install(app)` replaces the transport's `loads` with one that turns such a message into an
+APPLY_TASK message carrying `{"set_aside": reason, "raw": text}`, which the task keeps as a dead
+letter without ever logging its body; and it records a popped message in `unacked` with a script
+allowed to run when Redis is full (it adds back little more than the pop freed). Both are pinned by
+tests/workers/test_broker.py, so an upgrade of kombu that changes either fails there.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+from shared.queues import APPLY_TASK, INGEST
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+SET_ASIDE = "set_aside"
+"""The key of the envelope that stands for a message set aside; its value is the reason."""
+
+_APPEND = """#!lua flags=allow-oom
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+_original_loads = kombu_redis.loads
+
+
+def set_aside(raw: bytes | str, reason: str, celery: Celery) -> dict[str, Any]:
+    """An APPLY_TASK message, in kombu's shape, standing for a message that cannot be one."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    task_id = str(uuid.uuid4())
+    headers, properties, body, _ = celery.amqp.as_task_v2(
+        task_id,
+        APPLY_TASK,
+        args=[{SET_ASIDE: reason, "raw": text}],
+        argsrepr=f"[set aside: {reason}]",
+        kwargsrepr="{}",
+        ignore_result=True,
+    )
+    properties.update(
+        delivery_info={"exchange": INGEST, "routing_key": INGEST},
+        priority=0,
+        body_encoding="base64",
+        delivery_tag=str(uuid.uuid4()),
+    )
+    return {
+        "body": base64.b64encode(orjson.dumps(body)).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": properties,
+    }
+
+
+def kombu_shaped(message: Any) -> bool:
+    """Whether kombu's Redis transport can read `message` as a message."""
+    if not isinstance(message, dict):
+        return False
+    properties = message.get("properties")
+    return (
+        isinstance(message.get("headers"), dict)
+        and isinstance(properties, dict)
+        and isinstance(properties.get("delivery_info"), dict)
+        and "body" in message
+    )
+
+
+def tolerant_loads(celery: Celery) -> Any:
+    def loads(raw: str | bytes) -> Any:
+        try:
+            message = _original_loads(raw)
+        except ValueError:
+            return _aside(raw, "not_json", celery)
+        if isinstance(message, list):  # an `unacked` entry: [message, exchange, routing key]
+            return message
+        if not kombu_shaped(message):
+            return _aside(raw, "not_ours", celery)
+        if message["properties"].get("userdest_raw"):  # kept wrapped by workers/drain.py
+            return _aside(str(message["body"]), "not_ours", celery)
+        task = message["headers"].get("task")
+        if task is None:  # kombu's own (a control message): not a task
+            return message
+        if task != APPLY_TASK:
+            return _aside(raw, "not_ours", celery)
+        try:
+            body = message["body"]
+            if message["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            orjson.loads(body)
+        except (TypeError, ValueError):
+            return _aside(raw, "not_json", celery)
+        return message
+
+    return loads
+
+
+def _aside(raw: str | bytes, reason: str, celery: Celery) -> dict[str, Any]:
+    logger.error("message set aside", extra={"reason": reason})
+    return set_aside(raw, reason, celery)
+
+
+def append(self: kombu_redis.QoS, message: Any, delivery_tag: str) -> None:
+    """kombu's `QoS.append`, as one script that a full Redis still runs."""
+    delivery = message.delivery_info
+    entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+    with self.channel.conn_or_acquire() as client:
+        client.eval(
+            _APPEND, 2, self.unacked_index_key, self.unacked_key, time.time(), delivery_tag, entry
+        )
+    kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+
+
+def install(celery: Celery) -> None:
+    """Make this process's kombu Redis transport tolerant of poison messages and a full Redis."""
+    kombu_redis.loads = tolerant_loads(celery)
+    kombu_redis.QoS.append = append  # type: ignore[method-assign]
