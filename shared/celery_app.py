@@ -30,7 +30,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=max(1, settings.task_time_limit - 30),
+        task_soft_time_limit=settings.task_soft_time_limit,
         task_default_queue=INGEST,
         task_queues=[Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
         task_routes={APPLY_TASK: {"queue": INGEST}},

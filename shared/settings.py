@@ -173,5 +173,11 @@ class Settings:
         return _sqlalchemy_url(self.database_url)
 
     @property
+    def task_soft_time_limit(self) -> int:
+        """When a message's task is told to stop: 30 s before TASK_TIME_LIMIT, or at 4/5 of a
+        short one (a test's), so that a short limit does not stop every task after one second."""
+        return max(1, self.task_time_limit - min(30, self.task_time_limit // 5))
+
+    @property
     def queues(self) -> list[str]:
         return [q.strip() for q in self.worker_queues.split(",") if q.strip()]

@@ -14,7 +14,9 @@ can do to it"):
 `install(app)` replaces the transport's `loads` with one that turns such a message into an
 APPLY_TASK message carrying `{"set_aside": reason, "raw": text}`, which the task keeps as a dead
 letter without ever logging its body; and it records a popped message in `unacked` with a script
-allowed to run when Redis is full (it adds back little more than the pop freed). Both are pinned by
+allowed to run when Redis is full (it adds back little more than the pop freed), and likewise
+acknowledges; the other writes a starting worker makes (queue bindings, the sweep's lock) wait
+for a Redis with room, and the worker starts. These are pinned by
 tests/workers/test_broker.py, so an upgrade of kombu that changes either fails there.
 """
 
@@ -46,7 +48,14 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
+_ACK = """#!lua flags=allow-oom
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
 _original_loads = kombu_redis.loads
+_OOM = kombu_redis.redis.exceptions.OutOfMemoryError
 
 
 def set_aside(raw: bytes | str, reason: str, celery: Celery) -> dict[str, Any]:
@@ -95,8 +104,8 @@ def tolerant_loads(celery: Celery) -> Any:
             message = _original_loads(raw)
         except ValueError:
             return _aside(raw, "not_json", celery)
-        if isinstance(message, list):  # an `unacked` entry: [message, exchange, routing key]
-            return message
+        if isinstance(message, list) and len(message) == 3 and kombu_shaped(message[0]):
+            return message  # an `unacked` entry, read to restore it: [message, exchange, key]
         if not kombu_shaped(message):
             return _aside(raw, "not_ours", celery)
         if message["properties"].get("userdest_raw"):  # kept wrapped by workers/drain.py
@@ -134,7 +143,52 @@ def append(self: kombu_redis.QoS, message: Any, delivery_tag: str) -> None:
     kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
 
+def ack(self: kombu_redis.QoS, delivery_tag: str) -> None:
+    """kombu's `QoS.ack` (a MULTI, which a full Redis refuses), as a script it runs."""
+    with self.channel.conn_or_acquire() as client:
+        client.eval(_ACK, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
+    kombu_redis.virtual.QoS.ack(self, delivery_tag)
+
+
+_original_size = kombu_redis.Channel._size
+_original_queue_bind = kombu_redis.Channel._queue_bind
+
+
+def size(self: kombu_redis.Channel, queue: str) -> int:
+    """kombu's queue length, read in a MULTI that a full Redis refuses: read without one then."""
+    try:
+        return int(_original_size(self, queue))
+    except _OOM:
+        with self.conn_or_acquire() as client:
+            return sum(int(client.llen(self._q_for_pri(queue, p))) for p in self.priority_steps)
+
+
+def queue_bind(self: kombu_redis.Channel, *args: Any) -> None:
+    """kombu records a queue's binding (a write) each time a worker starts; a full Redis keeps
+    the one recorded before, and the worker starts."""
+    try:
+        _original_queue_bind(self, *args)
+    except _OOM:
+        logger.warning("redis is full, keeping the queue bindings it has")
+
+
+_original_restore_visible = kombu_redis.QoS.restore_visible
+
+
+def restore_visible(self: kombu_redis.QoS, *args: Any, **kwargs: Any) -> None:
+    """kombu's sweep of `unacked`, which takes a lock (a write) first: a full Redis skips a round
+    (the next comes within a minute) instead of stopping the worker."""
+    try:
+        _original_restore_visible(self, *args, **kwargs)
+    except _OOM:
+        logger.warning("redis is full, restoring unacknowledged messages later")
+
+
 def install(celery: Celery) -> None:
     """Make this process's kombu Redis transport tolerant of poison messages and a full Redis."""
+    kombu_redis.QoS.restore_visible = restore_visible  # type: ignore[method-assign]
+    kombu_redis.QoS.ack = ack  # type: ignore[method-assign]
+    kombu_redis.Channel._size = size  # type: ignore[method-assign]
+    kombu_redis.Channel._queue_bind = queue_bind  # type: ignore[method-assign]
     kombu_redis.loads = tolerant_loads(celery)
     kombu_redis.QoS.append = append  # type: ignore[method-assign]

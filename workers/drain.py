@@ -175,9 +175,7 @@ class Drainer:
                     GROUP_PREFIX,
                 ],
             )
-        except redis.exceptions.ResponseError as exc:
-            if "OOM" not in str(exc):
-                raise
+        except redis.exceptions.OutOfMemoryError as exc:
             # Redis is full: take nothing, but do put an earlier run's group back.
             self.restore(queue, leader)
             raise Full(str(exc)) from None
@@ -233,6 +231,9 @@ def task_message(raw: bytes, task_name: str) -> tuple[str | None, Any]:
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = b64decode(body)
         args = orjson.loads(body)[0]
+    except (KeyError, TypeError, ValueError):
+        raise NotOurs("not_json", "the queued task message's body is not JSON") from None
+    try:
         return headers.get("id"), args[0]
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (IndexError, TypeError, KeyError):
         raise NotOurs("not_ours", "the queued task message has no envelope argument") from None

@@ -146,7 +146,11 @@ class Applier:
         except Exception:  # metrics must never undo or fail applied work
             logger.error("could not record metrics", extra={"leader": leader})
         for p in prepared:
-            logger.info("message applied", extra=_log_fields(p, len(prepared)))
+            if p.env.app_id in outcome.unknown_apps:
+                fields = _log_fields(p, len(prepared)) | {"reason": "unknown_app"}
+                logger.error("message dead-lettered", extra=fields)
+            else:
+                logger.info("message applied", extra=_log_fields(p, len(prepared)))
 
     def _apply_group(
         self, leader: str, payload: Any, taken: list[Taken]
@@ -199,6 +203,8 @@ class Applier:
             store_dead_letters(conn, app_id, letters)
         outcome = Outcome()
         outcome.dead_letters[reason] += len(letters)
+        if app_id is None:
+            outcome.unknown_apps.add(env.app_id)
         return outcome
 
     def _keep_whole(self, payload: Any, leader: str, reason: str, error: str) -> None:
@@ -338,7 +344,7 @@ def _log_fields(p: Prepared, group: int) -> dict[str, Any]:
         "request_id": env.request_id,
         "delivery_id": p.delivery_id,
         "message_ids": env.message_ids[:MESSAGE_IDS_LOGGED],
-        "calls": len(env.calls),
+        "call_count": len(env.calls),
         "group": group,
     }
 
@@ -394,7 +400,7 @@ def register(app: Celery, settings: Settings) -> Task:
         ignore_result=True,
         max_retries=None,
         time_limit=settings.task_time_limit,
-        soft_time_limit=max(1, settings.task_time_limit - 30),
+        soft_time_limit=settings.task_soft_time_limit,
     )
     def apply_message(self: Task, envelope: Any) -> None:
         applier.apply(self, envelope)

@@ -108,8 +108,8 @@ class Outcome:
     routed_away: Counter[str] = field(default_factory=Counter)
     """Calls whose `integrations` turned this destination off, by call type."""
     ignored: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
-    unappliable: int = 0
-    """Messages dead-lettered whole (their app is gone)."""
+    unknown_apps: set[int] = field(default_factory=set)
+    """Apps named by messages of the group that no longer exist: those were dead-lettered whole."""
 
 
 @dataclass
@@ -215,7 +215,7 @@ def apply_messages(conn: Connection, messages: list[Prepared]) -> Outcome:
                 )
             ]
             store_dead_letters(conn, None, letters)
-            outcome.unappliable += len(group)
+            outcome.unknown_apps.add(app_id)
             outcome.dead_letters["unknown_app"] += len(letters)
             continue
         letters = [letter for p in group for letter in p.letters]

@@ -1,0 +1,305 @@
+"""Real workers applying groups of queued messages (SPEC 5.9, 7, 8): killed mid-transaction,
+fed poison, starved of Redis memory. Every call is counted: applied exactly once, or kept."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from shared.celery_app import make_celery
+from shared.envelope import Envelope
+from shared.publish import Publisher
+from shared.queues import INGEST, REPLAY
+from shared.settings import Settings
+from tests.support.stack import free_port, stack_env, start_worker, wait_for
+from workers.apply.store import lock_key
+from workers.drain import GROUP_PREFIX, UNACKED
+
+pytestmark = pytest.mark.e2e
+
+
+def count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text(sql)) or 0)
+
+
+def make_app(engine: Engine, name: str) -> int:
+    with engine.begin() as conn:
+        return int(
+            conn.scalar(text("INSERT INTO apps (name) VALUES (:n) RETURNING id"), {"n": name})
+        )
+
+
+def env(app_id: int, calls: list[dict[str, Any]], request_id: str | None = None) -> dict[str, Any]:
+    return Envelope(
+        app_id=app_id,
+        received_at="2026-11-28T12:00:00.000Z",
+        request_id=request_id or str(uuid.uuid4()),
+        calls=calls,
+        message_ids=[str(uuid.uuid4()) for _ in calls],
+        remote_addr="203.0.113.77",
+    ).to_dict()
+
+
+def page(user: str) -> dict[str, Any]:
+    return {"type": "page", "userId": user, "properties": {"url": "https://x.example/"}}
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+def log_records(log: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in log.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            record = orjson.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def waiting_on_lock(engine: Engine) -> bool:
+    return bool(
+        count(engine, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    )
+
+
+def fill(publisher: Publisher, app_id: int) -> int:
+    """One-call messages and 100-call messages mixed, every one touching `victim`; the calls."""
+    calls = 0
+    for i in range(60):
+        if i % 20 == 5:
+            publisher.publish(
+                env(app_id, [page(f"u{j % 13}") for j in range(99)] + [page("victim")]), INGEST
+            )
+            calls += 100
+        else:
+            publisher.publish(env(app_id, [page("victim" if i % 2 else f"u{i % 7}")]), INGEST)
+            calls += 1
+    return calls
+
+
+@pytest.mark.parametrize("kill", ["the worker process", "the whole worker"])
+def test_a_worker_killed_mid_transaction_loses_nothing_and_doubles_nothing(
+    kill: str, clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    app_id = make_app(clean_db, "killed")
+    publisher = Publisher(make_celery(settings), redis_client)
+    calls = fill(publisher, app_id)
+    log = tmp_path / "worker.log"
+    worker_env = stack_env(settings) | {"VISIBILITY_TIMEOUT": "6", "TASK_TIME_LIMIT": "5"}
+    with clean_db.connect() as blocker:
+        # Hold the lock of a user every group needs: the first group blocks mid-transaction.
+        blocker.execute(
+            text("SELECT pg_advisory_lock(:k)"), {"k": lock_key(app_id, "user", "victim")}
+        )
+        worker = start_worker(worker_env, log)
+        try:
+            wait_for(
+                lambda: waiting_on_lock(clean_db),
+                timeout=60,
+                what="a group to block mid-transaction",
+            )
+            assert redis_client.keys(GROUP_PREFIX + "*"), "the blocked transaction holds a group"
+            taken = redis_client.hlen(UNACKED)
+            if kill == "the worker process":
+                [child] = children(worker.pid)
+                os.kill(child, signal.SIGKILL)
+            else:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=10)
+        finally:
+            blocker.execute(text("SELECT pg_advisory_unlock_all()"))
+            blocker.commit()
+    assert taken > 10, "the group took many messages"
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 0
+    try:
+        if kill == "the whole worker":
+            time.sleep(6.5)  # past the visibility timeout: a new worker restores what was taken
+            worker = start_worker(worker_env, log)
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM processed_messages") == calls,
+            timeout=90,
+            what="every call to be applied",
+        )
+        wait_for(
+            lambda: redis_client.hlen(UNACKED) == 0, timeout=20, what="every message acknowledged"
+        )
+        time.sleep(1)  # room for a wrong second application to show
+    finally:
+        stop(worker)
+    assert count(clean_db, "SELECT sum(page_views) FROM users") == calls
+    assert count(clean_db, "SELECT count(*) FROM page_views") == calls
+    assert count(clean_db, "SELECT page_views FROM users WHERE user_id = 'victim'") == 30
+    assert count(clean_db, "SELECT count(*) FROM dead_letters") == 0
+    assert redis_client.llen(INGEST) == 0 and not redis_client.keys(GROUP_PREFIX + "*")
+
+
+def test_poison_messages_are_set_aside_and_the_worker_lives(
+    clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    app_id = make_app(clean_db, "poison")
+    publisher = Publisher(make_celery(settings), redis_client)
+
+    def poison() -> list[bytes]:
+        """Eight messages a worker cannot apply, each with ids of its own; one good call."""
+        foreign = orjson.loads(publisher.message(env(app_id, [page("x")]), INGEST))
+        foreign["headers"]["task"] = "someone.else"
+        bad_body = orjson.loads(publisher.message(env(app_id, [page("y")]), INGEST))
+        bad_body["body"] = "bm90IGpzb24gczNjcjN0LWJvZHk="  # base64 of 'not json s3cr3t-body'
+        return [
+            b"not json s3cr3t-raw",
+            b'["s3cr3t-array"]',
+            b'{"headers": "s3cr3t-shape"}',
+            orjson.dumps(foreign),
+            orjson.dumps(bad_body),
+            publisher.message({**env(app_id, [page("v2")]), "v": 2}, INGEST),
+            publisher.message(env(424242, [page("gone")]), INGEST),
+            publisher.message({**env(app_id, [page("ok")]), "rejected": [["s3cr3t-rej"]]}, INGEST),
+        ]
+
+    log = tmp_path / "worker.log"
+    worker = start_worker(stack_env(settings), log, "ingest,replay")
+    try:
+        # Each alone (a leader, through Celery) and then all together (taken into groups).
+        for item in poison():
+            redis_client.lpush(INGEST, item)
+            time.sleep(0.3)
+        publisher.publish(env(app_id, [page("ok-1")]), INGEST)
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM processed_messages") == 2,
+            timeout=60,
+            what="the good messages",
+        )
+        redis_client.lpush(INGEST, *poison())
+        publisher.publish(env(app_id, [page("ok-3")]), REPLAY)
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM dead_letters") >= 16,
+            timeout=60,
+            what="the poison kept",
+        )
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM processed_messages") == 4,
+            timeout=60,
+            what="the good messages",
+        )
+        time.sleep(1)
+        assert worker.poll() is None, "the worker died"
+    finally:
+        stop(worker)
+    with clean_db.connect() as conn:
+        reasons = sorted(r[0] for r in conn.execute(text("SELECT reason FROM dead_letters")))
+    assert reasons == sorted(
+        ["not_json", "not_json", "not_ours", "not_ours", "not_ours", "envelope_version",
+         "unknown_app", "rejected"] * 2
+    )  # fmt: skip
+    text_log = log.read_text()
+    assert "s3cr3t" not in text_log and "203.0.113.77" not in text_log
+    assert "Unrecoverable error" not in text_log
+    applied = [r for r in log_records(log) if r.get("msg") == "message applied"]
+    assert applied and all(r.get("app_id") == app_id and r.get("message_ids") for r in applied)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a port the system says is free, checked to be ours
+    before anything is written to it."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--maxmemory-policy", "noeviction", "--dir", str(directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client = redis.Redis.from_url(self.url)
+        wait_for(self._answers, timeout=10, what="the private redis-server")
+        assert self.proc.poll() is None, "the private redis-server did not start"
+        assert self.client.config_get("dir")["dir"] == str(directory.resolve()), "not our Redis"
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def fill_to_the_limit(self) -> None:
+        """maxmemory just above what Redis uses now: nothing more can be written."""
+        used = int(self.client.info("memory")["used_memory"])
+        self.client.config_set("maxmemory", used + 4096)
+        with contextlib.suppress(redis.ResponseError):
+            for i in range(10_000):
+                self.client.set(f"ballast:{i}", b"x" * 512)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
+        pytest.skip("no redis-server to run a private Redis")
+    server = PrivateRedis(free_port(), tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_full_redis_loses_no_message_a_worker_takes(
+    private_redis: PrivateRedis, clean_db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    app_id = make_app(clean_db, "full")
+    full = Settings(database_url=settings.database_url, redis_url=private_redis.url).verify()
+    publisher = Publisher(make_celery(full), private_redis.client)
+    for i in range(40):
+        publisher.publish(env(app_id, [page(f"u{i % 5}")]), INGEST)
+    private_redis.fill_to_the_limit()
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        private_redis.client.lpush("probe", b"x")
+    log = tmp_path / "worker.log"
+    worker = start_worker(stack_env(full), log)
+    try:
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM processed_messages") == 40,
+            timeout=90,
+            what="every message applied",
+        )
+        time.sleep(1)
+        assert worker.poll() is None, "the worker died"
+    finally:
+        stop(worker)
+    assert count(clean_db, "SELECT sum(page_views) FROM users") == 40
+    assert private_redis.client.llen(INGEST) == 0 and private_redis.client.hlen(UNACKED) == 0
+    assert "OutOfMemoryError" not in log.read_text() or "Unrecoverable" not in log.read_text()
