@@ -44,6 +44,8 @@ class PhaseResult:
     finished: float = 0.0
     truncated: bool = False
     """The phase's time ran out before every request was sent."""
+    sent_at: dict[int, float] = field(default_factory=dict)
+    """Wall-clock time each request left, by index, for a paced phase."""
 
     @property
     def seconds(self) -> float:
@@ -95,9 +97,17 @@ def batch_requests(calls: list[dict[str, Any]], size: int) -> list[Request]:
 
 
 def send(
-    url: str, api_key: str, requests: list[Request], clients: int, max_seconds: float
+    url: str,
+    api_key: str,
+    requests: list[Request],
+    clients: int,
+    max_seconds: float,
+    rate: float | None = None,
 ) -> PhaseResult:
-    """Send `requests` from `clients` threads; stop early, marked truncated, after `max_seconds`."""
+    """Send `requests` from `clients` threads; stop early, marked truncated, after `max_seconds`.
+
+    With `rate`, request i leaves no earlier than i / rate seconds after the start (an open-loop
+    load at that many requests a second), and `sent_at` records when each one left."""
     parts = urlsplit(url)
     if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"the bench sends to the loopback interface only, not {url!r}")
@@ -122,6 +132,11 @@ def send(
                 if time.perf_counter() > deadline:
                     result.truncated = True
                     break
+                if rate is not None:
+                    wait = result.started + index / rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    result.sent_at[index] = time.time()
                 req = requests[index]
                 status, answer, seconds = _post(conn, req, headers)
                 sent += 1

@@ -29,7 +29,8 @@ from rich.console import Console
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from bench import ceilings, cpu, report
+from bench import ceilings, cpu, drain, report
+from bench.lag import paced_lag
 from bench.load import PhaseResult, Request, batch_requests, send, single_requests
 from bench.stack import (
     RECEIVER_PROCESSES,
@@ -52,6 +53,12 @@ from shared.timeparse import iso, utcnow
 
 BATCH_SIZE = 100
 WARMUP_CALLS = 60
+LAG_LOAD = 0.5
+"""The lag phase sends single calls at this share of the receiver's measured single-call rate."""
+LAG_SECONDS = 10.0
+"""How long the lag phase lasts (2 s with --quick)."""
+DRAIN_CALLS = 20_000
+"""Calls in each drain measurement (the first of the batch calls; all of them with --quick)."""
 POLL_SECONDS = 0.05
 
 
@@ -216,6 +223,13 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
                 sampler=lambda: cpu.sample(groups, target.database),
             )
             marks.append(cpu.sample(groups, target.database))
+            rate = LAG_LOAD * single.calls / single.seconds if single.seconds > 0 else 1.0
+            lag_n = min(len(singles), max(1, round(rate * (2.0 if opts.quick else LAG_SECONDS))))
+            say(f"sending {lag_n:,} single calls at {rate:,.0f}/s to measure the apply lag")
+            lag_app, lag_key = _lag_app(engine)
+            lag = paced_lag(stack.url, engine, lag_key, lag_app, singles[:lag_n],
+                            [c["messageId"] for c in single_calls[:lag_n]], rate, opts.clients,
+                            opts.max_seconds)  # fmt: skip
         e2e_seconds = done.at - single.started
 
         say("measuring Redis, Postgres and the baseline")
@@ -223,6 +237,14 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
         rows = ceilings.event_rows(app_id, single_calls + batch_calls)
         pg = ceilings.postgres_inserts(target.database_url, rows)
         base = ceilings.baseline(settings, app_id, key_id, baseline_calls)
+        drained = batch_calls[:DRAIN_CALLS]
+        say(f"draining {len(drained):,} calls as one-call messages, then as batches of 100")
+        drains = {
+            "single": drain.drain(target, engine, client, single_requests(drained), "single", logs),
+            "batch": drain.drain(
+                target, engine, client, batch_requests(drained, BATCH_SIZE), "batch", logs
+            ),
+        }
         machine = report.machine(target.database_url, client)
     finally:
         engine.dispose()
@@ -251,7 +273,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
         }
     figures = _figures(
         receiver, end_to_end, redis_figures, pg, base, len(batch_calls) / max(1, len(batches))
-    )
+    ) | _worker_figures(drains, pg, lag)
     result = {
         "bench": "userdest",
         "format": 1,
@@ -274,7 +296,14 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
             "then_batches_applied": cpu.between(done.marker_cpu, marks[3]),
         },
         "baseline": base,
-        "problems": _problems(single, batch, end_to_end, base, len(singles), len(batches)),
+        "drains": drains,
+        "apply_lag": lag,
+        "problems": _problems(single, batch, end_to_end, base, len(singles), len(batches))
+        + (
+            [f"the lag phase applied {lag['applied']} of {lag['calls']} calls"]
+            if lag["applied"] < lag["calls"]
+            else []
+        ),
     }
     report.write(result, opts.out)
     return result
@@ -317,6 +346,29 @@ def _figures(
         "end_to_end_to_postgres": ratio(f["end_to_end_events_per_s"], f["postgres_rows_per_s"]),
         "end_to_end_to_baseline": ratio(f["end_to_end_events_per_s"], f["baseline_calls_per_s"]),
     }
+
+
+def _worker_figures(
+    drains: dict[str, Any], pg: dict[str, Any], lag: dict[str, Any]
+) -> dict[str, float]:
+    """SPEC 5.9's figures: what a call costs the workers alone or in a batch, and the lag."""
+    one, hundred = drains["single"]["calls_per_s"], drains["batch"]["calls_per_s"]
+    return {
+        "drain_single_calls_per_s": one,
+        "drain_batch_calls_per_s": hundred,
+        "drain_single_to_batch": report.ratio(one, hundred),
+        "drain_batch_to_postgres": report.ratio(hundred, pg["rows_per_s"]),
+        "apply_lag_p99_ms": lag["p99_ms"],
+    }
+
+
+def _lag_app(engine: Engine) -> tuple[int, str]:
+    """An app of its own for the lag phase (its calls are new to it) and its key's secret."""
+    with Session(engine) as session:
+        app = new_app(session, "bench-lag")
+        key = create_key(session, app)
+        session.commit()
+        return app.id, key.api_key
 
 
 def _tenancy(engine: Engine) -> tuple[tuple[int, str, str], tuple[int, str, str]]:

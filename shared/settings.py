@@ -80,7 +80,7 @@ class Settings:
     """WORKER_PREFETCH: messages each worker process reserves ahead."""
     worker_queues: str = "ingest,replay"
     """WORKER_QUEUES: the queues a worker consumes, comma separated (its -Q option wins)."""
-    worker_batch_messages: int = 100
+    worker_batch_messages: int = 500
     """WORKER_BATCH_MESSAGES: the most queued messages a worker process applies in one transaction."""
     worker_batch_bytes: int = 262_144
     """WORKER_BATCH_BYTES: a worker stops adding messages to a transaction past this many bytes."""

@@ -38,6 +38,11 @@ FIGURES = (
     "receiver_batch_to_redis",
     "end_to_end_to_postgres",
     "end_to_end_to_baseline",
+    "drain_single_calls_per_s",
+    "drain_batch_calls_per_s",
+    "drain_single_to_batch",
+    "drain_batch_to_postgres",
+    "apply_lag_p99_ms",
 )
 
 
@@ -77,7 +82,7 @@ def test_quick_bench_writes_every_figure(
         "BENCH_REDIS_DB": urlsplit(settings.redis_url).path.strip("/"),
     }
     try:
-        result = run_bench(["--quick", "--out", str(out)], env, timeout=120)
+        result = run_bench(["--quick", "--out", str(out)], env, timeout=180)
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -1,0 +1,80 @@
+"""Apply lag under a steady single-call load: from a call leaving the client to its effects
+committed (SPEC 5.9: a lone message is applied within a fraction of a second).
+
+The calls are sent at a fixed rate (open loop), and a poller looks every POLL_SECONDS for the app's
+newly committed messageIds; a call's lag is the time it was first seen committed minus the time it
+was sent. So a figure includes the receiver's answer time and up to one poll interval: it is an
+upper bound of receivedAt to commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from bench.load import Request, percentile, send
+
+POLL_SECONDS = 0.05
+WINDOW_SECONDS = 2.0
+"""How far back each poll looks (processed_at is a transaction's start, not its commit)."""
+
+
+def paced_lag(
+    url: str,
+    engine: Engine,
+    api_key: str,
+    app_id: int,
+    requests: list[Request],
+    message_ids: list[str],
+    rate: float,
+    clients: int,
+    max_seconds: float,
+) -> dict[str, Any]:
+    """Send `requests` (one call each, with `message_ids`) at `rate` a second; the lag figures."""
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+    query = text(
+        "SELECT message_id, extract(epoch FROM processed_at) FROM processed_messages "
+        "WHERE app_id = :app AND processed_at > to_timestamp(:since)"
+    )
+
+    def poll() -> None:
+        since = time.time() - WINDOW_SECONDS
+        while not stop.is_set() or len(seen) < len(requests):
+            now = time.time()
+            with engine.connect() as conn:
+                for mid, _ in conn.execute(query, {"app": app_id, "since": since}):
+                    seen.setdefault(mid, now)
+            since = now - WINDOW_SECONDS
+            if stop.is_set() and time.time() > deadline:
+                return
+            time.sleep(POLL_SECONDS)
+
+    deadline = time.time() + 2 * max_seconds
+    poller = threading.Thread(target=poll, name="bench-lag-poller", daemon=True)
+    poller.start()
+    try:
+        phase = send(url, api_key, requests, clients, max_seconds, rate=rate)
+    finally:
+        stop.set()
+    poller.join(timeout=2 * max_seconds + 5)
+    lags = [
+        seen[mid] - phase.sent_at[i]
+        for i, mid in enumerate(message_ids)
+        if mid in seen and i in phase.sent_at
+    ]
+    return {
+        "calls": len(requests),
+        "rate_per_s": round(rate, 1),
+        "sent_per_s": round(phase.requests / phase.seconds, 1) if phase.seconds > 0 else 0.0,
+        "applied": len(lags),
+        "p50_ms": round(percentile(lags, 0.50) * 1000, 1),
+        "p99_ms": round(percentile(lags, 0.99) * 1000, 1),
+        "max_ms": round(max(lags, default=0.0) * 1000, 1),
+        "errors": dict(phase.errors),
+        "mode": f"sent at a fixed rate; lag = first seen committed (polled every "
+        f"{POLL_SECONDS * 1000:.0f} ms) minus sent",
+    }
