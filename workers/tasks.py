@@ -208,14 +208,20 @@ class Applier:
         return outcome
 
     def _keep_whole(self, payload: Any, leader: str, reason: str, error: str) -> None:
-        """Keep every call of the leader as a dead letter (Postgres answers, but never for it)."""
+        """Keep every call of the leader as a dead letter (Postgres answers, but never for it);
+        if even that fails, the message goes back to the queue rather than away."""
         app_id = payload.get("app_id") if isinstance(payload, dict) else None
         letters = message_letters(payload, leader, reason, error)
-        with self.engine.begin() as conn:
-            exists = isinstance(app_id, int) and conn.scalar(
-                text("SELECT 1 FROM apps WHERE id = :a"), {"a": app_id}
-            )
-            store_dead_letters(conn, app_id if exists else None, letters)
+        try:
+            with self.engine.begin() as conn:
+                exists = isinstance(app_id, int) and conn.scalar(
+                    text("SELECT 1 FROM apps WHERE id = :a"), {"a": app_id}
+                )
+                store_dead_letters(conn, app_id if exists else None, letters)
+        except Exception as exc:
+            logger.error("cannot keep dead letters, requeueing",
+                         extra={"leader": leader, "error": describe(exc)})  # fmt: skip
+            raise Reject("cannot keep dead letters", requeue=True) from None
         metrics.DEAD_LETTERS.labels(reason=reason).inc(len(letters))
         logger.error("message dead-lettered", extra={"leader": leader, "reason": reason})
 

@@ -270,3 +270,21 @@ def test_a_retry_never_logs_the_failing_statement_s_values(
     assert retry.__dict__["error"] == "OperationalError (SQLSTATE 40P01)"
     assert "secret@example.com" not in caplog.text
     assert "203.0.113.9" not in caplog.text
+
+
+def test_a_dead_letter_that_cannot_be_written_gives_the_message_back(
+    applier: tasks.Applier, clean_db: Engine, app_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never acknowledged away: retries exhausted and Postgres failing the dead letter too."""
+
+    def race(*_: Any) -> None:
+        raise batch.store.ProfileVanished("moved")
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise OperationalError("INSERT", {}, _PgError("40P01"))
+
+    monkeypatch.setattr(tasks, "apply_envelope", race)
+    monkeypatch.setattr(tasks, "store_dead_letters", broken)
+    with pytest.raises(tasks.Reject) as caught:
+        applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    assert caught.value.requeue is True
