@@ -6,13 +6,14 @@ import multiprocessing
 import time
 import uuid
 
+import pytest
 from sqlalchemy import Engine, text
 
 from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.settings import Settings
 from tests.support.factories import make_app
-from workers.apply.batch import apply_envelope, is_transient
+from workers.apply.batch import apply_envelope, apply_messages, is_transient, prepare
 
 PROCESSES = 4
 ROUNDS = 15
@@ -22,8 +23,11 @@ def _page(**ids: str) -> dict[str, object]:
     return {"type": "page", "properties": {"url": "https://shop.example.com/"}, **ids}
 
 
-def _worker(database_url: str, app_id: int, proc: int) -> tuple[int, int]:
-    """Apply ROUNDS messages as a worker would, retrying transient failures; (retries, failures)."""
+def _worker(database_url: str, app_id: int, proc: int, grouped: bool) -> tuple[int, int]:
+    """Apply ROUNDS messages as a worker would, retrying transient failures; (retries, failures).
+
+    `grouped`: each round's calls come as one-call messages applied together in one transaction,
+    as a worker applies the messages waiting in its queue (docs/batching.md)."""
     engine = make_engine(Settings(database_url=database_url), pool_size=1)
     retries = failures = 0
     for n in range(ROUNDS):
@@ -41,17 +45,23 @@ def _worker(database_url: str, app_id: int, proc: int) -> tuple[int, int]:
             _page(userId=f"user-{n % 2}"),
             {"type": "group", "userId": "shared", "groupId": f"g{n % 2}", "traits": {"name": "G"}},
         ]
-        env = Envelope(
-            app_id=app_id,
-            received_at="2026-11-28T12:00:00.000Z",
-            request_id=f"p{proc}-{n}",
-            calls=calls,
-            message_ids=[str(uuid.uuid4()) for _ in calls],
-        )
+        envs = [
+            Envelope(
+                app_id=app_id,
+                received_at="2026-11-28T12:00:00.000Z",
+                request_id=f"p{proc}-{n}-{i}",
+                calls=part,
+                message_ids=[str(uuid.uuid4()) for _ in part],
+            )
+            for i, part in enumerate([[c] for c in calls] if grouped else [calls])
+        ]
         for attempt in range(20):
             try:
                 with engine.begin() as conn:
-                    outcome = apply_envelope(conn, env)
+                    if grouped:
+                        outcome = apply_messages(conn, [prepare(e) for e in envs])
+                    else:
+                        outcome = apply_envelope(conn, envs[0])
                 if outcome.dead_letters:
                     failures += 1
                 break
@@ -66,15 +76,16 @@ def _worker(database_url: str, app_id: int, proc: int) -> tuple[int, int]:
     return retries, failures
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["one message", "grouped messages"])
 def test_concurrent_workers_make_one_profile_with_exact_counters(
-    clean_db: Engine, settings: Settings
+    grouped: bool, clean_db: Engine, settings: Settings
 ) -> None:
     with clean_db.begin() as conn:
         app_id = make_app(conn, "race")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(PROCESSES) as pool:
         results = pool.starmap(
-            _worker, [(settings.database_url, app_id, p) for p in range(PROCESSES)]
+            _worker, [(settings.database_url, app_id, p, grouped) for p in range(PROCESSES)]
         )
     assert sum(f for _, f in results) == 0, results
 
