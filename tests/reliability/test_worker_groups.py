@@ -23,6 +23,7 @@ from shared.envelope import Envelope
 from shared.publish import Publisher
 from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
+from tests.support.factories import make_app
 from tests.support.stack import free_port, stack_env, start_worker, wait_for
 from workers.apply.store import lock_key
 from workers.drain import GROUP_PREFIX, UNACKED
@@ -33,13 +34,6 @@ pytestmark = pytest.mark.e2e
 def count(engine: Engine, sql: str) -> int:
     with engine.connect() as conn:
         return int(conn.scalar(text(sql)) or 0)
-
-
-def make_app(engine: Engine, name: str) -> int:
-    with engine.begin() as conn:
-        return int(
-            conn.scalar(text("INSERT INTO apps (name) VALUES (:n) RETURNING id"), {"n": name})
-        )
 
 
 def env(app_id: int, calls: list[dict[str, Any]], request_id: str | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from shared.publish import Publisher
 from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
 from tests.support.envelopes import envelope
+from tests.support.factories import make_app
 from workers import tasks
 from workers.apply import batch
 from workers.drain import GROUP_PREFIX, UNACKED, UNACKED_INDEX, task_message
@@ -51,8 +52,7 @@ def _no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def app_id(clean_db: Engine) -> int:
-    with clean_db.begin() as conn:
-        return int(conn.scalar(text("INSERT INTO apps (name) VALUES ('g') RETURNING id")))
+    return make_app(clean_db, "g")
 
 
 @pytest.fixture
