@@ -8,11 +8,9 @@ can stop and start it; the machine's shared Postgres is never touched.
 from __future__ import annotations
 
 import base64
-import contextlib
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -33,7 +31,14 @@ from shared.migrate import upgrade
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
 from tests.support.factories import make_app
-from tests.support.stack import free_port, stack_env, start_worker, wait_for
+from tests.support.stack import (
+    free_port,
+    log_records,
+    stack_env,
+    start_worker,
+    stop,
+    wait_for,
+)
 
 PAUSING = "database unreachable, pausing"
 
@@ -106,16 +111,6 @@ def private_pg() -> Iterator[PrivatePostgres]:
         pg.remove()
 
 
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
-
-
 def log_lines(log: Path, msg: str, request_id: str) -> list[dict[str, Any]]:
     """The worker's JSON log records with this message for this request."""
     found = []
@@ -129,18 +124,6 @@ def log_lines(log: Path, msg: str, request_id: str) -> list[dict[str, Any]]:
             and record.get("msg") == msg
             and record.get("request_id") == request_id
         ):
-            found.append(record)
-    return found
-
-
-def records(log: Path) -> list[dict[str, Any]]:
-    found = []
-    for line in log.read_bytes().splitlines():
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
             found.append(record)
     return found
 
@@ -208,7 +191,7 @@ def test_postgres_down_message_waits_and_is_applied_once(
         )
         celery.send_task(APPLY_TASK, args=[env.to_dict()], queue=INGEST)
         wait_for(
-            lambda: any(r.get("msg") == PAUSING for r in records(log)),
+            lambda: any(r.get("msg") == PAUSING for r in log_records(log)),
             timeout=20,
             what="the worker to pause while Postgres is down",
         )
@@ -262,6 +245,6 @@ def test_postgres_down_message_waits_and_is_applied_once(
         assert not log_lines(log, "message dead-lettered", "r-pgdown")
     finally:
         if worker is not None:
-            stop_worker(worker)
+            stop(worker)
         engine.dispose()
         celery.close()

@@ -24,7 +24,14 @@ from shared.publish import Publisher
 from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
 from tests.support.factories import make_app
-from tests.support.stack import free_port, stack_env, start_worker, wait_for
+from tests.support.stack import (
+    free_port,
+    log_records,
+    stack_env,
+    start_worker,
+    stop,
+    wait_for,
+)
 from workers.apply.store import lock_key
 from workers.drain import GROUP_PREFIX, UNACKED
 
@@ -51,16 +58,6 @@ def page(user: str) -> dict[str, Any]:
     return {"type": "page", "userId": user, "properties": {"url": "https://x.example/"}}
 
 
-def stop(worker: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
-
-
 def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -69,16 +66,6 @@ def children(pid: int) -> list[int]:
                 if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
                     found.append(int(entry))
     return found
-
-
-def log_records(log: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in log.read_bytes().splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            record = orjson.loads(line)
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 def waiting_on_lock(engine: Engine) -> bool:

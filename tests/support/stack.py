@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import socketserver
@@ -13,6 +14,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from shared.settings import Settings
 
@@ -109,3 +113,14 @@ def stop(*procs: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def log_records(log: Path) -> list[dict[str, Any]]:
+    """A process's JSON log records (Celery's banner and other plain lines left out)."""
+    found = []
+    for line in log.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            record = orjson.loads(line)
+            if isinstance(record, dict):
+                found.append(record)
+    return found

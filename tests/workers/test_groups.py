@@ -20,6 +20,7 @@ from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
+from tests.support.faults import PgError, failing
 from workers import tasks
 from workers.apply import batch
 from workers.drain import GROUP_PREFIX, UNACKED, UNACKED_INDEX, task_message
@@ -28,12 +29,6 @@ from workers.drain import GROUP_PREFIX, UNACKED, UNACKED_INDEX, task_message
 class FakeTask:
     def __init__(self, task_id: str, queue: str = INGEST) -> None:
         self.request = SimpleNamespace(id=task_id, delivery_info={"routing_key": queue})
-
-
-class _PgError(Exception):
-    def __init__(self, sqlstate: str | None) -> None:
-        super().__init__("boom")
-        self.sqlstate = sqlstate
 
 
 @pytest.fixture
@@ -240,7 +235,7 @@ def test_a_transient_failure_puts_the_group_back_and_retries_it_whole(
     def deadlock_once(conn: Any, messages: list[Any]) -> Any:
         if not seen_waiting:
             seen_waiting.append(redis_client.llen(INGEST))
-            raise OperationalError("UPDATE", {}, _PgError("40P01"))
+            raise OperationalError("UPDATE", {}, PgError("40P01"))
         seen_waiting.append(redis_client.llen(INGEST))
         return real(conn, messages)
 
@@ -262,8 +257,8 @@ def test_while_postgres_is_unreachable_the_group_waits_visible_in_the_queue(
 ) -> None:
     for i in range(10):
         publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
-    down = OperationalError("SELECT", {}, _PgError(None))
-    monkeypatch.setattr(tasks, "apply_messages", _failing(2, down, tasks.apply_messages))
+    down = OperationalError("SELECT", {}, PgError(None))
+    monkeypatch.setattr(tasks, "apply_messages", failing(2, down, tasks.apply_messages))
     waiting_while_paused: list[int] = []
     monkeypatch.setattr(
         applier, "_pause", lambda exc, since: waiting_while_paused.append(redis_client.llen(INGEST))
@@ -272,18 +267,6 @@ def test_while_postgres_is_unreachable_the_group_waits_visible_in_the_queue(
     assert waiting_while_paused == [10, 10]
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 11
     assert in_flight(redis_client) == 0
-
-
-def _failing(times: int, exc: Exception, real: Any) -> Any:
-    calls = {"n": 0}
-
-    def run(*args: Any, **kw: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] <= times:
-            raise exc
-        return real(*args, **kw)
-
-    return run
 
 
 def test_a_redelivered_leader_first_puts_back_what_its_lost_run_took(

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
+from tests.support.faults import PgError, failing
 from workers import tasks
 from workers.apply import batch
 
@@ -77,19 +78,6 @@ def test_an_unknown_app_is_a_dead_letter(applier: tasks.Applier, clean_db: Engin
     assert dead_letters(clean_db) == [(None, "unknown_app", {"type": "page", "userId": "u"})]
 
 
-def failing(times: int, exc: Exception, real: Any) -> Any:
-    """`real`, raising `exc` on its first `times` calls."""
-    calls = {"n": 0}
-
-    def run(*args: Any, **kw: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] <= times:
-            raise exc
-        return real(*args, **kw)
-
-    return run
-
-
 def test_transient_errors_retry_in_the_task_with_growing_jittered_waits(
     applier: tasks.Applier,
     clean_db: Engine,
@@ -97,7 +85,7 @@ def test_transient_errors_retry_in_the_task_with_growing_jittered_waits(
     monkeypatch: pytest.MonkeyPatch,
     _no_waits: list[float],
 ) -> None:
-    deadlock = OperationalError("SELECT", {}, _PgError("40P01"))
+    deadlock = OperationalError("SELECT", {}, PgError("40P01"))
     monkeypatch.setattr(tasks, "apply_envelope", failing(3, deadlock, tasks.apply_envelope))
     applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
     assert len(_no_waits) == 3
@@ -162,12 +150,6 @@ def test_dedupe_records_older_than_dedupe_days_are_pruned(
     assert kept == {"recent", "new"}
 
 
-class _PgError(Exception):
-    def __init__(self, sqlstate: str | None) -> None:
-        super().__init__("boom")
-        self.sqlstate = sqlstate
-
-
 @pytest.mark.parametrize(
     ("sqlstate", "unreachable"),
     [
@@ -182,7 +164,7 @@ class _PgError(Exception):
 def test_unreachable_postgres_is_told_from_other_transient_errors(
     sqlstate: str | None, unreachable: bool
 ) -> None:
-    exc = OperationalError("SELECT 1", {}, _PgError(sqlstate))
+    exc = OperationalError("SELECT 1", {}, PgError(sqlstate))
     assert tasks.is_unreachable(exc) is unreachable
     assert tasks.is_unreachable(batch.store.ProfileVanished("x")) is False
 
@@ -191,7 +173,7 @@ def test_an_unreachable_postgres_pauses_the_task_until_it_answers(
     applier: tasks.Applier, clean_db: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Even the dead letter of a bad message waits for Postgres: nothing is acknowledged away."""
-    down = OperationalError("INSERT", {}, _PgError(None))
+    down = OperationalError("INSERT", {}, PgError(None))
     monkeypatch.setattr(tasks, "store_dead_letters", failing(2, down, tasks.store_dead_letters))
     pauses: list[str] = []
     monkeypatch.setattr(applier, "_pause", lambda exc, since: pauses.append(tasks.describe(exc)))
@@ -211,14 +193,14 @@ def test_a_pause_waits_with_jitter_and_gives_the_message_back_after_half_the_tim
 
     class Down:
         def __enter__(self) -> None:
-            raise OperationalError("SELECT 1", {}, _PgError(None))
+            raise OperationalError("SELECT 1", {}, PgError(None))
 
         def __exit__(self, *_: Any) -> None:
             return None
 
     monkeypatch.setattr(tasks.Applier, "engine", SimpleNamespace(connect=Down))
     with pytest.raises(tasks.Reject):
-        applier._pause(OperationalError("x", {}, _PgError(None)), since=0.0)
+        applier._pause(OperationalError("x", {}, PgError(None)), since=0.0)
     assert clock["now"] > applier.settings.task_time_limit / 2
     assert all(w <= tasks.MAX_BACKOFF for w in _no_waits)
     assert _no_waits[0] <= 1.0 and max(_no_waits) > tasks.MAX_BACKOFF / 2
@@ -261,7 +243,7 @@ def test_a_retry_never_logs_the_failing_statement_s_values(
     assert tasks.describe(caught.value) == "DataError (SQLSTATE 22P02)"
 
     deadlock = OperationalError(
-        "UPDATE users ...", {"rows": "secret@example.com"}, _PgError("40P01")
+        "UPDATE users ...", {"rows": "secret@example.com"}, PgError("40P01")
     )
     monkeypatch.setattr(tasks, "apply_envelope", failing(1, deadlock, tasks.apply_envelope))
     env = envelope(app_id, [{"type": "page", "userId": "u1"}], remote_addr="203.0.113.9")
@@ -281,7 +263,7 @@ def test_a_dead_letter_that_cannot_be_written_gives_the_message_back(
         raise batch.store.ProfileVanished("moved")
 
     def broken(*_: Any, **__: Any) -> None:
-        raise OperationalError("INSERT", {}, _PgError("40P01"))
+        raise OperationalError("INSERT", {}, PgError("40P01"))
 
     monkeypatch.setattr(tasks, "apply_envelope", race)
     monkeypatch.setattr(tasks, "store_dead_letters", broken)
