@@ -20,6 +20,8 @@ from bench.load import Request, percentile, send
 POLL_SECONDS = 0.05
 WINDOW_SECONDS = 2.0
 """How far back each poll looks (processed_at is a transaction's start, not its commit)."""
+GRACE_SECONDS = 30.0
+"""How long after the last call is sent the poller waits for the accepted calls to be applied."""
 
 
 def paced_lag(
@@ -35,32 +37,34 @@ def paced_lag(
 ) -> dict[str, Any]:
     """Send `requests` (one call each, with `message_ids`) at `rate` a second; the lag figures."""
     seen: dict[str, float] = {}
-    stop = threading.Event()
+    sending = threading.Event()
+    sending.set()
     query = text(
-        "SELECT message_id, extract(epoch FROM processed_at) FROM processed_messages "
+        "SELECT message_id FROM processed_messages "
         "WHERE app_id = :app AND processed_at > to_timestamp(:since)"
     )
+    expected = {"n": len(requests), "until": float("inf")}
 
     def poll() -> None:
         since = time.time() - WINDOW_SECONDS
-        while not stop.is_set() or len(seen) < len(requests):
+        while sending.is_set() or (len(seen) < expected["n"] and time.time() < expected["until"]):
             now = time.time()
             with engine.connect() as conn:
-                for mid, _ in conn.execute(query, {"app": app_id, "since": since}):
+                for (mid,) in conn.execute(query, {"app": app_id, "since": since}):
                     seen.setdefault(mid, now)
             since = now - WINDOW_SECONDS
-            if stop.is_set() and time.time() > deadline:
-                return
             time.sleep(POLL_SECONDS)
 
-    deadline = time.time() + 2 * max_seconds
     poller = threading.Thread(target=poll, name="bench-lag-poller", daemon=True)
     poller.start()
     try:
         phase = send(url, api_key, requests, clients, max_seconds, rate=rate)
     finally:
-        stop.set()
-    poller.join(timeout=2 * max_seconds + 5)
+        # Wait for the calls the receiver accepted, GRACE_SECONDS at most.
+        expected.update(n=phase.calls if "phase" in locals() else 0,
+                        until=time.time() + GRACE_SECONDS)  # fmt: skip
+        sending.clear()
+    poller.join(timeout=GRACE_SECONDS + 5)
     lags = [
         seen[mid] - phase.sent_at[i]
         for i, mid in enumerate(message_ids)

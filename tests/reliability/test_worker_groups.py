@@ -98,6 +98,42 @@ def test_a_worker_killed_mid_transaction_loses_nothing_and_doubles_nothing(
     calls = fill(publisher, app_id)
     log = tmp_path / "worker.log"
     worker_env = stack_env(settings) | {"VISIBILITY_TIMEOUT": "6", "TASK_TIME_LIMIT": "5"}
+    worker = None
+    try:
+        worker, taken = _kill_mid_transaction(kill, app_id, clean_db, redis_client, worker_env, log)
+        assert taken > 10, "the group took many messages"
+        assert count(clean_db, "SELECT count(*) FROM processed_messages") == 0
+        if kill == "the whole worker":
+            time.sleep(6.5)  # past the visibility timeout: a new worker restores what was taken
+            worker = start_worker(worker_env, log)
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM processed_messages") == calls,
+            timeout=90,
+            what="every call to be applied",
+        )
+        wait_for(
+            lambda: redis_client.hlen(UNACKED) == 0, timeout=20, what="every message acknowledged"
+        )
+        time.sleep(1)  # room for a wrong second application to show
+    finally:
+        if worker is not None:
+            stop(worker)
+    assert count(clean_db, "SELECT sum(page_views) FROM users") == calls
+    assert count(clean_db, "SELECT count(*) FROM page_views") == calls
+    assert count(clean_db, "SELECT page_views FROM users WHERE user_id = 'victim'") == 30
+    assert count(clean_db, "SELECT count(*) FROM dead_letters") == 0
+    assert redis_client.llen(INGEST) == 0 and not redis_client.keys(GROUP_PREFIX + "*")
+
+
+def _kill_mid_transaction(
+    kill: str,
+    app_id: int,
+    clean_db: Engine,
+    redis_client: redis.Redis,
+    worker_env: dict[str, str],
+    log: Path,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a worker, wait until a group blocks mid-transaction, SIGKILL; (worker, taken)."""
     with clean_db.connect() as blocker:
         # Hold the lock of a user every group needs: the first group blocks mid-transaction.
         blocker.execute(
@@ -118,31 +154,13 @@ def test_a_worker_killed_mid_transaction_loses_nothing_and_doubles_nothing(
             else:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(timeout=10)
+        except BaseException:
+            stop(worker)
+            raise
         finally:
             blocker.execute(text("SELECT pg_advisory_unlock_all()"))
             blocker.commit()
-    assert taken > 10, "the group took many messages"
-    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 0
-    try:
-        if kill == "the whole worker":
-            time.sleep(6.5)  # past the visibility timeout: a new worker restores what was taken
-            worker = start_worker(worker_env, log)
-        wait_for(
-            lambda: count(clean_db, "SELECT count(*) FROM processed_messages") == calls,
-            timeout=90,
-            what="every call to be applied",
-        )
-        wait_for(
-            lambda: redis_client.hlen(UNACKED) == 0, timeout=20, what="every message acknowledged"
-        )
-        time.sleep(1)  # room for a wrong second application to show
-    finally:
-        stop(worker)
-    assert count(clean_db, "SELECT sum(page_views) FROM users") == calls
-    assert count(clean_db, "SELECT count(*) FROM page_views") == calls
-    assert count(clean_db, "SELECT page_views FROM users WHERE user_id = 'victim'") == 30
-    assert count(clean_db, "SELECT count(*) FROM dead_letters") == 0
-    assert redis_client.llen(INGEST) == 0 and not redis_client.keys(GROUP_PREFIX + "*")
+    return worker, taken
 
 
 def test_poison_messages_are_set_aside_and_the_worker_lives(
