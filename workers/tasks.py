@@ -113,11 +113,11 @@ class Applier:
                     if taken:
                         # Isolate: the leader alone; the others are each taken again soon.
                         logger.warning("group failed, applying its first message alone",
-                                       extra={"leader": leader, "error": describe(exc)})  # fmt: skip
+                                       extra=_ids(payload) | {"error": describe(exc)})  # fmt: skip
                         group = False
                         continue
                     logger.error("message failed",
-                                 extra={"leader": leader, "error": describe(exc), "at": where(exc)})  # fmt: skip
+                                 extra=_ids(payload) | {"error": describe(exc), "at": where(exc)})  # fmt: skip
                     self._keep_whole(
                         payload, leader, "worker_error", f"{type(exc).__name__}: {exc}"
                     )
@@ -132,7 +132,7 @@ class Applier:
                 metrics.RETRIES.labels(queue_of(task)).inc()
                 logger.warning(
                     "transient failure, retrying",
-                    extra={"leader": leader, "error": describe(exc), "retries": attempt},
+                    extra=_ids(payload) | {"error": describe(exc), "retries": attempt},
                 )
                 time.sleep(random.uniform(0, RETRY_PAUSE * 2**attempt))  # noqa: S311 (jitter)
                 continue
@@ -223,7 +223,7 @@ class Applier:
                          extra={"leader": leader, "error": describe(exc)})  # fmt: skip
             raise Reject("cannot keep dead letters", requeue=True) from None
         metrics.DEAD_LETTERS.labels(reason=reason).inc(len(letters))
-        logger.error("message dead-lettered", extra={"leader": leader, "reason": reason})
+        logger.error("message dead-lettered", extra=_ids(payload) | {"reason": reason})
 
     def _take(self, queue: str, leader: str) -> list[Taken]:
         """The messages waiting behind the leader; none if Redis cannot give them now."""
@@ -337,6 +337,18 @@ def _envelope_reason(body: Any) -> str:
     if isinstance(body, dict) and "v" in body and body["v"] != VERSION:
         return "envelope_version"
     return "bad_envelope"
+
+
+def _ids(payload: Any) -> dict[str, Any]:
+    """What names a (possibly malformed) message on a log line: app, request and messageIds."""
+    if not isinstance(payload, dict):
+        return {}
+    ids = payload.get("message_ids")
+    return {
+        "app_id": payload.get("app_id"),
+        "request_id": payload.get("request_id"),
+        "message_ids": ids[:MESSAGE_IDS_LOGGED] if isinstance(ids, list) else None,
+    }
 
 
 MESSAGE_IDS_LOGGED = 20
