@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -14,20 +13,14 @@ from sqlalchemy.exc import OperationalError
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
+from tests.support.faults import PgError, failing
 from workers import tasks
-
-
-class Retry(Exception):
-    pass
 
 
 class FakeTask:
     def __init__(self, queue: str | None) -> None:
         delivery = {} if queue is None else {"routing_key": queue}
-        self.request = SimpleNamespace(retries=0, id="task-1", delivery_info=delivery)
-
-    def retry(self, **_: Any) -> Retry:
-        return Retry()
+        self.request = SimpleNamespace(id="task-1", delivery_info=delivery)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -61,14 +54,12 @@ def test_duplicates_and_lag_are_counted_by_queue(applier: tasks.Applier, app_id:
 def test_a_retry_is_counted_by_queue(
     applier: tasks.Applier, app_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def deadlock(*_: Any) -> None:
-        raise OperationalError("SELECT", {}, Exception("deadlock detected"))
-
-    monkeypatch.setattr(tasks, "apply_envelope", deadlock)
+    deadlock = OperationalError("SELECT", {}, PgError("40P01"))
+    monkeypatch.setattr(tasks, "apply_envelope", failing(2, deadlock, tasks.apply_envelope))
+    monkeypatch.setattr(tasks.time, "sleep", lambda _: None)
     before = sample("userdest_task_retries_total", queue="ingest")
-    with pytest.raises(Retry):
-        applier.apply(FakeTask("ingest"), envelope(app_id, [{"type": "page"}]).to_dict())
-    assert sample("userdest_task_retries_total", queue="ingest") - before == 1
+    applier.apply(FakeTask("ingest"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict())
+    assert sample("userdest_task_retries_total", queue="ingest") - before == 2
 
 
 def test_an_unknown_queue_is_labelled_other(applier: tasks.Applier, app_id: int) -> None:
