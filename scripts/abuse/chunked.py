@@ -3,34 +3,15 @@
 import base64
 import os
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
+
+from receiver import start_receiver
 
 port = 18406
 extra = sys.argv[1:]
 key = os.environ["API_KEY"]
-p = subprocess.Popen(
-    [
-        ".venv/bin/gunicorn",
-        "-c",
-        "python:api.gunicorn_conf",
-        "-b",
-        f"127.0.0.1:{port}",
-        *extra,
-        "api:create_app()",
-    ],
-    stdout=open("/tmp/userdest-abuse-gunicorn_chunk.log", "wb"),
-    stderr=subprocess.STDOUT,
-)
+p = start_receiver(port, extra, "gunicorn_chunk")
 try:
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
     s = socket.create_connection(("127.0.0.1", port))
     auth = base64.b64encode(f"{key}:".encode()).decode()
     s.sendall(

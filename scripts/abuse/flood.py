@@ -6,11 +6,11 @@ import http.client
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+from receiver import start_receiver
 
 extra = sys.argv[1:]
 port = 18407
@@ -21,19 +21,7 @@ def auth(k):
     return "Basic " + base64.b64encode(f"{k}:".encode()).decode()
 
 
-p = subprocess.Popen(
-    [
-        ".venv/bin/gunicorn",
-        "-c",
-        "python:api.gunicorn_conf",
-        "-b",
-        f"127.0.0.1:{port}",
-        *extra,
-        "api:create_app()",
-    ],
-    stdout=open("/tmp/userdest-abuse-gunicorn_flood.log", "wb"),
-    stderr=subprocess.STDOUT,
-)
+p = start_receiver(port, extra, "gunicorn_flood")
 
 
 def post(conn, k):
@@ -81,12 +69,6 @@ def flood(n):
 
 
 try:
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
     print("alone:  median {:.1f} ms p95 {:.1f} ms {}".format(*probe()))
     ts = [threading.Thread(target=flood, args=(1500,)) for _ in range(4)]
     [t.start() for t in ts]

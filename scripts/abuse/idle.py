@@ -3,10 +3,11 @@ usage: idle.py N_IDLE [extra gunicorn args...]"""
 
 import os
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
+
+from receiver import start_receiver
 
 MODE = sys.argv[1]
 N = int(sys.argv[2])
@@ -14,27 +15,8 @@ extra = sys.argv[3:]
 port = 6499 - 90 + 0  # 6409+? keep in own range: use 18409
 port = 18409
 env = {**os.environ}
-p = subprocess.Popen(
-    [
-        ".venv/bin/gunicorn",
-        "-c",
-        "python:api.gunicorn_conf",
-        "-b",
-        f"127.0.0.1:{port}",
-        *extra,
-        "api:create_app()",
-    ],
-    stdout=open("/tmp/userdest-abuse-gunicorn.log", "wb"),
-    stderr=subprocess.STDOUT,
-    env=env,
-)
+p = start_receiver(port, extra, "gunicorn", env=env)
 try:
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
     socks = []
     for _ in range(N):
         s = socket.create_connection(("127.0.0.1", port))

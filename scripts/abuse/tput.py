@@ -5,11 +5,11 @@ import base64
 import http.client
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+from receiver import start_receiver
 
 N = int(sys.argv[1])
 C = int(sys.argv[2])
@@ -17,19 +17,7 @@ extra = sys.argv[3:]
 port = 18408
 key = os.environ["API_KEY"]
 auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-p = subprocess.Popen(
-    [
-        ".venv/bin/gunicorn",
-        "-c",
-        "python:api.gunicorn_conf",
-        "-b",
-        f"127.0.0.1:{port}",
-        *extra,
-        "api:create_app()",
-    ],
-    stdout=open("/tmp/userdest-abuse-gunicorn_tput.log", "wb"),
-    stderr=subprocess.STDOUT,
-)
+p = start_receiver(port, extra, "gunicorn_tput")
 lat = []
 errs = [0]
 lock = threading.Lock()
@@ -66,12 +54,6 @@ def run(k):
 
 
 try:
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
     # warm-up (key cache)
     c = http.client.HTTPConnection("127.0.0.1", port)
     c.request("POST", "/v1/track", '{"userId":"w","event":"w"}', {"Authorization": auth})
