@@ -277,8 +277,10 @@ class Receiver:
             else:
                 check_domains(view.domains, host)
 
+        # A signed webhook request comes from Segment itself: only it may ask for an erasure.
+        deletions = route.source == "webhook" and view.webhook_secret is not None
         accepted, message_ids, rejected, answers = self._check_calls(
-            route, as_batch, calls, raw, domains, defaults
+            route, as_batch, calls, raw, domains, defaults, deletions
         )
         rid: str = environ["userdest.request_id"]
         if accepted or rejected:
@@ -325,6 +327,7 @@ class Receiver:
         raw: bytes,
         domains: tuple[str, ...],
         defaults: dict[str, Any],
+        deletions: bool = False,
     ) -> tuple[list[Any], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
         """Accepted calls with their message ids; rejected entries for the envelope and answer."""
         max_call = self.settings.max_call_bytes
@@ -336,6 +339,7 @@ class Receiver:
             max_call if as_batch and len(raw) > max_call else None,
             domains,
             defaults,
+            deletions,
         )
         for entry in checked.rejected:
             errors = entry["errors"]

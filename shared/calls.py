@@ -21,6 +21,10 @@ from shared.timeparse import parse_iso
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 """Every call type, in the order the receiver's endpoints list them."""
+DELETION = "delete"
+"""Segment's deletion request as it reaches a destination (a regulation deleting a user): the
+person named by its userId or anonymousId is erased and suppressed (shared/erasure.py). Taken only
+on a signed `/webhook` request: a browser's write key is public, and must not erase anyone."""
 _KNOWN_TYPES = frozenset(CALL_TYPES)
 _OBJECT_FIELDS = ("traits", "properties", "context")
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
@@ -159,11 +163,11 @@ def error(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def check_call(call: Any, fixed_type: str | None) -> list[dict[str, str]]:
+def check_call(call: Any, fixed_type: str | None, deletions: bool = False) -> list[dict[str, str]]:
     """Every structural problem of one call (SPEC 3); an empty list when it can be enqueued.
 
     `fixed_type` is the type the endpoint implies (`/v1/track`), or None where the call must name
-    its own (`/v1/batch`, `/webhook`).
+    its own (`/v1/batch`, `/webhook`). `deletions`: whether this request may carry a DELETION.
     """
     if type(call) is not dict:
         return [error("not_an_object", "a call must be a JSON object")]
@@ -176,7 +180,14 @@ def check_call(call: Any, fixed_type: str | None) -> list[dict[str, str]]:
         kind = fixed_type
     elif kind is None:
         errors.append(error("missing_type", "a call needs a type"))
-    elif type(kind) is not str or kind not in _KNOWN_TYPES:
+    elif kind == DELETION and not deletions:
+        errors.append(
+            error(
+                "deletion_not_allowed", "a delete call is taken only on a signed /webhook request"
+            )
+        )
+        kind = None
+    elif type(kind) is not str or (kind not in _KNOWN_TYPES and kind != DELETION):
         errors.append(error("unknown_type", "type must be one of " + ", ".join(CALL_TYPES)))
         kind = None
 
@@ -264,6 +275,7 @@ def check_calls(
     max_call_bytes: int | None,
     domains: tuple[str, ...] = (),
     defaults: dict[str, Any] | None = None,
+    deletions: bool = False,
 ) -> Checked:
     """Check every call of a request; `max_call_bytes` measures each call (None: no need, as the
     whole body is already within it). The `writeKey` a call may carry is removed: it is the
@@ -277,7 +289,7 @@ def check_calls(
     for index, call in enumerate(calls):
         if type(call) is dict:
             call.pop("writeKey", None)
-        errors = check_call(call, fixed_type)
+        errors = check_call(call, fixed_type, deletions)
         if max_call_bytes is not None and len(orjson.dumps(call)) > max_call_bytes:
             errors.append(error("call_too_large", f"a call is at most {max_call_bytes} bytes"))
         if domains and type(call) is dict:

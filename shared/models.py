@@ -25,7 +25,7 @@ from sqlalchemy import (
     or_,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -67,9 +67,11 @@ def _now() -> Any:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
-def _app_fk() -> Any:
+def _app_fk(index: bool = False) -> Any:
+    """The owning app. Most tables lead a unique key with `app_id`, which serves lookups by app;
+    only a table without one asks for an index of its own."""
     return mapped_column(
-        BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True
+        BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=index
     )
 
 
@@ -110,7 +112,7 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, comment="public key id")
-    app_id: Mapped[int] = _app_fk()
+    app_id: Mapped[int] = _app_fk(index=True)
     key_hash: Mapped[str] = mapped_column(
         String(64), unique=True, comment="sha256 hex of the secret; the secret is never stored"
     )
@@ -288,11 +290,38 @@ class Membership(Base):
     )
 
 
+def _history_args(table: str) -> tuple[Any, ...]:
+    """Indexes and partitioning shared by the history tables (events, page views): monthly range
+    partitions on `ingested_at` (shared/partitions.py), keyset reads per profile, BRIN on time."""
+    return (
+        Index(f"ix_{table}_user_time", "user_pk", "occurred_at", "id"),
+        Index(f"ix_{table}_ingested_at", "ingested_at", postgresql_using="brin"),
+        {"postgresql_partition_by": "RANGE (ingested_at)"},
+    )
+
+
+def _history_id(table: str) -> Any:
+    # No primary key: a partitioned table's would have to carry the partition key too, and cost an
+    # index as large as the rows' own; the sequence alone keeps ids unique, and nothing looks a
+    # row up by id. The ORM still needs to know which column identifies a row.
+    return mapped_column(BigInteger, server_default=text(f"nextval('{table}_id_seq')"))
+
+
+def _ingested_at() -> Any:
+    return mapped_column(
+        DateTime(timezone=True),
+        server_default=func.now(),
+        nullable=False,
+        comment="when the row was written: the partition key, which retention drops by",
+    )
+
+
 class PageView(Base):
     __tablename__ = "page_views"
-    __table_args__ = (Index("ix_page_views_user_time", "user_pk", "occurred_at"),)
+    __table_args__ = _history_args("page_views")
+    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": ["id"]}
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = _history_id("page_views")
     app_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("apps.id", ondelete="CASCADE"))
     user_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(10), comment="page or screen")
@@ -303,16 +332,22 @@ class PageView(Base):
     search: Mapped[str | None] = mapped_column(Text)
     name: Mapped[str | None] = mapped_column(Text)
     category: Mapped[str | None] = mapped_column(Text)
-    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    properties: Mapped[dict[str, Any]] = mapped_column(
+        JSONB,
+        server_default="{}",
+        comment="the call's properties less those equal to a column above",
+    )
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     message_id: Mapped[str] = mapped_column(Text)
+    ingested_at: Mapped[datetime] = _ingested_at()
 
 
 class EventOccurrence(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_user_time", "user_pk", "occurred_at"),)
+    __table_args__ = _history_args("events")
+    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": ["id"]}
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = _history_id("events")
     app_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("apps.id", ondelete="CASCADE"))
     user_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
     event_id: Mapped[int] = mapped_column(
@@ -321,19 +356,32 @@ class EventOccurrence(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     message_id: Mapped[str] = mapped_column(Text)
+    ingested_at: Mapped[datetime] = _ingested_at()
 
 
 class ProcessedMessage(Base):
-    """One row per applied messageId: the dedupe record, written in the effects' transaction."""
+    """One row per applied messageId: the dedupe record, written in the effects' transaction.
+
+    The key is a hash of the app and the messageId (shared/dedupe.py): 16 bytes instead of text.
+    """
 
     __tablename__ = "processed_messages"
     __table_args__ = (Index("ix_processed_messages_processed_at", "processed_at"),)
 
+    key: Mapped[Any] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    processed_at: Mapped[datetime] = _now()
+
+
+class SuppressedId(Base):
+    """An id of an erased person (shared/erasure.py), as a hash: later calls naming it are skipped."""
+
+    __tablename__ = "suppressed_ids"
+
     app_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
     )
-    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    processed_at: Mapped[datetime] = _now()
+    key: Mapped[Any] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    created_at: Mapped[datetime] = _now()
 
 
 class IgnoredValue(Base):

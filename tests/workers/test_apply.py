@@ -40,6 +40,7 @@ def profile(conn: Connection, app_id: int, some_id: str) -> dict[str, Any]:
     row = dict(
         conn.execute(text("SELECT * FROM users WHERE id = :pk"), {"pk": pk}).mappings().one()
     )
+    row["field_times"] = store.unpack_times(row["field_times"])
     row["anonymous_ids"] = sorted(
         conn.scalars(
             text(

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from shared import dedupe
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
@@ -133,21 +134,22 @@ def test_an_unexpected_error_keeps_the_calls(
 def test_dedupe_records_older_than_dedupe_days_are_pruned(
     applier: tasks.Applier, clean_db: Engine, app_id: int
 ) -> None:
+    keys = {name: dedupe.key(app_id, name) for name in ("old", "recent", "new")}
     with clean_db.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO processed_messages (app_id, message_id, processed_at) VALUES "
-                "(:a, 'old', now() - interval '31 days'), (:a, 'recent', now() - interval '29 days')"
+                "INSERT INTO processed_messages (key, processed_at) VALUES "
+                "(:old, now() - interval '31 days'), (:recent, now() - interval '29 days')"
             ),
-            {"a": app_id},
+            {"old": keys["old"], "recent": keys["recent"]},
         )
     applier.apply(
         FakeTask(),
         envelope(app_id, [{"type": "page", "userId": "u1", "messageId": "new"}]).to_dict(),
     )
     with clean_db.connect() as conn:
-        kept = set(conn.scalars(text("SELECT message_id FROM processed_messages")))
-    assert kept == {"recent", "new"}
+        kept = set(conn.scalars(text("SELECT key FROM processed_messages")))
+    assert kept == {keys["recent"], keys["new"]}
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from shared.calls import routed_away
+from shared.calls import DELETION, routed_away
 from shared.envelope import Envelope
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import store
@@ -328,9 +328,13 @@ def _apply(
     calls = [c for c in calls if c.message_id in fresh]
     if calls:
         state = store.load(conn, app_id, caps, calls)
+        store.erase_requested(conn, state, calls)
         for call in calls:
-            APPLY[call.type](state, call)
-            state.count(call.type)
+            if call.type == DELETION:
+                state.count(call.type)
+            elif not store.suppressed(state, call):
+                APPLY[call.type](state, call)
+                state.count(call.type)
         store.flush(conn, state, key_ids)
         outcome.applied.update(state.applied)
         outcome.ignored.update(state.definitions.ignored)

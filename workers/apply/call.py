@@ -56,8 +56,8 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
         raise BadCall("not_an_object", "a call must be a JSON object")
     body = merge_defaults(raw, env.defaults)
     # The receiver's own checks (shared/calls.py): a call it would refuse fails here with the
-    # same code, whichever way it reached the queue.
-    errors = check_call(body, None)
+    # same code, whichever way it reached the queue. Only Segment's webhook may ask for an erasure.
+    errors = check_call(body, None, deletions=env.source == "webhook")
     if errors:
         raise BadCall(errors[0]["code"], "; ".join(e["message"] for e in errors))
     kind = body["type"]

@@ -110,6 +110,8 @@ class BatchState:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     """(event name, row) pairs; the event id is known only after the flush defines new names."""
     applied: dict[str, int] = field(default_factory=dict)
+    suppressed: set[IdKey] = field(default_factory=set)
+    """Ids of erased people (shared/erasure.py): calls naming any of them are skipped."""
     _next_temp: int = -1
 
     def find(self, pk: int) -> int:

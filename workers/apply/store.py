@@ -16,7 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, text
 
+from shared import dedupe, erasure
 from shared.attributes import IGNORED_NAMES_KEPT, SENDER_NAMED_REASONS, Caps
+from shared.calls import DELETION
 from shared.db import json_dumps
 from shared.ids import normalize_id
 from shared.models import (
@@ -46,20 +48,12 @@ class ProfileVanished(RuntimeError):
     """A profile was merged away by a concurrent transaction between two reads; load again."""
 
 
-def prune_processed(conn: Connection, days: int, limit: int = 10_000) -> int:
+def prune_processed(conn: Connection, days: int, limit: int = dedupe.PRUNE_BATCH) -> int:
     """Forget up to `limit` messageIds applied more than `days` ago; returns how many went.
 
-    SKIP LOCKED lets every worker prune at once without queueing behind each other.
+    A worker's occasional share of the work; `userdest maintenance run` finishes it (ops/maintenance.py).
     """
-    result = conn.execute(
-        text(
-            "DELETE FROM processed_messages WHERE ctid IN (SELECT ctid FROM processed_messages "
-            "WHERE processed_at < now() - make_interval(days => :days) LIMIT :limit "
-            "FOR UPDATE SKIP LOCKED)"
-        ),
-        {"days": days, "limit": limit},
-    )
-    return int(result.rowcount)
+    return dedupe.prune_batch(conn, days, limit)
 
 
 def lock_key(app_id: int, kind: str, value: str) -> int:
@@ -86,15 +80,16 @@ def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
     """Insert the dedupe records; the ids returned are the ones never applied before."""
     if not message_ids:
         return set()
+    by_key = {dedupe.key(app_id, m): m for m in message_ids}
     rows = conn.execute(
         text(
-            "INSERT INTO processed_messages (app_id, message_id) "
-            "SELECT :app, m FROM unnest(CAST(:ids AS text[])) AS m ORDER BY m "
-            "ON CONFLICT DO NOTHING RETURNING message_id"
+            "INSERT INTO processed_messages (key) "
+            "SELECT k FROM unnest(CAST(:keys AS uuid[])) AS k ORDER BY k "
+            "ON CONFLICT DO NOTHING RETURNING key"
         ),
-        {"app": app_id, "ids": sorted(message_ids)},
+        {"keys": sorted(by_key)},
     )
-    return {r[0] for r in rows}
+    return {by_key[r[0]] for r in rows}
 
 
 def load(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> BatchState:
@@ -151,15 +146,28 @@ def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
 
 
 def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> None:
-    users = [v for k, v in keys if k == "user"]
-    anons = [v for k, v in keys if k == "anonymous"]
-    rows = conn.execute(
+    ordered = sorted(keys)
+    # One primary-key probe per id, whatever the statistics say: LIMIT 1 in a LATERAL subquery
+    # keeps the planner from flattening it into a join that could scan the app's identities. The
+    # same round trip says which ids belong to erased people.
+    probed = conn.execute(
         text(
-            "SELECT kind, value, user_pk FROM identities WHERE app_id = :app AND ("
-            "(kind = 'user' AND value = ANY(:users)) OR (kind = 'anonymous' AND value = ANY(:anons)))"
+            "SELECT k.kind, k.value, i.user_pk, EXISTS (SELECT 1 FROM suppressed_ids s "
+            "WHERE s.app_id = :app AND s.key = k.skey) "
+            "FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[]), CAST(:skeys AS uuid[])) "
+            "AS k(kind, value, skey) "
+            "LEFT JOIN LATERAL (SELECT user_pk FROM identities "
+            "WHERE app_id = :app AND kind = k.kind AND value = k.value LIMIT 1) AS i ON true"
         ),
-        {"app": state.app_id, "users": users, "anons": anons},
+        {
+            "app": state.app_id,
+            "kinds": [kind for kind, _ in ordered],
+            "values": [value for _, value in ordered],
+            "skeys": [erasure.suppression_key(state.app_id, k, v) for k, v in ordered],
+        },
     ).all()
+    rows = [(kind, value, pk) for kind, value, pk, _ in probed if pk is not None]
+    state.suppressed.update((kind, value) for kind, value, _, gone in probed if gone)
     # An identity may still name a profile merged away: it answers for the profile it was merged
     # into (until the background move points the identity there too).
     canonical = _canonical(conn, {pk for _, _, pk in rows})
@@ -183,7 +191,7 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
             pk=row["id"],
             fields={name: row[name] for name in PROFILE_FIELDS},
             attributes=dict(row["attributes"]),
-            field_times=dict(row["field_times"]),
+            field_times=unpack_times(row["field_times"]),
             user_id=row["user_id"],
             page_views=row["page_views"],
             first_seen=row["first_seen"],
@@ -199,6 +207,28 @@ def _canonical(conn: Connection, pks: set[int]) -> dict[int, int]:
         return {}
     rows = conn.execute(CANONICAL_PROFILES, {"pks": sorted(pks)}).all()
     return {int(row[0]): int(row[1]) for row in rows}
+
+
+def suppressed(state: BatchState, call: Call) -> bool:
+    """Whether `call` names an erased person (by any of its ids)."""
+    return bool(state.suppressed) and not id_keys([call]).isdisjoint(state.suppressed)
+
+
+def erase_requested(conn: Connection, state: BatchState, calls: list[Call]) -> None:
+    """Apply the message's deletion requests before anything else: erase the profiles their ids
+    name (the locks on those ids are held since `load`) and suppress every id those people had.
+    The other calls of the message naming them are then skipped like any later call."""
+    for call in calls:
+        if call.type != DELETION:
+            continue
+        named = id_keys([call])
+        pks = {state.find(state.ids[key]) for key in named if key in state.ids}
+        erased = erasure.erase(conn, state.app_id, [pk for pk in pks if pk > 0], named)
+        state.suppressed.update(erased.ids)
+        for pk in pks:
+            state.profiles.pop(pk, None)
+        for key in [k for k, pk in state.ids.items() if state.find(pk) in pks]:
+            del state.ids[key]
 
 
 def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> None:
@@ -228,7 +258,7 @@ def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> N
             pk=row["id"],
             fields={name: row[name] for name in COMPANY_FIELDS},
             attributes=dict(row["attributes"]),
-            field_times=dict(row["field_times"]),
+            field_times=unpack_times(row["field_times"]),
             group_id=row["group_id"],
         )
 
@@ -300,7 +330,13 @@ def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = (
     event_ids = _write_definitions(conn, state)
     if state.page_views:
         rows = [
-            {**r, "app_id": state.app_id, "user_pk": pk(r["user_pk"])} for r in state.page_views
+            {
+                **r,
+                "app_id": state.app_id,
+                "user_pk": pk(r["user_pk"]),
+                "properties": lean_properties(r),
+            }
+            for r in state.page_views
         ]
         conn.execute(insert(PageView), rows)
     if state.events:
@@ -315,6 +351,43 @@ def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = (
         conn.execute(
             text("UPDATE api_keys SET last_used_at = now() WHERE id = ANY(:keys)"), {"keys": due}
         )
+
+
+def pack_times(field_times: dict[str, str]) -> dict[str, list[str]]:
+    """`field_times` as stored: each event time once, with the names it last wrote.
+
+    One identify writes a dozen fields at one time; keyed by name, the same 24-character time was
+    stored a dozen times (59 % of a profile row).
+    """
+    packed: dict[str, list[str]] = {}
+    for name, when in sorted(field_times.items()):
+        packed.setdefault(when, []).append(name)
+    return packed
+
+
+def unpack_times(stored: dict[str, Any]) -> dict[str, str]:
+    """Name to event time, from the stored form (or the older one, name to time)."""
+    times: dict[str, str] = {}
+    for key, value in stored.items():
+        if isinstance(value, list):
+            times.update(dict.fromkeys(value, key))
+        else:
+            times[key] = value
+    return times
+
+
+PAGE_COLUMNS = ("url", "path", "title", "referrer", "search", "name", "category")
+"""Page-view columns a page call's properties also carry."""
+
+
+def lean_properties(row: dict[str, Any]) -> dict[str, Any]:
+    """A page view's properties without those its columns already hold, exactly as sent."""
+    properties: dict[str, Any] = row["properties"]
+    return {
+        key: value
+        for key, value in properties.items()
+        if not (key in PAGE_COLUMNS and isinstance(value, str) and value == row.get(key))
+    }
 
 
 KEY_USE_EVERY = 60.0
@@ -449,7 +522,7 @@ def _update_profiles(conn: Connection, state: BatchState, pk: Any) -> None:
             "first_seen": p.first_seen,
             "last_seen": p.last_seen,
             "attributes": p.attributes,
-            "field_times": p.field_times,
+            "field_times": pack_times(p.field_times),
         }
         for p in sorted(state.profiles.values(), key=lambda p: pk(p.pk))
         if p.dirty
@@ -487,7 +560,12 @@ _COMPANY_SET = ", ".join(f"{c} = r.{c}" for c in ("attributes", "field_times", *
 
 def _update_companies(conn: Connection, state: BatchState) -> None:
     rows = [
-        {**c.fields, "id": c.pk, "attributes": c.attributes, "field_times": c.field_times}
+        {
+            **c.fields,
+            "id": c.pk,
+            "attributes": c.attributes,
+            "field_times": pack_times(c.field_times),
+        }
         for c in sorted(state.companies.values(), key=lambda c: c.pk)
         if c.dirty
     ]
