@@ -74,13 +74,16 @@ class Filter:
         return clauses
 
 
-def list_letters(session: Session, where: Filter, limit: int | None) -> list[dict[str, Any]]:
-    """Dead letters, newest first: `{"id", "app", "reason", "error", "attempts", "created_at",
-    "call"}` (SPEC 6)."""
+def list_letters(
+    session: Session, where: Filter, limit: int | None, after_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Dead letters, newest first, older than the letter `after_id` where given: `{"id", "app",
+    "reason", "error", "attempts", "created_at", "call"}` (SPEC 6)."""
+    after = [] if after_id is None else [DeadLetter.id < after_id]
     query = (
         select(DeadLetter, App.name)
         .outerjoin(App, App.id == DeadLetter.app_id)
-        .where(*where.where())
+        .where(*where.where(), *after)
         .order_by(DeadLetter.id.desc())
         .limit(limit)
     )

@@ -7,15 +7,19 @@ shapes are the ones SPEC section 6 fixes for `--json`.
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import case, func, select, text
+import orjson
+from sqlalchemy import Select, case, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from shared.erasure import LETTER_NAMES_PERSON
 from shared.models import (
     CANONICAL_PROFILES,
     COMPANY_FIELDS,
+    PAGE_FIELDS,
     PROFILE_FIELDS,
     ApiKey,
     App,
@@ -35,6 +39,60 @@ from shared.timeparse import iso
 
 class NotFound(LookupError):
     """The app knows no user, company or key by that id; the message is one line for an operator."""
+
+
+class _Definition(Protocol):
+    scope: str
+    event: str
+    name: str
+    type: str
+    choices: list[Any] | None
+    origin: str
+
+
+class BadCursor(NotFound):
+    """A cursor this read model did not make (or made for another list)."""
+
+
+DEFAULT_LIMIT = 100
+"""Rows a list answers when no --limit is given: every read is bounded."""
+
+
+def encode_cursor(*values: Any) -> str:
+    """An opaque cursor for keyset pagination: the sort key of the last row shown."""
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *kinds: type) -> tuple[Any, ...]:
+    """The sort key in `cursor`, each value checked against `kinds`; BadCursor otherwise."""
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if len(values) != len(kinds):
+            raise ValueError
+        return tuple(
+            datetime.fromisoformat(v) if k is datetime else k(v) if type(v) is k else _bad()
+            for v, k in zip(values, kinds, strict=True)
+        )
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise BadCursor(f"not a cursor of this list: {cursor[:40]!r}") from None
+
+
+def _bad() -> Any:
+    raise ValueError
+
+
+def _time_page(
+    stmt: Select[Any], time: Any, id_: Any, limit: int | None, after: str | None
+) -> Select[Any]:
+    """`stmt` newest first from just after the row `after` names, at most `limit` rows."""
+    if after is not None:
+        when, row_id = decode_cursor(after, datetime, int)
+        stmt = stmt.where(tuple_(time, id_) < tuple_(when, row_id))
+    return stmt.order_by(time.desc(), id_.desc()).limit(limit)
+
+
+def _time_cursor(when: datetime, row_id: int) -> str:
+    return encode_cursor(when.isoformat(), row_id)
 
 
 class _Definition(Protocol):
@@ -181,19 +239,19 @@ def ignored_list(session: Session, app_id: int) -> list[dict[str, Any]]:
 def find_user(session: Session, app_id: int, id: str) -> User:
     """The profile answering to `id` as a userId, else as an anonymousId; NotFound if none."""
     # A value can name one profile as its userId and another as an anonymous id; the userId wins.
-    user = session.scalar(
-        select(User)
-        .join(Identity, Identity.user_pk == User.id)
-        .where(Identity.app_id == app_id, Identity.value == id)
-        .order_by(case((Identity.kind == "user", 0), else_=1))
-        .limit(1)
-    )
-    if user is None:
-        raise NotFound(f"no user with userId or anonymousId {id!r}")
-    if user.merged_into is not None:
-        # Merged away: the identity still names it until the background move; show where it went.
-        user = session.get_one(User, _canonical(session, [user.id])[user.id])
-    return user
+    # One primary-key probe per kind: without the kind, the lookup reads all the app's identities.
+    for kind in ("user", "anonymous"):
+        user = session.scalar(
+            select(User)
+            .join(Identity, Identity.user_pk == User.id)
+            .where(Identity.app_id == app_id, Identity.kind == kind, Identity.value == id)
+        )
+        if user is not None:
+            if user.merged_into is not None:
+                # Merged away: the identity names it until the background move; show where it went.
+                user = session.get_one(User, _canonical(session, [user.id])[user.id])
+            return user
+    raise NotFound(f"no user with userId or anonymousId {id!r}")
 
 
 _FAMILY = text(
@@ -210,6 +268,16 @@ def _family(session: Session, pk: int) -> list[int]:
 def _canonical(session: Session, pks: list[int]) -> dict[int, int]:
     """Each profile to the one it lives on in now (itself unless merged away)."""
     return {int(a): int(b) for a, b in session.execute(CANONICAL_PROFILES, {"pks": pks})}
+
+
+def identities_of(session: Session, app_id: int, user_pk: int) -> list[tuple[str, str]]:
+    """Every (kind, value) the profile answers to."""
+    rows = session.execute(
+        select(Identity.kind, Identity.value)
+        .where(Identity.app_id == app_id, Identity.user_pk.in_(_family(session, user_pk)))
+        .order_by(Identity.kind, Identity.value)
+    )
+    return [(row.kind, row.value) for row in rows]
 
 
 def user_profile(session: Session, app_id: int, id: str) -> dict[str, Any]:
@@ -245,9 +313,14 @@ def user_profile(session: Session, app_id: int, id: str) -> dict[str, Any]:
 
 
 def user_events(
-    session: Session, app_id: int, id: str, limit: int | None = None
+    session: Session,
+    app_id: int,
+    id: str,
+    limit: int | None = DEFAULT_LIMIT,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The profile's tracked events, newest first; all of them unless `limit` is given."""
+    """The profile's tracked events, newest first, from after the cursor `after`; each carries
+    the `cursor` that continues after it."""
     user = find_user(session, app_id, id)
     stmt = (
         select(
@@ -255,36 +328,40 @@ def user_events(
             EventOccurrence.properties,
             EventOccurrence.occurred_at,
             EventOccurrence.message_id,
+            EventOccurrence.id,
         )
         .join(EventDefinition, EventDefinition.id == EventOccurrence.event_id)
-        .where(
-            EventOccurrence.app_id == app_id,
-            EventOccurrence.user_pk.in_(_family(session, user.id)),
-        )
-        .order_by(EventOccurrence.occurred_at.desc(), EventOccurrence.id.desc())
-        .limit(limit)
+        .where(EventOccurrence.user_pk.in_(_family(session, user.id)))
     )
+    stmt = _time_page(stmt, EventOccurrence.occurred_at, EventOccurrence.id, limit, after)
     return [
         {
             "event": row.name,
             "properties": row.properties,
             "timestamp": iso(row.occurred_at),
             "message_id": row.message_id,
+            "cursor": _time_cursor(row.occurred_at, row.id),
         }
         for row in session.execute(stmt)
     ]
 
 
 def user_pageviews(
-    session: Session, app_id: int, id: str, limit: int | None = None
+    session: Session,
+    app_id: int,
+    id: str,
+    limit: int | None = DEFAULT_LIMIT,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The profile's page and screen views, newest first; all of them unless `limit` is given."""
+    """The profile's page and screen views, newest first, from after the cursor `after`; each
+    carries the `cursor` that continues after it."""
     user = find_user(session, app_id, id)
-    views = session.scalars(
-        select(PageView)
-        .where(PageView.app_id == app_id, PageView.user_pk.in_(_family(session, user.id)))
-        .order_by(PageView.occurred_at.desc(), PageView.id.desc())
-        .limit(limit)
+    stmt = _time_page(
+        select(PageView).where(PageView.user_pk.in_(_family(session, user.id))),
+        PageView.occurred_at,
+        PageView.id,
+        limit,
+        after,
     )
     return [
         {
@@ -296,8 +373,9 @@ def user_pageviews(
             "name": view.name,
             "timestamp": iso(view.occurred_at),
             "message_id": view.message_id,
+            "cursor": _time_cursor(view.occurred_at, view.id),
         }
-        for view in views
+        for view in session.scalars(stmt)
     ]
 
 
@@ -318,25 +396,98 @@ def _member_ids(session: Session, pks: list[int]) -> list[tuple[int, str | None,
     return [(int(pk), user_id, anonymous_id) for pk, user_id, anonymous_id in rows]
 
 
-def company_profile(session: Session, app_id: int, group_id: str) -> dict[str, Any]:
-    """The company and its members (each by userId, else its first anonymousId): two statements."""
+def company_profile(
+    session: Session,
+    app_id: int,
+    group_id: str,
+    limit: int = DEFAULT_LIMIT,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """The company and a page of its members (each by userId, else its first anonymousId), in the
+    order their links were made; `next_cursor` continues the list, null at its end."""
     company = session.scalar(
         select(Company).where(Company.app_id == app_id, Company.group_id == group_id)
     )
     if company is None:
         raise NotFound(f"no company with groupId {group_id!r}")
-    linked = list(
-        session.scalars(select(Membership.user_pk).where(Membership.company_id == company.id))
+    stmt = (
+        select(Membership.user_pk)
+        .where(Membership.company_id == company.id)
+        .order_by(Membership.user_pk)
+        .limit(limit + 1)
     )
+    if after is not None:
+        stmt = stmt.where(Membership.user_pk > decode_cursor(after, int)[0])
+    linked = list(session.scalars(stmt))
+    page = linked[:limit]
     # A member merged away is shown as the profile it lives on in, by that one's ids.
-    canonical = sorted(set(_canonical(session, linked).values())) if linked else []
+    canonical = _canonical(session, page) if page else {}
     names = {
-        user_id or anonymous_id for _, user_id, anonymous_id in _member_ids(session, canonical)
+        pk: user_id or anonymous_id
+        for pk, user_id, anonymous_id in _member_ids(session, sorted(set(canonical.values())))
     }
-    users = sorted(name for name in names if name)
+    users: list[str] = []
+    for pk in page:
+        name = names.get(canonical.get(pk, pk))
+        if name and name not in users:
+            users.append(name)
     return {
         "group_id": company.group_id,
         **{name: getattr(company, name) for name in COMPANY_FIELDS},
         "attributes": _sorted_attributes(company.attributes),
         "users": users,
+        "next_cursor": encode_cursor(page[-1]) if len(linked) > limit else None,
+    }
+
+
+def user_export(session: Session, app_id: int, id: str) -> dict[str, Any]:
+    """Everything held about the person `id` names (a subject access request): the profile, every
+    id, event, page view, company link and dead letter naming them."""
+    profile = user_profile(session, app_id, id)
+    user = find_user(session, app_id, id)
+    family = _family(session, user.id)
+    identities = session.execute(
+        select(Identity.kind, Identity.value, Identity.created_at)
+        .where(Identity.app_id == app_id, Identity.user_pk.in_(family))
+        .order_by(Identity.kind, Identity.value)
+    ).all()
+    events = user_events(session, app_id, id, limit=None)
+    views = session.scalars(
+        select(PageView)
+        .where(PageView.user_pk.in_(family))
+        .order_by(PageView.occurred_at.desc(), PageView.id.desc())
+    )
+    values = [row.value for row in identities]
+    letters = session.execute(
+        text(
+            "SELECT id, reason, created_at, call FROM dead_letters "  # noqa: S608 (fixed)
+            f"WHERE {LETTER_NAMES_PERSON} ORDER BY id"
+        ),
+        {"app": app_id, "v": values},
+    ).all()
+    return {
+        "profile": profile,
+        "identities": [
+            {"kind": r.kind, "value": r.value, "created_at": iso(r.created_at)} for r in identities
+        ],
+        "events": [{k: v for k, v in e.items() if k != "cursor"} for e in events],
+        "page_views": [
+            {
+                "kind": v.kind,
+                **{c: getattr(v, c) for c in PAGE_FIELDS},
+                # Stored without the values its columns hold (workers/apply/store.py).
+                "properties": {
+                    **{c: getattr(v, c) for c in PAGE_FIELDS if getattr(v, c) is not None},
+                    **v.properties,
+                },
+                "timestamp": iso(v.occurred_at),
+                "message_id": v.message_id,
+                "received_at": iso(v.ingested_at),
+            }
+            for v in views
+        ],
+        "dead_letters": [
+            {"id": r.id, "reason": r.reason, "created_at": iso(r.created_at), "call": r.call}
+            for r in letters
+        ],
     }

@@ -21,6 +21,13 @@ IdKey = tuple[str, str]
 """(kind, value): ("user", userId) or ("anonymous", anonymousId)."""
 
 
+LETTER_NAMES_PERSON = (
+    "app_id = :app AND jsonb_typeof(call) = 'object' AND (call ->> 'userId' = ANY(:v) "
+    "OR call ->> 'anonymousId' = ANY(:v) OR call ->> 'previousId' = ANY(:v))"
+)
+"""Which dead letters hold a call naming one of the ids `:v` of app `:app` (erased and exported)."""
+
+
 def suppression_key(app_id: int, kind: str, value: str) -> uuid.UUID:
     """The hash under which an erased id of an app is remembered."""
     digest = hashlib.sha256(f"{app_id}:{kind}:{value}".encode()).digest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 ABSENT_IDS = frozenset(
@@ -57,3 +58,10 @@ def inexact_id(value: Any) -> bool:
     fraction, or a float past 2**53. (shared.calls.parse_json has already turned integers that
     orjson would round into their exact digits.)"""
     return type(value) is float and not (value.is_integer() and abs(value) <= _EXACT_FLOAT)
+
+
+def lock_key(app_id: int, kind: str, value: str) -> int:
+    """A signed 64-bit advisory-lock key for one id of one app: workers take it before reading the
+    profile an id names, and an erasure before deleting it."""
+    digest = hashlib.blake2b(f"{app_id}\0{kind}\0{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

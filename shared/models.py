@@ -46,6 +46,8 @@ PROFILE_FIELDS = (
 )  # fmt: skip
 """The standard profile columns of `users`, in the order SPEC 6 lists them."""
 COMPANY_FIELDS = ("name", "description", "email", "employees", "phone", "country", "region", "city")
+PAGE_FIELDS = ("url", "path", "title", "referrer", "search", "name", "category")
+"""The columns of `page_views` a page call's properties may carry too; stored once, in the column."""
 """The standard columns of `companies` that group traits map to (SPEC 5.7)."""
 
 
@@ -319,7 +321,7 @@ def _ingested_at() -> Any:
 class PageView(Base):
     __tablename__ = "page_views"
     __table_args__ = _history_args("page_views")
-    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": ["id"]}
+    __mapper_args__ = {"primary_key": ["id"]}  # noqa: RUF012 (SQLAlchemy's own attribute)
 
     id: Mapped[int] = _history_id("page_views")
     app_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("apps.id", ondelete="CASCADE"))
@@ -345,7 +347,7 @@ class PageView(Base):
 class EventOccurrence(Base):
     __tablename__ = "events"
     __table_args__ = _history_args("events")
-    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": ["id"]}
+    __mapper_args__ = {"primary_key": ["id"]}  # noqa: RUF012 (SQLAlchemy's own attribute)
 
     id: Mapped[int] = _history_id("events")
     app_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("apps.id", ondelete="CASCADE"))

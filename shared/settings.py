@@ -94,6 +94,8 @@ class Settings:
     """REPLAY_BATCH_SIZE: calls per queue message that replays make (at most MAX_BATCH_CALLS)."""
     dedupe_days: int = 30
     """DEDUPE_DAYS: how long a messageId is remembered per app."""
+    retention_days: int = 0
+    """RETENTION_DAYS: days of events and page views kept, by month of receipt (0 keeps all)."""
     worker_metrics_port: int = 0
     """WORKER_METRICS_PORT: where a worker serves Prometheus metrics (0 turns it off)."""
 
@@ -139,6 +141,8 @@ class Settings:
         for name in ("max_call_bytes", "max_batch_bytes", "max_batch_calls", "max_depth"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive")
+        if self.retention_days < 0 or self.dedupe_days <= 0:
+            raise SettingsError("RETENTION_DAYS must not be negative; DEDUPE_DAYS must be positive")
         if self.replay_batch_size <= 0:
             raise SettingsError("REPLAY_BATCH_SIZE must be positive")
         if self.worker_batch_messages <= 0 or self.worker_batch_bytes <= 0:

@@ -24,6 +24,7 @@ from ops.cli import (
     domains,
     events,
     keys,
+    maintenance,
     messages,
     queue,
     replay,
@@ -103,6 +104,7 @@ for command in (
     deadletters.deadletters,
     queue.queue,
     messages.messages,
+    maintenance.maintenance,
 ):
     main.add_command(command)
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from ops import deadletters as dead_letters
+from ops.readmodel import DEFAULT_LIMIT
 from shared import tenancy
 from shared.db import make_engine, make_sessionmaker
 from shared.settings import Settings
@@ -201,7 +202,17 @@ app_option = click.option("--app", "app_name", required=True, metavar="NAME", he
 
 
 limit_option = click.option(
-    "--limit", type=click.IntRange(min=1), metavar="N", help="Only the N newest."
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="At most N rows: every list is a page.",
+)
+after_option = click.option(
+    "--after",
+    metavar="CURSOR",
+    help="Continue after the row whose `cursor` this is (the last row of the previous page).",
 )
 
 

@@ -12,6 +12,7 @@ from ops.cli.common import (
     emit,
     in_app,
     json_option,
+    limit_option,
     work,
 )
 
@@ -27,8 +28,18 @@ def companies() -> None:
 @companies.command("show")
 @app_option
 @click.argument("group_id")
+@limit_option
+@click.option("--after", metavar="CURSOR", help="Continue the members after this next_cursor.")
 @json_option
-def companies_show(app_name: str, group_id: str, as_json: bool) -> None:
-    """Show the company GROUP_ID and the users linked to it."""
-    found = work(in_app(app_name, lambda s, app_id: readmodel.company_profile(s, app_id, group_id)))
+def companies_show(
+    app_name: str, group_id: str, limit: int, after: str | None, as_json: bool
+) -> None:
+    """Show the company GROUP_ID and a page of the users linked to it (--limit, then --after the
+    answer's next_cursor)."""
+    found = work(
+        in_app(
+            app_name,
+            lambda s, app_id: readmodel.company_profile(s, app_id, group_id, limit, after),
+        )
+    )
     emit(found, as_json, title=f"company {group_id}")

@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from ops.cli.common import (
     CONNECT_TIMEOUT,
@@ -55,7 +56,13 @@ def db_upgrade(as_json: bool) -> None:
     settings = load_settings()
     created = ensure_database(settings)
     upgrade(settings)
-    revision = work(lambda session: session.scalar(text("SELECT version_num FROM alembic_version")))
+
+    def analyze(session: Session) -> str | None:
+        # Fresh statistics after a migration: a planner guessing sizes may scan what it should probe.
+        session.execute(text("ANALYZE"))
+        return session.scalar(text("SELECT version_num FROM alembic_version"))
+
+    revision = work(analyze)
     answer = {
         "database": make_url(settings.sqlalchemy_url).database,
         "created": created,

@@ -52,6 +52,9 @@ def deadletters() -> None:
 )
 @click.option("--all", "include_replayed", is_flag=True, help="Include the replayed ones.")
 @limit_option
+@click.option(
+    "--after", "after_id", type=int, metavar="ID", help="Continue after the letter ID (older ones)."
+)
 @json_option
 def deadletters_list(
     app_name: str | None,
@@ -59,10 +62,12 @@ def deadletters_list(
     older_than: timedelta | None,
     newer_than: timedelta | None,
     include_replayed: bool,
-    limit: int | None,
+    limit: int,
+    after_id: int | None,
     as_json: bool,
 ) -> None:
-    """List dead letters, newest first: those not replayed yet unless --all."""
+    """List dead letters, newest first (a page: --limit, then --after the last id shown): those
+    not replayed yet unless --all."""
 
     def unit(session: Session) -> list[dict[str, Any]]:
         where = dead_letters.Filter(
@@ -72,7 +77,7 @@ def deadletters_list(
             newer_than=newer_than,
             include_replayed=include_replayed,
         )
-        return dead_letters.list_letters(session, where, limit)
+        return dead_letters.list_letters(session, where, limit, after_id)
 
     letters = work(unit)
     if not as_json:

@@ -1,13 +1,15 @@
-"""`userdest users`: profiles and their history."""
+"""`userdest users`: profiles and their history, a person's export and erasure."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
+import orjson
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from ops import readmodel
 from ops.cli.common import (
+    after_option,
     app_option,
     emit,
     in_app,
@@ -15,9 +17,9 @@ from ops.cli.common import (
     limit_option,
     work,
 )
-
-if TYPE_CHECKING:
-    pass
+from shared import tenancy
+from shared.erasure import erase
+from shared.ids import lock_key
 
 
 @click.group()
@@ -39,10 +41,13 @@ def users_show(app_name: str, id: str, as_json: bool) -> None:
 @app_option
 @click.argument("id")
 @limit_option
+@after_option
 @json_option
-def users_events(app_name: str, id: str, limit: int | None, as_json: bool) -> None:
-    """List the events the profile ID tracked, newest first."""
-    found = work(in_app(app_name, lambda s, app_id: readmodel.user_events(s, app_id, id, limit)))
+def users_events(app_name: str, id: str, limit: int, after: str | None, as_json: bool) -> None:
+    """List the events the profile ID tracked, newest first, a page at a time."""
+    found = work(
+        in_app(app_name, lambda s, app_id: readmodel.user_events(s, app_id, id, limit, after))
+    )
     emit(found, as_json, title=f"events of {id}", empty="no events")
 
 
@@ -50,8 +55,54 @@ def users_events(app_name: str, id: str, limit: int | None, as_json: bool) -> No
 @app_option
 @click.argument("id")
 @limit_option
+@after_option
 @json_option
-def users_pageviews(app_name: str, id: str, limit: int | None, as_json: bool) -> None:
-    """List the page and screen views of the profile ID, newest first."""
-    found = work(in_app(app_name, lambda s, app_id: readmodel.user_pageviews(s, app_id, id, limit)))
+def users_pageviews(app_name: str, id: str, limit: int, after: str | None, as_json: bool) -> None:
+    """List the page and screen views of the profile ID, newest first, a page at a time."""
+    found = work(
+        in_app(app_name, lambda s, app_id: readmodel.user_pageviews(s, app_id, id, limit, after))
+    )
     emit(found, as_json, title=f"page views of {id}", empty="no page views")
+
+
+@users.command("export")
+@app_option
+@click.argument("id")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
+def users_export(app_name: str, id: str, out: str | None) -> None:
+    """Write everything held about the person ID as one JSON document (an access request)."""
+    found = work(in_app(app_name, lambda s, app_id: readmodel.user_export(s, app_id, id)))
+    data = orjson.dumps(found, option=orjson.OPT_INDENT_2)
+    if out is None:
+        click.echo(data.decode())
+    else:
+        with open(out, "wb") as handle:
+            handle.write(data)
+
+
+@users.command("delete")
+@app_option
+@click.argument("id")
+@click.option("--yes", is_flag=True, help="Really erase: there is no undo.")
+@json_option
+def users_delete(app_name: str, id: str, yes: bool, as_json: bool) -> None:
+    """Erase the person ID names: profile, ids, events, page views, company links and dead
+    letters; later calls naming any of their ids are skipped."""
+    if not yes:
+        raise click.UsageError("erasing a person cannot be undone: add --yes")
+
+    def unit(session: Session) -> dict[str, object]:
+        app_id = tenancy.get_app(session, app_name).id
+        user = readmodel.find_user(session, app_id, id)
+        conn = session.connection()
+        ids = readmodel.identities_of(session, app_id, user.id)
+        # The workers' locks on these ids: no message applies to the person meanwhile.
+        locks = sorted({lock_key(app_id, kind, value) for kind, value in ids})
+        session.execute(
+            text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:l AS bigint[])) AS k"),
+            {"l": locks},
+        )
+        erased = erase(conn, app_id, [user.id], ids)
+        return {"erased": id, "rows": erased.rows, "suppressed_ids": len(erased.ids)}
+
+    emit(work(unit), as_json, title="erased")

@@ -543,7 +543,7 @@ def test_users_pageviews(run: Run) -> None:
 def test_companies_show(run: Run) -> None:
     company = as_json(run("companies", "show", "--app", "shop", "acme", "--json"))
     assert set(company) == COMPANY_KEYS
-    assert company["users"] == ["anon-c", "u1"]
+    assert company["users"] == ["u1", "anon-c"]
     assert company["employees"] == 10
     shown = run("companies", "show", "--app", "shop", "acme").stdout
     for value in ("Acme", "Paris", "tier", "gold", "anon-c, u1"):

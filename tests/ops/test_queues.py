@@ -428,13 +428,18 @@ def apply_all(engine: Engine, queued: list[dict[str, Any]]) -> list[Outcome]:
     return outcomes
 
 
+def uncursored(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "cursor"} for row in rows]
+
+
 def snapshot(engine: Engine, app_id: int) -> dict[str, Any]:
     with Session(engine) as session:
         return {
             user: (
                 readmodel.user_profile(session, app_id, user),
-                readmodel.user_events(session, app_id, user, None),
-                readmodel.user_pageviews(session, app_id, user, None),
+                # Row ids (in the cursors) differ between deployments; the rows do not.
+                uncursored(readmodel.user_events(session, app_id, user, None)),
+                uncursored(readmodel.user_pageviews(session, app_id, user, None)),
             )
             for user in ("u1", "u2", "u3")
         }

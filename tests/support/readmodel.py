@@ -51,13 +51,24 @@ PROFILE_KEYS = {
 }
 
 
-EVENT_KEYS = {"event", "properties", "timestamp", "message_id"}
+EVENT_KEYS = {"event", "properties", "timestamp", "message_id", "cursor"}
 
 
-PAGEVIEW_KEYS = {"kind", "url", "path", "title", "referrer", "name", "timestamp", "message_id"}
+PAGEVIEW_KEYS = {
+    "kind",
+    "url",
+    "path",
+    "title",
+    "referrer",
+    "name",
+    "timestamp",
+    "message_id",
+    "cursor",
+}
 
 
 COMPANY_KEYS = {
+    "next_cursor",
     "group_id",
     "name",
     "description",

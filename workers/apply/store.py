@@ -8,7 +8,6 @@ and the second finds the first's profile. New names go in with `ON CONFLICT DO N
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -20,10 +19,11 @@ from shared import dedupe, erasure
 from shared.attributes import IGNORED_NAMES_KEPT, SENDER_NAMED_REASONS, Caps
 from shared.calls import DELETION
 from shared.db import json_dumps
-from shared.ids import normalize_id
+from shared.ids import lock_key, normalize_id
 from shared.models import (
     CANONICAL_PROFILES,
     COMPANY_FIELDS,
+    PAGE_FIELDS,
     PROFILE_FIELDS,
     EventOccurrence,
     PageView,
@@ -54,12 +54,6 @@ def prune_processed(conn: Connection, days: int, limit: int = dedupe.PRUNE_BATCH
     A worker's occasional share of the work; `userdest maintenance run` finishes it (ops/maintenance.py).
     """
     return dedupe.prune_batch(conn, days, limit)
-
-
-def lock_key(app_id: int, kind: str, value: str) -> int:
-    """A signed 64-bit advisory-lock key for one id of one app."""
-    digest = hashlib.blake2b(f"{app_id}\0{kind}\0{value}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def id_keys(calls: Iterable[Call]) -> set[IdKey]:
@@ -376,17 +370,13 @@ def unpack_times(stored: dict[str, Any]) -> dict[str, str]:
     return times
 
 
-PAGE_COLUMNS = ("url", "path", "title", "referrer", "search", "name", "category")
-"""Page-view columns a page call's properties also carry."""
-
-
 def lean_properties(row: dict[str, Any]) -> dict[str, Any]:
     """A page view's properties without those its columns already hold, exactly as sent."""
     properties: dict[str, Any] = row["properties"]
     return {
         key: value
         for key, value in properties.items()
-        if not (key in PAGE_COLUMNS and isinstance(value, str) and value == row.get(key))
+        if not (key in PAGE_FIELDS and isinstance(value, str) and value == row.get(key))
     }
 
 

@@ -17,6 +17,7 @@ Revises: 0001
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -47,8 +48,8 @@ HISTORY = {
 }
 
 
-def _history_columns(table: str) -> list[sa.Column]:
-    common = [
+def _history_columns(table: str) -> list[sa.Column[Any]]:
+    common: list[sa.Column[Any]] = [
         sa.Column(
             "id",
             sa.BigInteger(),
@@ -59,7 +60,7 @@ def _history_columns(table: str) -> list[sa.Column]:
         sa.Column("user_pk", sa.BigInteger(), nullable=False),
     ]
     if table == "events":
-        own = [sa.Column("event_id", sa.BigInteger(), nullable=False)]
+        own: list[sa.Column[Any]] = [sa.Column("event_id", sa.BigInteger(), nullable=False)]
         props = sa.Column(
             "properties",
             postgresql.JSONB(astext_type=sa.Text()),

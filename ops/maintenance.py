@@ -1,0 +1,74 @@
+"""The one scheduled job that keeps the data bounded (`userdest maintenance run`).
+
+Each run, in short transactions of its own: creates this month's and the next months' history
+partitions (moving any rows the DEFAULT partition caught), drops the months past RETENTION_DAYS,
+forgets every dedupe record older than DEDUPE_DAYS (in batches, until none is left, however far
+behind it was), and refreshes the planner's statistics of the tables it changed. Safe to run from
+several places at once: an advisory lock lets one run work and the others return.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from shared import dedupe, partitions
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOCK = 0x75736572_6D61696E  # "usermain": one maintenance run at a time
+"""The advisory-lock key a run holds for its whole length."""
+
+
+@dataclass
+class Report:
+    ran: bool = True
+    partitions_created: list[str] = field(default_factory=list)
+    partitions_dropped: list[str] = field(default_factory=list)
+    rows_moved_from_default: int = 0
+    dedupe_pruned: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Report:
+    """One maintenance pass; `now` is for tests that travel in time."""
+    started = datetime.now(UTC)
+    now = now or started
+    report = Report()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # A dropped partition or a moved DEFAULT waits for the workers' short transactions, not
+        # the other way round: give up after a while and try at the next run.
+        conn.execute(text("SET lock_timeout = '5s'"))
+        if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK}):
+            report.ran = False
+            return report
+        try:
+            changes = partitions.Changes()
+            partitions.ensure(conn, now, changes)
+            partitions.drop_expired(conn, now, settings.retention_days, changes)
+            report.partitions_created = changes.created
+            report.partitions_dropped = changes.dropped
+            report.rows_moved_from_default = changes.moved
+            report.dedupe_pruned = dedupe.prune(conn, settings.dedupe_days)
+            if report.dedupe_pruned or changes.moved:
+                conn.execute(text("ANALYZE processed_messages"))
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK})
+    report.seconds = round((datetime.now(UTC) - started).total_seconds(), 3)
+    logger.info(
+        "maintenance",
+        extra={
+            "created": len(report.partitions_created),
+            "dropped": len(report.partitions_dropped),
+            "pruned": report.dedupe_pruned,
+        },
+    )
+    return report
