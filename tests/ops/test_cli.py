@@ -546,7 +546,7 @@ def test_companies_show(run: Run) -> None:
     assert company["users"] == ["u1", "anon-c"]
     assert company["employees"] == 10
     shown = run("companies", "show", "--app", "shop", "acme").stdout
-    for value in ("Acme", "Paris", "tier", "gold", "anon-c, u1"):
+    for value in ("Acme", "Paris", "tier", "gold", "u1, anon-c"):
         assert value in shown
 
 
