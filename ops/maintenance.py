@@ -43,11 +43,13 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
     started = datetime.now(UTC)
     now = now or started
     report = Report()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        # A dropped partition or a moved DEFAULT waits for the workers' short transactions, not
-        # the other way round: give up after a while and try at the next run.
-        conn.execute(text("SET lock_timeout = '5s'"))
-        if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK}):
+    with engine.connect() as conn:
+        with conn.begin():
+            # A dropped partition or a moved DEFAULT waits for the workers' short transactions,
+            # not the other way round: give up after a while and try at the next run.
+            conn.execute(text("SET lock_timeout = '5s'"))
+            locked = conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK})
+        if not locked:
             report.ran = False
             return report
         try:
@@ -58,10 +60,14 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
             report.partitions_dropped = changes.dropped
             report.rows_moved_from_default = changes.moved
             report.dedupe_pruned = dedupe.prune(conn, settings.dedupe_days)
-            if report.dedupe_pruned or changes.moved:
-                conn.execute(text("ANALYZE processed_messages"))
+            if report.dedupe_pruned:
+                with conn.begin():
+                    conn.execute(text("ANALYZE processed_messages"))
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK})
+            if conn.in_transaction():
+                conn.rollback()
+            with conn.begin():
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK})
     report.seconds = round((datetime.now(UTC) - started).total_seconds(), 3)
     logger.info(
         "maintenance",

@@ -45,7 +45,7 @@ def prune_batch(conn: Connection, days: int, limit: int = PRUNE_BATCH) -> int:
 
 def prune(conn: Connection, days: int, limit: int = PRUNE_BATCH) -> int:
     """Forget every record older than `days`, `limit` at a time, each batch committed on its own
-    (`conn` is in autocommit mode); returns how many went. Finishes however far behind it was."""
+    (`conn` has no transaction open); returns how many went. Finishes however far behind it was."""
     total = 0
     while True:
         with conn.begin():

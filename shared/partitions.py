@@ -88,18 +88,19 @@ def existing(conn: Connection, table: str) -> dict[date, str]:
 
 
 def ensure(conn: Connection, now: datetime, changes: Changes) -> None:
-    """Create the partitions of this month and MONTHS_AHEAD more, moving any rows the DEFAULT
-    partition caught for them; each table in its own short transaction (the caller's connection
-    is in autocommit mode)."""
+    """Create the partitions of this month and MONTHS_AHEAD more, and of any month the DEFAULT
+    partition caught rows for (moving them in); each in a short transaction of its own (`conn`
+    has none open)."""
     first = month_of(now)
     for table in PARTITIONED:
-        have = existing(conn, table)
-        caught = conn.scalars(
-            text(
-                "SELECT DISTINCT CAST(date_trunc('month', ingested_at AT TIME ZONE 'UTC') AS date) "  # noqa: S608 (fixed names)
-                f"FROM {table}_default"
-            )
-        ).all()
+        with conn.begin():
+            have = existing(conn, table)
+            caught = conn.scalars(
+                text(
+                    "SELECT DISTINCT CAST(date_trunc('month', ingested_at AT TIME ZONE 'UTC') "  # noqa: S608 (fixed names)
+                    f"AS date) FROM {table}_default"
+                )
+            ).all()
         wanted = {add_months(first, n) for n in range(MONTHS_AHEAD + 1)} | set(caught)
         for month in sorted(wanted):
             if month in have:
@@ -142,7 +143,9 @@ def drop_expired(conn: Connection, now: datetime, days: int, changes: Changes) -
         return
     cutoff = now - timedelta(days=days)
     for table in PARTITIONED:
-        for month, name in sorted(existing(conn, table).items()):
+        with conn.begin():
+            have = existing(conn, table)
+        for month, name in sorted(have.items()):
             end = datetime.combine(add_months(month, 1), datetime.min.time(), UTC)
             if end > cutoff:
                 break
