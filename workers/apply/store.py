@@ -146,12 +146,13 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
     # same round trip says which ids belong to erased people.
     probed = conn.execute(
         text(
-            "SELECT k.kind, k.value, i.user_pk, EXISTS (SELECT 1 FROM suppressed_ids s "
-            "WHERE s.app_id = :app AND s.key = k.skey) "
+            "SELECT k.kind, k.value, i.user_pk, s.gone IS NOT NULL "
             "FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[]), CAST(:skeys AS uuid[])) "
             "AS k(kind, value, skey) "
             "LEFT JOIN LATERAL (SELECT user_pk FROM identities "
-            "WHERE app_id = :app AND kind = k.kind AND value = k.value LIMIT 1) AS i ON true"
+            "WHERE app_id = :app AND kind = k.kind AND value = k.value LIMIT 1) AS i ON true "
+            "LEFT JOIN LATERAL (SELECT true AS gone FROM suppressed_ids "
+            "WHERE app_id = :app AND key = k.skey LIMIT 1) AS s ON true"
         ),
         {
             "app": state.app_id,
