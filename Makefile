@@ -10,7 +10,7 @@ export REDIS_URL ?= redis://127.0.0.1:6379/0
 PORT ?= 8000
 TEST_JOBS ?= 2
 
-.PHONY: help install run test test-fast lint migrate bench lock clean
+.PHONY: help install run test test-fast lint migrate bench bench-scale lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ lint: install ## ruff and mypy on the packages
 
 bench: install ## run the seeded SPEC 9 workload on the real stack; writes bench-results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-scale: install ## a batch of 100 at an empty and a ~10M-call database, storage per call, a month of dedupe
+	$(BIN)/python -m bench.scale $(BENCH_SCALE_ARGS)
 
 lock: install ## pin the image's runtime packages in constraints.txt, from pyproject.toml
 	$(BIN)/python scripts/lock.py

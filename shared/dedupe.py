@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 
 from sqlalchemy import Connection, text
 
@@ -27,29 +28,35 @@ def key(app_id: int, message_id: str) -> uuid.UUID:
     return uuid.UUID(bytes=hashlib.sha256(f"{app_id}:{message_id}".encode()).digest()[:16])
 
 
-def prune_batch(conn: Connection, days: int, limit: int = PRUNE_BATCH) -> int:
-    """Forget up to `limit` records older than `days`; returns how many went.
+def prune_batch(
+    conn: Connection, days: int, limit: int = PRUNE_BATCH, now: datetime | None = None
+) -> int:
+    """Forget up to `limit` records older than `days` (before `now`, the database's clock unless
+    given); returns how many went.
 
     SKIP LOCKED lets several pruners (the maintenance job, a worker) run at once without queueing.
     """
     result = conn.execute(
         text(
             "DELETE FROM processed_messages WHERE ctid = ANY(ARRAY(SELECT ctid "
-            "FROM processed_messages WHERE processed_at < now() - make_interval(days => :days) "
+            "FROM processed_messages WHERE processed_at < "
+            "coalesce(CAST(:now AS timestamptz), now()) - make_interval(days => :days) "
             "ORDER BY processed_at LIMIT :limit FOR UPDATE SKIP LOCKED))"
         ),
-        {"days": days, "limit": limit},
+        {"days": days, "limit": limit, "now": now},
     )
     return int(result.rowcount)
 
 
-def prune(conn: Connection, days: int, limit: int = PRUNE_BATCH) -> int:
+def prune(
+    conn: Connection, days: int, limit: int = PRUNE_BATCH, now: datetime | None = None
+) -> int:
     """Forget every record older than `days`, `limit` at a time, each batch committed on its own
     (`conn` has no transaction open); returns how many went. Finishes however far behind it was."""
     total = 0
     while True:
         with conn.begin():
-            gone = prune_batch(conn, days, limit)
+            gone = prune_batch(conn, days, limit, now)
         total += gone
         if gone < limit:
             return total
