@@ -547,3 +547,42 @@ def test_a_gzip_webhook_may_be_signed_over_either_form_of_the_body(client, tenan
 def test_the_signature_is_only_asked_of_webhooks(client, tenant: Tenant):
     tenant.set_secret("s3cret")
     assert post(client, "/v1/track", CALL, basic(tenant.api_key)).status_code == 200
+
+
+# --- deletion requests ----------------------------------------------------------------------------
+
+# Segment's deletion request as a destination receives it: an event of type `delete` naming the
+# person by userId (and anonymousId where known); Segment's own destination kit reads just those
+# two ids from it (@segment/actions-core, Destination._onDelete).
+DELETION = {
+    "type": "delete",
+    "userId": "user-to-forget",
+    "messageId": "delete-2b9c1f0e",
+    "timestamp": "2026-11-28T10:00:00.000Z",
+    "context": {"library": {"name": "segment-regulation", "version": "1"}},
+}
+
+
+def test_a_signed_webhook_deletion_request_is_enqueued(client, tenant: Tenant, ingest_queue):
+    tenant.set_secret("s3cret")
+    body = jdump(DELETION)
+    headers = {**basic(tenant.api_key), "X-Signature": sign("s3cret", body)}
+    assert post(client, "/webhook", body, headers).status_code == 200
+    assert ingest_queue()[0]["calls"] == [DELETION]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/webhook", DELETION),  # unsigned: the app has no webhook secret
+        ("/v1/batch", {"batch": [DELETION]}),  # a library's write key is public
+    ],
+)
+def test_a_deletion_request_is_refused_elsewhere(client, tenant: Tenant, ingest_queue, path, body):
+    response = post(client, path, jdump(body), basic(tenant.api_key))
+    if path == "/webhook":
+        assert response.status_code == 400
+        assert response.json["code"] == "deletion_not_allowed"
+    else:
+        assert response.json["rejected"][0]["errors"][0]["code"] == "deletion_not_allowed"
+        assert [c for e in ingest_queue() for c in e["calls"]] == []  # kept as a dead letter
