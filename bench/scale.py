@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _, engine = _fresh_database()
-    app_id = _app(engine)
+    app_id = app_with_definitions(engine)
     report: dict[str, Any] = {"calls_loaded": args.calls, "started": datetime.now(UTC).isoformat()}
     # Warm up (creates the users), then time.
     _batches(engine, app_id, args.users, seed=1, count=20)
@@ -95,7 +95,8 @@ def _fresh_database() -> tuple[Settings, Engine]:
     return settings, make_engine(settings)
 
 
-def _app(engine: Engine) -> int:
+def app_with_definitions(engine: Engine) -> int:
+    """A new app with the workload's operator definitions, as `attributes define` makes them."""
     with engine.begin() as conn:
         app_id = int(conn.scalar(text("INSERT INTO apps (name) VALUES ('bench') RETURNING id")))
         for a in DEFINED:

@@ -9,7 +9,6 @@ The same command measured the schema before issue 11 (docs/data.md has both runs
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import uuid
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import text
 
-from bench.workload import DEFINED, generate
+from bench.scale import app_with_definitions
+from bench.workload import generate
 from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.migrate import upgrade
@@ -40,23 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(database_url=f"{base}/{args.database}").verify()
     upgrade(settings)
     engine = make_engine(settings)
-    with engine.begin() as conn:
-        app_id = int(conn.scalar(text("INSERT INTO apps (name) VALUES ('bench') RETURNING id")))
-        for a in DEFINED:
-            conn.execute(
-                text(
-                    "INSERT INTO attribute_definitions (app_id, scope, event, name, type, choices,"
-                    " origin) VALUES (:app, :s, :e, :n, :t, CAST(:c AS jsonb), 'operator')"
-                ),
-                {
-                    "app": app_id,
-                    "s": a.scope,
-                    "e": a.event,
-                    "n": a.name,
-                    "t": a.type,
-                    "c": json.dumps(list(a.choices)) if a.choices else None,
-                },
-            )
+    app_id = app_with_definitions(engine)
     calls = generate(7, args.users, args.calls)
     started = time.perf_counter()
     for i in range(0, len(calls), args.batch):
