@@ -219,7 +219,7 @@ def test_postgres_down_message_waits_and_is_applied_once(
             return (
                 count(
                     engine,
-                    "SELECT count(*) FROM processed_messages "
+                    "SELECT count(*) FROM page_views "
                     "WHERE message_id IN ('m-pgdown-1', 'm-pgdown-2')",
                 )
                 == 2
