@@ -223,6 +223,7 @@ def _dedupe_month(engine: Engine, rate: int, scale: int) -> dict[str, Any]:
     per_day = rate * 86_400 // scale
     start = datetime(2026, 1, 1, tzinfo=UTC)
     prune_seconds = 0.0
+    pruned = 0
     with engine.connect() as conn:
         conn.execute(text("TRUNCATE processed_messages"))
         conn.commit()
@@ -237,7 +238,7 @@ def _dedupe_month(engine: Engine, rate: int, scale: int) -> dict[str, Any]:
             )
             conn.commit()
             started = time.perf_counter()
-            dedupe.prune(conn, 30, now=start + timedelta(days=day + 1))
+            pruned += dedupe.prune(conn, 30, now=start + timedelta(days=day + 1))
             prune_seconds += time.perf_counter() - started
         end = start + timedelta(days=31)
         left, oldest = conn.execute(
@@ -251,8 +252,12 @@ def _dedupe_month(engine: Engine, rate: int, scale: int) -> dict[str, Any]:
         "records_of_30_days": per_day * 30,
         "oldest_left_days_before_end": round((end - oldest).total_seconds() / 86_400, 2),
         "only_last_30_days_left": int(left) == per_day * 30 and oldest >= end - timedelta(days=30),
-        "prune_seconds_per_simulated_day": round(prune_seconds / 31, 3),
-        "prune_seconds_per_day_at_full_rate": round(prune_seconds / 31 * scale, 1),
+        "records_pruned": pruned,
+        "prune_records_per_second": round(pruned / prune_seconds) if prune_seconds else None,
+        # A day of records at the full rate, deleted at the measured speed.
+        "prune_seconds_per_day_at_full_rate": round(rate * 86_400 * prune_seconds / pruned, 1)
+        if pruned
+        else None,
     }
 
 
@@ -269,8 +274,8 @@ def _print(report: dict[str, Any]) -> None:
     print(f"  dedupe after 31 days at {d['calls_per_second']} calls/s (1 record = "
           f"{d['calls_per_record']} calls): {d['records_left']:,} left, oldest "
           f"{d['oldest_left_days_before_end']} days; only the last 30 days: "
-          f"{d['only_last_30_days_left']}; pruning {d['prune_seconds_per_day_at_full_rate']} s "
-          "a day at full rate")  # fmt: skip
+          f"{d['only_last_30_days_left']}; pruned {d['prune_records_per_second']} records/s, "
+          f"{d['prune_seconds_per_day_at_full_rate']} s for a day at full rate")  # fmt: skip
 
 
 if __name__ == "__main__":
