@@ -17,6 +17,7 @@ CALL_ERROR_CODES = [
     "type_mismatch",
     "missing_type",
     "unknown_type",
+    "deletion_not_allowed",
     "missing_user_id",
     "missing_previous_id",
     "invalid_message_id",

@@ -45,6 +45,7 @@ from bench.stack import (
 )
 from bench.workload import DEFINED, MIX, UNDEFINED, generate
 from ops.cli.attributes import define_attribute
+from shared import dedupe
 from shared.db import make_engine
 from shared.queues import INGEST
 from shared.settings import Settings
@@ -198,7 +199,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
         say(f"starting the receiver and a worker (logs in {logs})", highlight=False)
         with Stack(target, logs, opts.log_level) as stack:
             warm = send(stack.url, warm_key, warmup, opts.clients, opts.max_seconds)
-            _wait_applied(engine, client, stack, warm_app, warm.calls, opts.max_seconds)
+            warmed = _wait_applied(engine, client, stack, warm_app, warm.calls, opts.max_seconds)
             groups = stack.process_groups()
             say(f"sending {len(singles):,} single calls from {opts.clients} clients")
             marks = [cpu.sample(groups, target.database)]
@@ -220,6 +221,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
                 single.calls + batch.calls,
                 2 * opts.max_seconds,
                 marker=single_calls[-1]["messageId"] if single_calls else None,
+                already=warmed.applied,
                 sampler=lambda: cpu.sample(groups, target.database),
             )
             marks.append(cpu.sample(groups, target.database))
@@ -404,6 +406,7 @@ def _wait_applied(
     timeout: float,
     marker: str | None = None,
     sampler: Callable[[], cpu.Sample | None] | None = None,
+    already: int = 0,
 ) -> Applied:
     """Wait until the app's applied calls and dead letters reach `expected`.
 
@@ -412,24 +415,26 @@ def _wait_applied(
     messageId is applied yet is one primary-key lookup, so it is asked at every poll.
     """
     deadline = time.perf_counter() + timeout
+    # Dedupe records are keyed by a hash of app and messageId (shared/dedupe.py): the app's are
+    # all of them less the `already` applied for the warm-up app.
     count = text(
-        "SELECT (SELECT count(*) FROM processed_messages WHERE app_id = :app), "
+        "SELECT (SELECT count(*) FROM processed_messages) - :already, "
         "(SELECT count(*) FROM dead_letters WHERE app_id = :app)"
     )
-    seen = text("SELECT 1 FROM processed_messages WHERE app_id = :app AND message_id = :id")
+    seen = text("SELECT 1 FROM processed_messages WHERE key = :key")
     applied = dead = 0
     marker_at: float | None = None
     marker_cpu = None
     first = True
     while True:
         with engine.connect() as conn:
-            if marker is not None and conn.scalar(seen, {"app": app_id, "id": marker}):
+            if marker is not None and conn.scalar(seen, {"key": dedupe.key(app_id, marker)}):
                 if not first:
                     marker_at = time.perf_counter()
                     marker_cpu = sampler() if sampler else None
                 marker = None
             if client.llen(INGEST) == 0:
-                applied, dead = conn.execute(count, {"app": app_id}).one()
+                applied, dead = conn.execute(count, {"app": app_id, "already": already}).one()
                 if applied + dead >= expected:
                     now = time.perf_counter()
                     return Applied(now, int(applied), int(dead), marker_at, marker_cpu)
