@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import orjson
 from sqlalchemy import text
@@ -48,7 +50,7 @@ def users_events(app_name: str, id: str, limit: int, after: str | None, as_json:
     found = work(
         in_app(app_name, lambda s, app_id: readmodel.user_events(s, app_id, id, limit, after))
     )
-    emit(found, as_json, title=f"events of {id}", empty="no events")
+    _emit_page(found, limit, as_json, title=f"events of {id}", empty="no events")
 
 
 @users.command("pageviews")
@@ -62,7 +64,24 @@ def users_pageviews(app_name: str, id: str, limit: int, after: str | None, as_js
     found = work(
         in_app(app_name, lambda s, app_id: readmodel.user_pageviews(s, app_id, id, limit, after))
     )
-    emit(found, as_json, title=f"page views of {id}", empty="no page views")
+    _emit_page(found, limit, as_json, title=f"page views of {id}", empty="no page views")
+
+
+def _emit_page(
+    rows: list[dict[str, Any]], limit: int, as_json: bool, title: str, empty: str
+) -> None:
+    """A page of rows; a person reading a table gets the next page's option instead of cursors."""
+    if as_json:
+        emit(rows, as_json)
+        return
+    emit(
+        [{k: v for k, v in r.items() if k != "cursor"} for r in rows],
+        False,
+        title=title,
+        empty=empty,
+    )
+    if len(rows) == limit:
+        click.echo(f"more: --after {rows[-1]['cursor']}", err=True)
 
 
 @users.command("export")
