@@ -11,7 +11,7 @@
 - users and companies: fillfactor 80 so updates stay on their page (HOT), and earlier autovacuum.
 
 Revision ID: 0002
-Revises: 0001
+Revises: 0005 (main's head when this branch was rebased; written against 0001)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from shared.dedupe import KEY_SQL
 from shared.partitions import MONTHS_AHEAD, add_months, create_sql, default_sql, month_of
 
 revision = "0002"
-down_revision = "0001"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
