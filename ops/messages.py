@@ -20,6 +20,7 @@ import redis
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from shared import dedupe
 from shared.models import DeadLetter, EventOccurrence, Identity, PageView, ProcessedMessage, User
 from shared.queues import QUEUES
 from shared.queuestate import UNACKED, MessageError, decode_message
@@ -35,7 +36,7 @@ def in_postgres(session: Session, app_id: int, message_id: str) -> dict[str, Any
     """What Postgres knows of the call: when it was applied, to which profile, its dead letters."""
     applied_at = session.scalar(
         select(ProcessedMessage.processed_at).where(
-            ProcessedMessage.app_id == app_id, ProcessedMessage.message_id == message_id
+            ProcessedMessage.key == dedupe.key(app_id, message_id)
         )
     )
     profile = None

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ops.readmodel import NotFound
 from ops.replay import Send, Summary
+from shared import dedupe
 from shared.models import App, ReplayRun, ReplayRunMessage
 from shared.timeparse import iso
 
@@ -69,22 +70,24 @@ class RunRecorder:
             )
 
 
+_APPLIED = dedupe.KEY_SQL.format(app="r.app_id", mid="m.message_id")
+"""The dedupe record of a run's call: keyed by a hash of app and messageId (shared/dedupe.py)."""
 _PROGRESS = text(
     """
     SELECT count(*) AS calls,
-           count(p.message_id) FILTER (WHERE p.processed_at >= r.started_at) AS applied,
-           count(p.message_id) FILTER (WHERE p.processed_at < r.started_at) AS duplicates,
+           count(p.key) FILTER (WHERE p.processed_at >= r.started_at) AS applied,
+           count(p.key) FILTER (WHERE p.processed_at < r.started_at) AS duplicates,
            count(*) FILTER (
-               WHERE p.message_id IS NULL AND EXISTS (
+               WHERE p.key IS NULL AND EXISTS (
                    SELECT 1 FROM dead_letters d
                    WHERE d.app_id = r.app_id AND d.message_id = m.message_id
                      AND (d.replayed_at IS NULL OR d.updated_at > d.replayed_at))
            ) AS dead_letters
     FROM replay_run_messages m
     JOIN replay_runs r ON r.id = m.run_id
-    LEFT JOIN processed_messages p ON p.app_id = r.app_id AND p.message_id = m.message_id
+    LEFT JOIN processed_messages p ON p.key = APPLIED_KEY
     WHERE m.run_id = :run
-    """
+    """.replace("APPLIED_KEY", _APPLIED)
 )
 
 

@@ -461,7 +461,7 @@ class ReplayRun(Base):
     __tablename__ = "replay_runs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, comment="the run id, shown once")
-    app_id: Mapped[int] = _app_fk()
+    app_id: Mapped[int] = _app_fk(index=True)
     queue: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(Text, comment="the file's name, or - for stdin")
     started_at: Mapped[datetime] = _now()

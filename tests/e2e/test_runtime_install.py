@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from shared import dedupe
 from shared.settings import Settings
 from tests.support.receiver import make_tenant
 from tests.support.stack import ROOT, answers, free_port, stack_env, stop, wait_for
@@ -130,7 +131,8 @@ def test_a_runtime_only_install_runs_a_worker_and_a_receiver(
     def applied() -> bool:
         with clean_db.connect() as conn:
             found = conn.scalar(
-                text("SELECT count(*) FROM processed_messages WHERE message_id = 'rt-1'")
+                text("SELECT count(*) FROM processed_messages WHERE key = :k"),
+                {"k": dedupe.key(tenant.app_id, "rt-1")},
             )
             return bool(found)
 
