@@ -95,15 +95,6 @@ def _time_cursor(when: datetime, row_id: int) -> str:
     return encode_cursor(when.isoformat(), row_id)
 
 
-class _Definition(Protocol):
-    scope: str
-    event: str
-    name: str
-    type: str
-    choices: list[Any] | None
-    origin: str
-
-
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else iso(value)
 

@@ -28,6 +28,12 @@ LETTER_NAMES_PERSON = (
 """Which dead letters hold a call naming one of the ids `:v` of app `:app` (erased and exported)."""
 
 
+_FAMILY = text(
+    "WITH RECURSIVE family(id) AS (SELECT unnest(CAST(:pks AS bigint[])) UNION "
+    "SELECT u.id FROM users u JOIN family f ON u.merged_into = f.id) SELECT id FROM family"
+)
+
+
 def suppression_key(app_id: int, kind: str, value: str) -> uuid.UUID:
     """The hash under which an erased id of an app is remembered."""
     digest = hashlib.sha256(f"{app_id}:{kind}:{value}".encode()).digest()
@@ -46,8 +52,11 @@ def erase(conn: Connection, app_id: int, pks: Iterable[int], named: Iterable[IdK
     """Delete the profiles `pks` of the app with all their rows, and suppress every id they had
     plus the ids `named` (a request may name an id no profile holds yet). The caller holds the
     advisory locks of those ids and commits."""
-    pks = sorted(set(pks))
     out = Erased(ids=set(named))
+    pks = sorted(set(pks))
+    if pks:
+        # The profiles merged into these whose history has not moved yet go with them.
+        pks = sorted(set(conn.scalars(_FAMILY, {"pks": pks})))
     params = {"app": app_id, "pks": pks}
     if pks:
         found = conn.execute(

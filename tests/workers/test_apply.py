@@ -375,7 +375,7 @@ def test_a_merge_does_not_move_history_in_the_applying_transaction(
     assert count(conn, "SELECT merged_into FROM users WHERE id = :s", s=source) == target["id"]
     # Readers see it on the target at once.
     with Session(bind=conn) as session:
-        assert len(readmodel.user_pageviews(session, app_id, "known")) == 2501
+        assert len(readmodel.user_pageviews(session, app_id, "known", limit=None)) == 2501
         assert readmodel.user_profile(session, app_id, "anon-1")["user_id"] == "known"
     # The background move: bounded batches, then the tombstone goes.
     moves = []
@@ -389,7 +389,7 @@ def test_a_merge_does_not_move_history_in_the_applying_transaction(
     apply({"type": "alias", "previousId": "known", "userId": "other"})
     assert count(conn, "SELECT count(*) FROM page_views WHERE user_pk = :t", t=target["id"]) == 2501
     with Session(bind=conn) as session:
-        assert len(readmodel.user_pageviews(session, app_id, "other")) == 2501
+        assert len(readmodel.user_pageviews(session, app_id, "other", limit=None)) == 2501
 
 
 @pytest.mark.parametrize(

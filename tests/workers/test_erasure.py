@@ -125,3 +125,18 @@ def test_a_delete_call_from_anywhere_but_the_webhook_erases_nothing(
     out = apply(envelope(app_id, [{"type": "delete", "userId": "u1"}], source="http"))
     assert out.dead_letters["deletion_not_allowed"] == 1
     assert _rows(conn, app_id)["users"] == 1
+
+
+def test_erasure_takes_profiles_merged_in_whose_history_has_not_moved_yet(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    apply({"type": "page", "anonymousId": "anon-m", "properties": {"url": "https://x.example/"}})
+    apply({"type": "identify", "userId": "known", "traits": {"email": "k@example.com"}})
+    apply({"type": "alias", "previousId": "anon-m", "userId": "known"})
+    # The merged-away profile is a tombstone still holding its page view (moved in background).
+    assert _rows(conn, app_id)["users"] == 2
+    apply(envelope(app_id, [{"type": "delete", "userId": "known"}], source="webhook"))
+    rows = _rows(conn, app_id)
+    assert rows["users"] == 0 and rows["page_views"] == 0 and rows["identities"] == 0
+    apply({"type": "page", "anonymousId": "anon-m"})
+    assert _rows(conn, app_id)["users"] == 0
