@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench.load import Request, percentile, send
+from shared import dedupe
 
 POLL_SECONDS = 0.05
 WINDOW_SECONDS = 2.0
@@ -39,10 +40,9 @@ def paced_lag(
     seen: dict[str, float] = {}
     sending = threading.Event()
     sending.set()
-    query = text(
-        "SELECT message_id FROM processed_messages "
-        "WHERE app_id = :app AND processed_at > to_timestamp(:since)"
-    )
+    # Dedupe records are keyed by a hash of app and messageId (shared/dedupe.py).
+    by_key = {dedupe.key(app_id, mid): mid for mid in message_ids}
+    query = text("SELECT key FROM processed_messages WHERE processed_at > to_timestamp(:since)")
     expected = {"n": len(requests), "until": float("inf")}
 
     def poll() -> None:
@@ -50,8 +50,9 @@ def paced_lag(
         while sending.is_set() or (len(seen) < expected["n"] and time.time() < expected["until"]):
             now = time.time()
             with engine.connect() as conn:
-                for (mid,) in conn.execute(query, {"app": app_id, "since": since}):
-                    seen.setdefault(mid, now)
+                for (key,) in conn.execute(query, {"since": since}):
+                    if key in by_key:
+                        seen.setdefault(by_key[key], now)
             since = now - WINDOW_SECONDS
             time.sleep(POLL_SECONDS)
 
