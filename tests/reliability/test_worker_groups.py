@@ -70,7 +70,12 @@ def children(pid: int) -> list[int]:
 
 def waiting_on_lock(engine: Engine) -> bool:
     return bool(
-        count(engine, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        count(
+            engine,
+            # pg_locks is the whole server's: other test runs on it wait on advisory locks too.
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
     )
 
 
