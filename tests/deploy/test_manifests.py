@@ -146,11 +146,28 @@ def test_the_migration_job_runs_db_upgrade_once() -> None:
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    """The pod template's spec of a Deployment, a Job or a CronJob; {} for other kinds."""
+    spec = obj.get("spec", {})
+    if obj["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec.get("template", {}).get("spec", {})
+
+
+def test_maintenance_runs_hourly_as_compose_runs_it_one_run_at_a_time() -> None:
+    cron = find("CronJob", "userdest-maintenance")
+    [job] = pod_spec(cron)["containers"]
+    # compose keeps one process looping (`--every 3600`); Kubernetes starts one run an hour.
+    assert compose_command("maintenance") == [*job["command"], "--every", "3600"]
+    assert cron["spec"]["schedule"].split()[1:] == ["*", "*", "*", "*"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
 def test_every_variable_is_a_setting_or_a_tool_s_and_is_documented() -> None:
     readme = (ROOT / "README.md").read_text()
     named = set(config()) | set(secret())
     for obj in k8s_objects():
-        for item in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        for item in pod_spec(obj).get("containers", []):
             named |= set(env_of(item))
     assert named - SETTINGS_VARS - TOOL_VARS == set()
     for var in named:
@@ -171,9 +188,9 @@ def test_config_values_verify_and_are_the_defaults_unless_explained() -> None:
 
 def test_every_userdest_container_reads_config_and_secret() -> None:
     for obj in k8s_objects():
-        if obj["kind"] not in ("Deployment", "Job"):
+        if obj["kind"] not in ("Deployment", "Job", "CronJob"):
             continue
-        for item in obj["spec"]["template"]["spec"]["containers"]:
+        for item in pod_spec(obj)["containers"]:
             refs = {next(iter(r.values()))["name"] for r in item["envFrom"]}
             assert refs == {"userdest-config", "userdest-secrets"}
             assert item["resources"]["limits"] and item["resources"]["requests"]

@@ -1,4 +1,4 @@
-"""The migration path of an existing database (0001 to 0002): history moves into monthly
+"""The migration path of an existing database (0001 to 0005): history moves into monthly
 partitions, dedupe records are rehashed so nothing applied is applied again, models match."""
 
 from __future__ import annotations

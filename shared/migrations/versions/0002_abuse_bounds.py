@@ -1,7 +1,7 @@
 """bounds against abuse: dead letters keep their batch's defaults once; merged-away profiles stay
 as tombstones naming the profile they live on in, while their history moves in the background
 
-Revision ID: 0003
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-01 02:50:00
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0003"
+revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

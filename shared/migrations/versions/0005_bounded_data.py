@@ -10,8 +10,8 @@
 - six `app_id` indexes that the tables' unique keys (which start with app_id) already serve.
 - users and companies: fillfactor 80 so updates stay on their page (HOT), and earlier autovacuum.
 
-Revision ID: 0002
-Revises: 0005 (main's head when this branch was rebased; written against 0001)
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from sqlalchemy.dialects import postgresql
 from shared.dedupe import KEY_SQL
 from shared.partitions import MONTHS_AHEAD, add_months, create_sql, default_sql, month_of
 
-revision = "0002"
-down_revision = "0005"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
