@@ -6,12 +6,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import Connection, Engine
 
 from shared.envelope import Envelope
+from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from workers.apply.batch import Outcome, apply_envelope
+from workers.tasks import Applier
 
 
 @pytest.fixture
@@ -43,3 +46,11 @@ def apply(conn: Connection, app_id: int) -> Callable[..., Outcome]:
         return apply_envelope(conn, env)
 
     return run
+
+
+@pytest.fixture
+def applier(clean_db: Engine, settings: Settings, redis_client: redis.Redis) -> Iterator[Applier]:
+    """A worker process's applier against the committed test database and the run's Redis."""
+    applier = Applier(settings)
+    yield applier
+    applier.close()

@@ -4,8 +4,6 @@ the test Redis and Postgres: what it takes, what it acknowledges, what it isolat
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -21,23 +19,10 @@ from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
+from tests.support.tasks import FakeTask
 from workers import tasks
 from workers.apply import batch
 from workers.drain import GROUP_PREFIX, UNACKED, UNACKED_INDEX, task_message
-
-
-class FakeTask:
-    def __init__(self, task_id: str, queue: str = INGEST) -> None:
-        self.request = SimpleNamespace(id=task_id, delivery_info={"routing_key": queue})
-
-
-@pytest.fixture
-def applier(
-    clean_db: Engine, settings: Settings, redis_client: redis.Redis
-) -> Iterator[tasks.Applier]:
-    applier = tasks.Applier(settings)
-    yield applier
-    applier.close()
 
 
 @pytest.fixture(autouse=True)

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from types import SimpleNamespace
-
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
+from tests.support.tasks import FakeTask
 from workers import tasks
-
-
-class FakeTask:
-    def __init__(self, queue: str | None) -> None:
-        delivery = {} if queue is None else {"routing_key": queue}
-        self.request = SimpleNamespace(id="task-1", delivery_info=delivery)
 
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-def applier(clean_db: Engine, settings: Settings) -> Iterator[tasks.Applier]:
-    applier = tasks.Applier(settings)
-    yield applier
-    applier.close()
 
 
 @pytest.fixture
@@ -45,8 +29,8 @@ def test_duplicates_and_lag_are_counted_by_queue(applier: tasks.Applier, app_id:
         sample("userdest_duplicates_skipped_total", queue="replay"),
         sample("userdest_apply_lag_seconds_count", queue="replay"),
     )
-    applier.apply(FakeTask("replay"), env.to_dict())
-    applier.apply(FakeTask("replay"), env.to_dict())
+    applier.apply(FakeTask(queue="replay"), env.to_dict())
+    applier.apply(FakeTask(queue="replay"), env.to_dict())
     assert sample("userdest_duplicates_skipped_total", queue="replay") - before[0] == 2
     assert sample("userdest_apply_lag_seconds_count", queue="replay") - before[1] == 2
 
@@ -58,16 +42,20 @@ def test_a_retry_is_counted_by_queue(
     monkeypatch.setattr(tasks, "apply_envelope", failing(2, deadlock, tasks.apply_envelope))
     monkeypatch.setattr(tasks.time, "sleep", lambda _: None)
     before = sample("userdest_task_retries_total", queue="ingest")
-    applier.apply(FakeTask("ingest"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict())
+    applier.apply(
+        FakeTask(queue="ingest"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
+    )
     assert sample("userdest_task_retries_total", queue="ingest") - before == 2
 
 
 def test_an_unknown_queue_is_labelled_other(applier: tasks.Applier, app_id: int) -> None:
     before = sample("userdest_apply_lag_seconds_count", queue="other")
     applier.apply(
-        FakeTask("made-up"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
+        FakeTask(queue="made-up"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
     )
-    applier.apply(FakeTask(None), envelope(app_id, [{"type": "page", "userId": "v"}]).to_dict())
+    applier.apply(
+        FakeTask(queue=None), envelope(app_id, [{"type": "page", "userId": "v"}]).to_dict()
+    )
     assert sample("userdest_apply_lag_seconds_count", queue="other") - before == 2
     assert sample("userdest_apply_lag_seconds_count", queue="made-up") == 0
 
@@ -85,7 +73,7 @@ def test_ignored_values_are_counted_by_scope_and_reason_not_by_name(
         )
     before = sample("userdest_coercions_ignored_total", scope="user", reason="uncoercible")
     call = {"type": "identify", "userId": "u", "traits": {"age": "ancient"}}
-    applier.apply(FakeTask("ingest"), envelope(app_id, [call]).to_dict())
+    applier.apply(FakeTask(queue="ingest"), envelope(app_id, [call]).to_dict())
     assert (
         sample("userdest_coercions_ignored_total", scope="user", reason="uncoercible") == before + 1
     )

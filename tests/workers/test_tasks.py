@@ -3,7 +3,6 @@ unreachable, dead-letter what never will work."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,19 +11,12 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import dedupe
-from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
+from tests.support.tasks import FakeTask
 from workers import tasks
 from workers.apply import batch
-
-
-class FakeTask:
-    """What the task reads of Celery's request: its id and the queue it came from."""
-
-    def __init__(self, task_id: str = "task-1") -> None:
-        self.request = SimpleNamespace(id=task_id, delivery_info={"routing_key": "ingest"})
 
 
 @pytest.fixture(autouse=True)
@@ -33,13 +25,6 @@ def _no_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     waits: list[float] = []
     monkeypatch.setattr(tasks.time, "sleep", waits.append)
     return waits
-
-
-@pytest.fixture
-def applier(clean_db: Engine, settings: Settings) -> Iterator[tasks.Applier]:
-    applier = tasks.Applier(settings)
-    yield applier
-    applier.close()
 
 
 @pytest.fixture
