@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import (
-    emit,
-    json_option,
-    work,
-)
+from ops.cli.common import emit, json_option, work
 from shared import tenancy
 from shared.timeparse import iso
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from sqlalchemy import func, null, select
@@ -10,19 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import (
-    app_option,
-    emit,
-    in_app,
-    json_option,
-    work,
-)
+from ops.cli.common import app_option, emit, in_app, json_option, work
 from shared import tenancy
 from shared.attributes import NAME_MAX, SCOPES, normalize_type, valid_name
 from shared.models import App, AttributeDefinition, EventDefinition
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

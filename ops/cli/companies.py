@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
 from ops import readmodel
-from ops.cli.common import (
-    app_option,
-    emit,
-    in_app,
-    json_option,
-    limit_option,
-    work,
-)
-
-if TYPE_CHECKING:
-    pass
+from ops.cli.common import app_option, emit, in_app, json_option, limit_option, work
 
 
 @click.group()

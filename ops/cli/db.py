@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 import psycopg
 from psycopg import sql
@@ -11,18 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from ops.cli.common import (
-    CONNECT_TIMEOUT,
-    emit,
-    json_option,
-    load_settings,
-    work,
-)
+from ops.cli.common import CONNECT_TIMEOUT, emit, json_option, load_settings, work
 from shared.migrate import upgrade
 from shared.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import orjson
@@ -26,9 +26,6 @@ from ops.cli.common import (
     work,
 )
 from shared.queues import REPLAY
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

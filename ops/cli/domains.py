@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import (
-    app_option,
-    emit,
-    in_app,
-    json_option,
-    work,
-)
+from ops.cli.common import app_option, emit, in_app, json_option, work
 from shared import tenancy
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

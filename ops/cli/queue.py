@@ -6,7 +6,7 @@ import errno
 import os
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import click
 import orjson
@@ -28,9 +28,6 @@ from ops.cli.common import (
 )
 from shared import tenancy
 from shared.queues import QUEUES
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

@@ -10,15 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import (
-    after_option,
-    app_option,
-    emit,
-    in_app,
-    json_option,
-    limit_option,
-    work,
-)
+from ops.cli.common import after_option, app_option, emit, in_app, json_option, limit_option, work
 from shared import tenancy
 from shared.erasure import erase
 from shared.ids import lock_key

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from sqlalchemy.orm import Session
 
-from ops.cli.common import (
-    app_option,
-    emit,
-    json_option,
-    work,
-)
+from ops.cli.common import app_option, emit, json_option, work
 from shared import tenancy
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group("webhook-secret")
