@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy import Engine, text
 
 from shared import metrics
@@ -109,6 +109,13 @@ class Applier:
             except Exception as exc:
                 if taken:
                     self._put_back(queue, leader)
+                if isinstance(exc, SoftTimeLimitExceeded):
+                    # Celery kills the task TASK_TIME_LIMIT seconds in and acknowledges its message
+                    # all the same: no second try in what is left, the leader's calls are kept now
+                    # (the taken messages are back on the queue for another task).
+                    logger.error("message past its time limit", extra=_ids(payload))
+                    self._keep_whole(payload, leader, "time_limit", "the task's soft time limit")
+                    return
                 if not is_transient(exc):
                     if taken:
                         # Isolate: the leader alone; the others are each taken again soon.

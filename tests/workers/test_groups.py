@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -324,3 +325,32 @@ def test_taken_messages_are_restorable_by_kombu_as_it_restores_its_own(
     assert task_message(ours, "userdest.apply_message")[1] == env.to_dict()
     wrapped = [m["body"] for m in decoded if m["properties"].get("userdest_raw")]
     assert sorted(wrapped) == sorted(["\ufffdnot json", '{"headers": "odd"}'])
+
+
+def test_a_group_past_its_soft_time_limit_keeps_the_leader_and_puts_the_rest_back(
+    applier: tasks.Applier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Celery raises SoftTimeLimitExceeded inside the task 30 s before it kills it and acknowledges
+    # the message anyway: what the task does then is all that stands between the leader and loss.
+    for i in range(5):
+        publisher.publish(envelope(app_id, [page(f"u{i}", f"m-{i}")]).to_dict(), INGEST)
+    calls: list[int] = []
+
+    def too_slow(conn: Any, messages: list[Any]) -> Any:
+        calls.append(len(messages))
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(tasks, "apply_messages", too_slow)
+    monkeypatch.setattr(tasks, "apply_envelope", lambda *a, **k: too_slow(None, [a]))
+    applier.apply(FakeTask("leader"), envelope(app_id, [page("u-leader", "m-leader")]).to_dict())
+
+    assert calls == [6]  # tried once, as a group; never again within the same task
+    [(letter_app, reason, call)] = letters(clean_db)
+    assert (letter_app, reason, call["messageId"]) == (app_id, "time_limit", "m-leader")
+    assert redis_client.llen(INGEST) == 5  # the others wait for another task, none lost
+    assert in_flight(redis_client) == 0
