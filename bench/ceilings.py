@@ -4,7 +4,7 @@
   waiting for its answer as the receiver's does (and, for comparison, pipelined 100 at a time).
 - Postgres: the run's calls as rows of a scratch table shaped like `events`, 100 rows per plain
   multi-row INSERT, each statement its own transaction, from one connection.
-- Baseline: the workers' own `apply_envelope`, one call per envelope and per transaction, in this
+- Baseline: the workers' own `apply_messages`, one call per envelope and per transaction, in this
   process on one connection.
 """
 
@@ -27,7 +27,7 @@ from shared.envelope import Envelope
 from shared.queues import INGEST
 from shared.settings import Settings
 from shared.timeparse import iso, utcnow
-from workers.apply.batch import apply_envelope
+from workers.apply.messages import apply_messages, prepare
 
 SCRATCH_LIST = "bench:scratch"
 SCRATCH_TABLE = "bench_scratch_rows"
@@ -178,7 +178,7 @@ def baseline(
         started = time.perf_counter()
         for env in envelopes:
             with engine.begin() as conn:
-                outcome = apply_envelope(conn, env)
+                outcome = apply_messages(conn, [prepare(env)], isolate=False)
             applied += sum(outcome.applied.values())
             dead += sum(outcome.dead_letters.values())
         seconds = time.perf_counter() - started
@@ -190,5 +190,5 @@ def baseline(
         "dead_letters": dead,
         "seconds": round(seconds, 3),
         "calls_per_s": round(applied / seconds, 1),
-        "mode": "apply_envelope, one call per envelope and transaction, one process",
+        "mode": "apply_messages, one call per envelope and transaction, one process",
     }

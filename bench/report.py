@@ -28,7 +28,7 @@ FIGURES: dict[str, str] = {
     "redis_batch_pushes_per_s": "LPUSH/s of the batch messages, unpipelined",
     "redis_batch_events_per_s": "calls/s those batch pushes carry",
     "postgres_rows_per_s": "rows/s, plain 100-row INSERTs of the run's calls",
-    "baseline_calls_per_s": "calls/s, apply_envelope one call per transaction",
+    "baseline_calls_per_s": "calls/s, apply_messages, one call per transaction",
     "receiver_single_to_redis": "receiver single calls/s ÷ Redis single pushes/s",
     "receiver_batch_to_redis": "receiver batch calls/s ÷ Redis batch calls/s",
     "end_to_end_to_postgres": "end to end calls/s ÷ Postgres rows/s",

@@ -35,7 +35,7 @@ from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.migrate import upgrade
 from shared.settings import Settings
-from workers.apply.batch import apply_envelope
+from workers.apply.messages import apply_messages, prepare
 
 TABLES = ("processed_messages", "events", "page_views", "users", "identities", "memberships")
 
@@ -133,7 +133,7 @@ def _apply_calls(engine: Engine, app_id: int, calls: list[dict[str, Any]]) -> li
         )
         started = time.perf_counter()
         with engine.begin() as conn:
-            apply_envelope(conn, env)
+            apply_messages(conn, [prepare(env)])
         times.append((time.perf_counter() - started) * 1000)
     return times
 

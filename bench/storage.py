@@ -22,7 +22,7 @@ from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.migrate import upgrade
 from shared.settings import Settings
-from workers.apply.batch import apply_envelope
+from workers.apply.messages import apply_messages, prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             message_ids=[c["messageId"] for c in chunk],
         )
         with engine.begin() as conn:
-            apply_envelope(conn, env)
+            apply_messages(conn, [prepare(env)])
     seconds = time.perf_counter() - started
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))

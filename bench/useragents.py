@@ -22,7 +22,7 @@ from sqlalchemy import text
 from bench.stack import recreate_database, target_from_env
 from shared.db import make_engine
 from shared.envelope import Envelope
-from workers.apply.batch import apply_envelope
+from workers.apply.messages import apply_messages, prepare
 from workers.profile import parse_user_agent
 
 CHROME = (
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         env = batch(app_id, agents)
         with engine.connect() as conn, conn.begin() as transaction:
             started = time.process_time()
-            apply_envelope(conn, env)
+            apply_messages(conn, [prepare(env)])
             spent = time.process_time() - started
             transaction.rollback()
         return spent

@@ -5,7 +5,7 @@ A call is known by its app and messageId. In order of what settles it:
   names its profile through the event or page view it recorded (identify, group and alias calls
   leave no row that names the message, so their profile is not known here);
 - dead-lettered: an open dead letter holds it, with its reason;
-- held by a worker (kombu's unacked hash) or waiting in a queue, found by reading them (a scan of
+- held by a worker (unacknowledged) or waiting in a queue, found by reading them (a scan of
   every waiting message, bounded by Redis's read timeout: fine for an operator, not for a script
   in a loop).
 """
@@ -15,15 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import redis
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from shared import dedupe
+from shared import dedupe, wire
 from shared.models import DeadLetter, EventOccurrence, Identity, PageView, ProcessedMessage, User
 from shared.queues import QUEUES
-from shared.queuestate import UNACKED, MessageError, decode_message
 from shared.timeparse import iso
 
 SCAN_CHUNK = 1000
@@ -85,8 +83,8 @@ def _profile(session: Session, app_id: int, message_id: str) -> dict[str, Any] |
 def _holding(envelope_raw: bytes, app_id: int, message_id: str) -> str | None:
     """The envelope's received_at when it carries this app's message, else None."""
     try:
-        envelope = decode_message(envelope_raw)
-    except MessageError:
+        envelope = wire.decode_envelope(envelope_raw)
+    except wire.ForeignMessage:
         return None
     if envelope.app_id == app_id and message_id in envelope.message_ids:
         return envelope.received_at
@@ -103,12 +101,12 @@ def _queued(client: redis.Redis, queue: str) -> Iterator[bytes]:
 def in_redis(client: redis.Redis, app_id: int, message_id: str) -> list[dict[str, Any]]:
     """Where the call's message sits in Redis: held by a worker (unacked) or waiting in a queue."""
     found: list[dict[str, Any]] = []
-    for _tag, value in client.hscan_iter(UNACKED, count=SCAN_CHUNK):
-        try:
-            message, _exchange, queue = orjson.loads(value)
-            received = _holding(orjson.dumps(message), app_id, message_id)
-        except (orjson.JSONDecodeError, ValueError, TypeError):
+    for _tag, value in wire.unacked_entries(client, SCAN_CHUNK):
+        entry = wire.unacked_entry(value)
+        if entry is None:
             continue
+        message, queue = entry
+        received = _holding(wire.encode(message), app_id, message_id)
         if received is not None:
             found.append({"where": "unacked", "queue": str(queue), "received_at": received})
     for queue in QUEUES:

@@ -1,14 +1,10 @@
-"""Reading the queues without consuming them: `userdest queue stats` and `queue export` (SPEC 7).
-
-A queue is kombu's Redis list of that name: publishers LPUSH, workers take from the other end, so
-the oldest waiting message is the list's last element. A message a worker holds but has not
-acknowledged sits in kombu's `unacked` hash until it is acknowledged or, after the visibility
-timeout, put back on its queue.
+"""Reading the queues without consuming them, and putting a lost worker's messages back:
+`userdest queue stats`, `queue export` and `queue requeue`. How messages sit in Redis is
+shared/wire.py's knowledge; this module asks it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,17 +14,11 @@ from typing import Any
 import orjson
 import redis
 
+from shared import wire
 from shared.envelope import Envelope, merge_defaults
 from shared.eventtime import MAX_FUTURE
 from shared.queues import QUEUES
-from shared.queuestate import (
-    UNACKED,
-    UNACKED_INDEX,
-    MessageError,
-    decode_message,
-    read_queues,
-    routing_key,
-)
+from shared.queuestate import read_queues
 from shared.timeparse import parse_iso
 
 _BATCH_KEYS = ("context", "integrations")
@@ -149,8 +139,8 @@ def export_queue(
     waiting = client.lrange(queue, 0, -1)
     for position, raw in enumerate(reversed(waiting), start=1):
         try:
-            envelope = decode_message(raw)
-        except MessageError as exc:
+            envelope = wire.decode_envelope(raw)
+        except wire.ForeignMessage as exc:
             summary.skipped.append({"position": position, "error": str(exc)})
             continue
         if app_id is not None and envelope.app_id != app_id:
@@ -172,35 +162,7 @@ def export_queue(
 def requeue_unacked(client: redis.Redis, older_than: float) -> dict[str, int]:
     """Put back on their queue the unacknowledged messages delivered more than `older_than`
     seconds ago (a lost worker's), as kombu does after the visibility timeout; how many, by queue.
-
-    Each message moves in a transaction watching kombu's `unacked` hash: it leaves the hash and
-    its index and goes to the consuming end of its queue (the next message a worker takes), marked
-    redelivered, exactly once even while kombu's own restore runs. Entries routed to a queue that
-    is not ours are left alone.
-    """
-    ceiling = time.time() - older_than
+    Each moves exactly once even while kombu's own restore runs (wire.restore_unacked)."""
     moved: Counter[str] = Counter(dict.fromkeys(QUEUES, 0))
-    tags: list[bytes] = client.zrangebyscore(UNACKED_INDEX, "-inf", ceiling)  # type: ignore[assignment]
-    for tag in tags:
-
-        def move(pipe: redis.client.Pipeline, tag: bytes = tag) -> str | None:
-            raw = pipe.hget(UNACKED, tag)
-            queue = routing_key(raw) if raw is not None else None
-            if raw is not None and queue not in QUEUES:
-                return None
-            pipe.multi()
-            pipe.zrem(UNACKED_INDEX, tag)
-            if raw is None:
-                return None  # acknowledged meanwhile; only its index entry was left
-            message, _exchange, _key = orjson.loads(raw)
-            with contextlib.suppress(KeyError, TypeError):
-                message["headers"]["redelivered"] = True
-                message["properties"]["delivery_info"]["redelivered"] = True
-            pipe.hdel(UNACKED, tag)
-            pipe.rpush(str(queue), orjson.dumps(message))
-            return queue
-
-        queue = client.transaction(move, UNACKED, value_from_callable=True)  # type: ignore[arg-type]
-        if isinstance(queue, str):
-            moved[queue] += 1
+    moved.update(wire.restore_unacked(client, time.time() - older_than, QUEUES))
     return dict(moved)

@@ -10,7 +10,8 @@ from shared.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
-    """A Celery app for REDIS_URL: JSON only, late acks, no results, the two queues declared."""
+    """A Celery app for REDIS_URL: JSON only, the two queues declared. The apply task's own options
+    (late acks, time limits, no result) are set where it is defined, in workers/tasks.py."""
     app = Celery("userdest", broker=settings.redis_url, set_as_current=False)
     # The visibility timeout must exceed the longest task, or Redis hands a running message to a
     # second worker; Celery reads it from the transport options of the broker (and of a result
@@ -25,12 +26,7 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
-        task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=settings.task_soft_time_limit,
         task_default_queue=INGEST,
         task_queues=[Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
         task_routes={APPLY_TASK: {"queue": INGEST}},

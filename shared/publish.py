@@ -1,11 +1,11 @@
 """Putting envelopes on a queue, as exactly the message `celery.send_task` would write.
 
-`celery.send_task(APPLY_TASK, args=[envelope], queue=INGEST)` costs about 0.3 ms for one call and
-1.7 ms for a batch of 100 here: it serializes with the standard library's json and opens a Redis
-client object per message. The receiver publishes a few hundred thousand calls a minute, so it builds
-the same message itself: Celery's own `as_task_v2` makes the task headers and body (the task
-protocol stays Celery's), orjson serializes it once, and one LPUSH on a long-lived connection pool
-delivers it in kombu's Redis format. tests/api/test_publish.py reads such a message back through
+`celery.send_task(APPLY_TASK, args=[envelope], queue=INGEST)` serializes with the standard
+library's json and opens a Redis client object per message, several times the cost of the push
+itself (docs/receiver.md has the figures). The receiver publishes a few hundred thousand calls a minute, so it builds
+the same message itself (shared/wire.py: Celery's own `as_task_v2` makes the task headers and body, so
+the task protocol stays Celery's), orjson serializes it once, and one LPUSH on a long-lived
+connection pool delivers it. tests/api/test_publish.py reads such a message back through
 kombu and checks it against one written by `send_task`, so an upgrade that changes the format fails
 there and not in production. `userdest replay` and `userdest deadletters replay` publish through the
 same class, onto the `replay` queue.
@@ -20,17 +20,14 @@ import logging
 import math
 import threading
 import time
-import uuid
-from base64 import b64encode
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.queues import APPLY_TASK
+from shared import wire
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -112,38 +109,13 @@ class Publisher:
     """Enqueues envelopes for the APPLY_TASK task on a queue, or raises BrokerUnavailable."""
 
     def __init__(self, celery: Celery, client: redis.Redis) -> None:
-        self._amqp = celery.amqp
+        self._celery = celery
         self._client = client
 
     def message(self, envelope: dict[str, Any], queue: str) -> bytes:
         """The bytes kombu's Redis transport would push for `send_task(APPLY_TASK, [envelope])`."""
-        task_id = str(uuid.uuid4())
-        headers, properties, body, _ = self._amqp.as_task_v2(
-            task_id,
-            APPLY_TASK,
-            args=[envelope],
-            # Celery would put a repr of the calls here, where flower and `celery events` show
-            # it: trait values, and work for nothing. A summary is enough to recognise a message.
-            argsrepr=f"[envelope app_id={envelope.get('app_id')} calls={len(envelope['calls'])}]",
-            kwargsrepr="{}",
-            ignore_result=True,
-        )
-        properties.update(
-            delivery_mode=2,
-            delivery_info={"exchange": "", "routing_key": queue},
-            priority=0,
-            body_encoding="base64",
-            delivery_tag=str(uuid.uuid4()),
-        )
-        return orjson.dumps(
-            {
-                "body": b64encode(orjson.dumps(body)).decode("ascii"),
-                "content-encoding": "utf-8",
-                "content-type": "application/json",
-                "headers": headers,
-                "properties": properties,
-            }
-        )
+        summary = f"[envelope app_id={envelope.get('app_id')} calls={len(envelope['calls'])}]"
+        return wire.encode(wire.task_message(self._celery, envelope, queue, summary))
 
     def publish(self, envelope: dict[str, Any], queue: str) -> int:
         """Returns once Redis has the message, with its size; BrokerUnavailable if it cannot be

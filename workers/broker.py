@@ -16,22 +16,21 @@ APPLY_TASK message carrying `{"set_aside": reason, "raw": text}`, which the task
 letter without ever logging its body; and it records a popped message in `unacked` with a script
 allowed to run when Redis is full (it adds back little more than the pop freed), and likewise
 acknowledges; the other writes a starting worker makes (queue bindings, the sweep's lock) wait
-for a Redis with room, and the worker starts. These are pinned by
-tests/workers/test_broker.py, so an upgrade of kombu that changes either fails there.
+for a Redis with room, and the worker starts. The format it reads and writes is shared/wire.py's.
+tests/reliability/test_worker_groups.py runs a real worker against poison messages and a full
+Redis, so an upgrade of kombu that changes either fails there.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
+from shared import wire
 from shared.queues import APPLY_TASK, INGEST
 
 if TYPE_CHECKING:
@@ -61,40 +60,8 @@ _OOM = kombu_redis.redis.exceptions.OutOfMemoryError
 def set_aside(raw: bytes | str, reason: str, celery: Celery) -> dict[str, Any]:
     """An APPLY_TASK message, in kombu's shape, standing for a message that cannot be one."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    task_id = str(uuid.uuid4())
-    headers, properties, body, _ = celery.amqp.as_task_v2(
-        task_id,
-        APPLY_TASK,
-        args=[{SET_ASIDE: reason, "raw": text}],
-        argsrepr=f"[set aside: {reason}]",
-        kwargsrepr="{}",
-        ignore_result=True,
-    )
-    properties.update(
-        delivery_info={"exchange": INGEST, "routing_key": INGEST},
-        priority=0,
-        body_encoding="base64",
-        delivery_tag=str(uuid.uuid4()),
-    )
-    return {
-        "body": base64.b64encode(orjson.dumps(body)).decode("ascii"),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": headers,
-        "properties": properties,
-    }
-
-
-def kombu_shaped(message: Any) -> bool:
-    """Whether kombu's Redis transport can read `message` as a message."""
-    if not isinstance(message, dict):
-        return False
-    properties = message.get("properties")
-    return (
-        isinstance(message.get("headers"), dict)
-        and isinstance(properties, dict)
-        and isinstance(properties.get("delivery_info"), dict)
-        and "body" in message
+    return wire.task_message(
+        celery, {SET_ASIDE: reason, "raw": text}, INGEST, f"[set aside: {reason}]", exchange=INGEST
     )
 
 
@@ -104,22 +71,20 @@ def tolerant_loads(celery: Celery) -> Any:
             message = _original_loads(raw)
         except ValueError:
             return _aside(raw, "not_json", celery)
-        if isinstance(message, list) and len(message) == 3 and kombu_shaped(message[0]):
+        if isinstance(message, list) and len(message) == 3 and wire.kombu_shaped(message[0]):
             return message  # an `unacked` entry, read to restore it: [message, exchange, key]
-        if not kombu_shaped(message):
+        if not wire.kombu_shaped(message):
             return _aside(raw, "not_ours", celery)
-        if message["properties"].get("userdest_raw"):  # kept wrapped by workers/drain.py
-            return _aside(str(message["body"]), "not_ours", celery)
+        kept = wire.wrapped_raw(message)  # a foreign message a group took, kept wrapped
+        if kept is not None:
+            return _aside(kept, "not_ours", celery)
         task = message["headers"].get("task")
         if task is None:  # kombu's own (a control message): not a task
             return message
         if task != APPLY_TASK:
             return _aside(raw, "not_ours", celery)
         try:
-            body = message["body"]
-            if message["properties"].get("body_encoding") == "base64":
-                body = base64.b64decode(body)
-            orjson.loads(body)
+            wire.task_body(message)
         except (TypeError, ValueError):
             return _aside(raw, "not_json", celery)
         return message

@@ -1,4 +1,4 @@
-"""Items 5 and 6, applied directly through workers.apply.batch.apply_envelope on the repro database.
+"""Items 5 and 6, applied directly through workers.apply.messages.apply_messages on the repro database.
 5: rows in ignored_values after 20 identifies each with 500 new names past a cap of 10.
 6: an alias merging a profile with 25,000 page views: the applying transaction's time and rows moved."""
 
@@ -9,7 +9,11 @@ from sqlalchemy import create_engine, text
 
 from shared.envelope import Envelope
 from shared.settings import Settings
-from workers.apply.batch import apply_envelope
+from workers.apply.messages import Outcome, apply_messages, prepare
+
+
+def apply_envelope(conn, env: Envelope) -> Outcome:
+    return apply_messages(conn, [prepare(env)])
 
 s = Settings.from_env()
 eng = create_engine(s.database_url.replace("postgresql://", "postgresql+psycopg://"))

@@ -215,7 +215,7 @@ def test_no_label_takes_a_value_the_sender_chose(
 ) -> None:
     """Attribute and event names, ids, paths and types a sender makes up never become labels."""
     from shared.models import AttributeDefinition
-    from workers import tasks
+    from workers.applier import Applier
 
     marker = "zq7sender"
     with Session(clean_db) as session:
@@ -235,7 +235,7 @@ def test_no_label_takes_a_value_the_sender_chose(
     client.post("/v1/batch", data=jdump({"batch": calls}), headers=headers)
     client.post(f"/v1/{marker}", data=jdump(calls[0]), headers=headers)
     client.post("/v1/track", data=jdump(calls[1]), headers={"Authorization": f"Bearer {marker}"})
-    applier = tasks.Applier(settings)
+    applier = Applier(settings)
     try:
         for env in queued_envelopes(client):
             applier.apply(_Task(), env)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -19,9 +18,10 @@ from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import iso
+from tests.support.apply import apply_envelope
 from tests.support.cli import Invoke, envelopes, invoker, ok, one_line_error
-from workers.apply.batch import apply_envelope
-from workers.apply.deadletters import LetterToKeep, store
+from tests.support.tasks import FakeTask, applying
+from workers.apply.deadletters import LetterToKeep, keep
 
 LIST_KEYS = {"id", "app", "reason", "error", "attempts", "created_at", "call"}
 SHOW_KEYS = LIST_KEYS | {"updated_at", "replayed_at", "message_id", "meta"}
@@ -52,7 +52,7 @@ class Seeded:
 
 def _store(engine: Engine, app_id: int | None, letter: LetterToKeep) -> int:
     with engine.begin() as conn:
-        store(conn, app_id, [letter])
+        keep(conn, app_id, [letter])
         return int(
             conn.scalar(
                 text("SELECT id FROM dead_letters WHERE dedupe_key = :k"), {"k": letter.dedupe_key}
@@ -289,7 +289,7 @@ def test_a_letter_that_fails_again_is_open_again(invoke: Invoke, seeded: Seeded,
     assert seeded.failed not in ids(listed(invoke))
     # The worker fails it again: its upsert bumps attempts and updated_at past replayed_at.
     with clean_db.begin() as conn:
-        store(conn, seeded.shop, [FAILED_LETTER])
+        keep(conn, seeded.shop, [FAILED_LETTER])
     [row] = [r for r in listed(invoke) if r["id"] == seeded.failed]
     assert row["attempts"] == 2
 
@@ -393,12 +393,10 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
     clean_db: Engine,
     redis_client: redis.Redis,
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
 ):
     """A call sent to /v1/track has its type only in the envelope's defaults, and a batch call its
     context and sentAt there too: its dead letter must replay as it was sent."""
-    from workers.apply import batch
-    from workers.tasks import Applier
+    from workers.applier import Applier
 
     with Session(clean_db) as session:
         app_id = new_app(session, "shop").id
@@ -422,15 +420,11 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
     def crash(state: Any, c: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setitem(batch.APPLY, "track", crash)
-    applier = Applier(settings)
+    applier = Applier(settings, apply_group=applying(track=crash))
     try:
-        applier.apply(
-            SimpleNamespace(request=SimpleNamespace(id="task-1", retries=0)), env.to_dict()
-        )  # type: ignore[arg-type]
+        applier.apply(FakeTask("task-1"), env.to_dict())
     finally:
         applier.close()
-    monkeypatch.undo()
 
     assert replay_json(invoke)["replayed"] == 1
     [replayed] = envelopes(redis_client, REPLAY)

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from ops import readmodel
 from shared.envelope import Envelope
 from shared.settings import Settings
+from tests.support.apply import apply_envelope
 from tests.support.cli import invoker, ok
 from tests.support.envelopes import envelope
-from workers.apply.batch import apply_envelope
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -9,11 +9,11 @@ import orjson
 from sqlalchemy import Engine, text
 
 from shared.settings import Settings
+from tests.support.apply import apply_envelope
 from tests.support.cli import invoker, ok, one_line_error
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.fixtures import fixture
-from workers.apply.batch import apply_envelope
 
 
 def apply(engine: Engine, app_id: int, *calls: Any) -> None:

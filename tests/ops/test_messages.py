@@ -14,10 +14,10 @@ from sqlalchemy import Engine
 from shared.celery_app import make_celery
 from shared.publish import Publisher
 from shared.settings import Settings
+from tests.support.apply import apply_envelope
 from tests.support.cli import Invoke, ok, one_line_error
 from tests.support.envelopes import envelope
-from workers.apply.batch import apply_envelope
-from workers.apply.deadletters import LetterToKeep, store
+from workers.apply.deadletters import LetterToKeep, keep
 
 TRACK = {"type": "track", "userId": "u1", "anonymousId": "a1", "event": "Paid", "messageId": "t-1"}
 
@@ -49,7 +49,7 @@ def test_an_applied_call_says_when_and_to_which_profile(
 
 def test_a_dead_lettered_call_names_its_letter(invoke: Invoke, shop: int, clean_db: Engine) -> None:
     with clean_db.begin() as conn:
-        store(conn, shop, [LetterToKeep("k1", "missing_event", "e", {}, "d-1", {})])
+        keep(conn, shop, [LetterToKeep("k1", "missing_event", "e", {}, "d-1", {})])
     answer = show(invoke, "d-1")
     assert answer["state"] == "dead_letter"
     assert [(d["reason"], d["open"]) for d in answer["dead_letters"]] == [("missing_event", True)]

@@ -27,6 +27,7 @@ from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import iso, utcnow
+from tests.support.apply import apply_envelope
 from tests.support.cli import (
     Invoke,
     envelopes,
@@ -37,8 +38,8 @@ from tests.support.cli import (
     replay_answer,
     replay_ran,
 )
-from workers.apply.batch import Outcome, apply_envelope
-from workers.apply.deadletters import LetterToKeep, store
+from workers.apply.deadletters import LetterToKeep, keep
+from workers.apply.messages import Outcome
 
 SENT_AT = "2024-03-01T12:00:00.000Z"
 CONTEXT = {"library": {"name": "analytics.js"}, "locale": "pl-PL"}
@@ -177,9 +178,9 @@ def test_stats_count_waiting_unacked_dead_letters_and_lag(
     # ... delivered to its worker 20 minutes ago (kombu's unacked_index holds the delivery time).
     redis_client.zadd("unacked_index", {"tag-1": time.time() - 1200})
     with clean_db.begin() as conn:
-        store(conn, apps["shop"], [LetterToKeep(f"k{i}", "r", "e", {}, None, {}) for i in range(2)])
+        keep(conn, apps["shop"], [LetterToKeep(f"k{i}", "r", "e", {}, None, {}) for i in range(2)])
         conn.execute(text("UPDATE dead_letters SET replayed_at = now() + interval '1 hour'"))
-        store(conn, apps["shop"], [LetterToKeep("k9", "r", "e", {}, None, {})])
+        keep(conn, apps["shop"], [LetterToKeep("k9", "r", "e", {}, None, {})])
 
     answer = stats(invoke)
     ingest, replay = answer["queues"]["ingest"], answer["queues"]["replay"]
@@ -388,7 +389,7 @@ def test_export_skips_what_is_not_an_envelope(
     backlog(publisher, apps["shop"])
     result = ok(invoke("queue", "export", "--queue", "ingest"))
     assert len(result.stdout.splitlines()) == 3
-    assert result.stderr.splitlines()[0] == "message 1: skipped: not a message kombu wrote"
+    assert result.stderr.splitlines()[0] == "message 1: skipped: the queued message is not JSON"
     assert redis_client.llen(INGEST) == 4
 
 

@@ -17,12 +17,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ops import replay
-from ops.queues import decode_message
 from shared.calls import derived_message_id, message_id_of
 from shared.queues import APPLY_TASK, INGEST, REPLAY
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import parse_iso, utcnow
+from shared.wire import decode_envelope
 from tests.support.cli import (
     Invoke,
     envelopes,
@@ -483,7 +483,7 @@ def test_the_message_decoder_reads_what_replay_wrote(
 ):
     replay_ran(invoke("replay", write(tmp_path, "c.ndjson", MIXED), "--app", "shop"))
     raw = redis_client.lrange(REPLAY, 0, -1)
-    decoded = [decode_message(r) for r in reversed(raw)]
+    decoded = [decode_envelope(r) for r in reversed(raw)]
     assert [e.message_ids for e in decoded] == [e["message_ids"] for e in envelopes(redis_client)]
 
 

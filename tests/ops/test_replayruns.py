@@ -11,10 +11,11 @@ from sqlalchemy import Engine
 
 from shared.envelope import Envelope
 from shared.settings import Settings
+from tests.support.apply import apply_envelope
 from tests.support.cli import Invoke, envelopes, invoker, ok, one_line_error, replay_ran
 from tests.support.envelopes import envelope
-from workers.apply.batch import apply_envelope
-from workers.apply.deadletters import LetterToKeep, store
+from workers.apply.deadletters import LetterToKeep
+from workers.apply.deadletters import keep as keep_letters
 
 
 def call(mid: str) -> dict[str, str]:
@@ -53,7 +54,9 @@ def test_status_follows_the_workers_through_a_run(
                 envelope(shop, [env.calls[i] for i in keep], received_at=env.received_at),
             )
             if "g3" in env.message_ids:
-                store(conn, shop, [LetterToKeep("k-g3", "worker_error", "boom", {}, "g3", {})])
+                keep_letters(
+                    conn, shop, [LetterToKeep("k-g3", "worker_error", "boom", {}, "g3", {})]
+                )
     after = status(invoke, run)
     assert {k: after[k] for k in ("calls", "applied", "duplicates", "dead_letters", "waiting")} == {
         "calls": 3, "applied": 1, "duplicates": 1, "dead_letters": 1, "waiting": 0,

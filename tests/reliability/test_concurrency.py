@@ -12,8 +12,10 @@ from sqlalchemy import Engine, text
 from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.settings import Settings
+from tests.support.apply import apply_envelope
 from tests.support.factories import make_app
-from workers.apply.batch import apply_envelope, apply_messages, is_transient, prepare
+from workers.apply.messages import apply_messages, prepare
+from workers.failures import is_transient
 
 PROCESSES = 4
 ROUNDS = 15
@@ -59,7 +61,7 @@ def _worker(database_url: str, app_id: int, proc: int, grouped: bool) -> tuple[i
             try:
                 with engine.begin() as conn:
                     if grouped:
-                        outcome = apply_messages(conn, [prepare(e) for e in envs])
+                        outcome = apply_messages(conn, [prepare(e) for e in envs], isolate=False)
                     else:
                         outcome = apply_envelope(conn, envs[0])
                 if outcome.dead_letters:

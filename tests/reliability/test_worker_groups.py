@@ -23,6 +23,7 @@ from shared.envelope import Envelope
 from shared.publish import Publisher
 from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
+from shared.wire import GROUP_PREFIX, UNACKED
 from tests.support.factories import make_app
 from tests.support.stack import (
     free_port,
@@ -33,7 +34,6 @@ from tests.support.stack import (
     wait_for,
 )
 from workers.apply.store import lock_key
-from workers.drain import GROUP_PREFIX, UNACKED
 
 pytestmark = pytest.mark.e2e
 

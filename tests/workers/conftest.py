@@ -11,10 +11,12 @@ from sqlalchemy import Connection, Engine
 
 from shared.envelope import Envelope
 from shared.settings import Settings
+from tests.support.apply import apply_envelope
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
-from workers.apply.batch import Outcome, apply_envelope
-from workers.tasks import Applier
+from tests.support.tasks import FakeClock
+from workers.applier import Applier
+from workers.apply.messages import Outcome
 
 
 @pytest.fixture
@@ -49,8 +51,30 @@ def apply(conn: Connection, app_id: int) -> Callable[..., Outcome]:
 
 
 @pytest.fixture
-def applier(clean_db: Engine, settings: Settings, redis_client: redis.Redis) -> Iterator[Applier]:
-    """A worker process's applier against the committed test database and the run's Redis."""
-    applier = Applier(settings)
-    yield applier
-    applier.close()
+def clock() -> FakeClock:
+    """The appliers' clock: their waits pass at once and are recorded in `clock.sleeps`."""
+    return FakeClock()
+
+
+@pytest.fixture
+def make_applier(
+    clean_db: Engine, settings: Settings, redis_client: redis.Redis, clock: FakeClock
+) -> Iterator[Callable[..., Applier]]:
+    """Appliers against the committed test database and the run's Redis, with the test's clock
+    and whatever other seams a test passes (`apply_group`, `keep_letters`, `engine`)."""
+    made: list[Applier] = []
+
+    def make(**seams: Any) -> Applier:
+        seams.setdefault("clock", clock)
+        made.append(Applier(settings, **seams))
+        return made[-1]
+
+    yield make
+    for applier in made:
+        applier.close()
+
+
+@pytest.fixture
+def applier(make_applier: Callable[..., Applier]) -> Applier:
+    """A worker process's applier, as a worker makes it, with the test's clock."""
+    return make_applier()

@@ -19,8 +19,8 @@ from shared.envelope import Envelope
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.fixtures import fixture
-from workers.apply import batch, store
-from workers.apply.batch import Outcome
+from workers.apply import store
+from workers.apply.messages import APPLY, Outcome, apply_messages, prepare
 
 Apply = Callable[..., Outcome]
 
@@ -516,24 +516,22 @@ def test_webhook_forwarded_call_uses_its_corrected_timestamp(
     assert occurred.isoformat() == "2026-11-28T09:15:59.500000+00:00"
 
 
-def test_a_bad_call_in_a_good_batch(
-    apply: Apply, conn: Connection, app_id: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_identify = batch.APPLY["identify"]
-
+def test_a_bad_call_in_a_good_batch(apply: Apply, conn: Connection, app_id: int) -> None:
     def crashing_identify(state: Any, call: Any) -> None:
         if call.user_id == "boom":
             raise RuntimeError("worker code crashed on this call")
-        real_identify(state, call)
+        APPLY["identify"](state, call)
 
-    monkeypatch.setitem(batch.APPLY, "identify", crashing_identify)
-    outcome = apply(
+    calls = [
         page(anonymous_id="a1"),
         {"type": "track", "anonymousId": "a1"},  # no event name
         identify("boom", email="x@example.com"),
         "not even an object",
         identify("u2", email="u2@example.com"),
         page(anonymous_id="a1", ts="2026-11-28T10:05:00Z"),
+    ]
+    outcome = apply_messages(
+        conn, [prepare(envelope(app_id, calls))], appliers={**APPLY, "identify": crashing_identify}
     )
     assert profile(conn, app_id, "a1")["page_views"] == 2
     assert profile(conn, app_id, "u2")["email"] == "u2@example.com"
@@ -545,7 +543,6 @@ def test_a_bad_call_in_a_good_batch(
     assert sum(outcome.dead_letters.values()) == 3
     assert outcome.applied == {"page": 2, "identify": 1}
     # The crashed call's messageId was not claimed, so a dead-letter replay after a fix applies it.
-    monkeypatch.setitem(batch.APPLY, "identify", real_identify)
     apply(
         letters[0].call
         | {

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, text
 
 from shared.erasure import suppressed
 from tests.support.envelopes import envelope
-from workers.apply.batch import Outcome
+from workers.apply.messages import Outcome
 
 Apply = Callable[..., Outcome]
 CTX = {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"}

@@ -4,6 +4,7 @@ the test Redis and Postgres: what it takes, what it acknowledges, what it isolat
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,18 +18,15 @@ from shared.celery_app import make_celery
 from shared.publish import Publisher
 from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
+from shared.wire import GROUP_PREFIX, UNACKED, UNACKED_INDEX, parse_task_message
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
-from tests.support.tasks import FakeTask
-from workers import tasks
-from workers.apply import batch
-from workers.drain import GROUP_PREFIX, UNACKED, UNACKED_INDEX, task_message
+from tests.support.tasks import FakeClock, FakeTask, applying
+from workers.applier import Applier
+from workers.apply.messages import APPLY, apply_messages
 
-
-@pytest.fixture(autouse=True)
-def _no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tasks.time, "sleep", lambda _: None)
+MakeApplier = Callable[..., Applier]
 
 
 @pytest.fixture
@@ -61,18 +59,19 @@ def in_flight(client: redis.Redis) -> int:
 
 
 def test_messages_waiting_behind_one_are_applied_with_it_and_acknowledged(
-    applier: tasks.Applier,
+    make_applier: MakeApplier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
     redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     transactions = []
-    real = tasks.apply_messages
-    monkeypatch.setattr(
-        tasks, "apply_messages", lambda conn, ms: transactions.append(len(ms)) or real(conn, ms)
-    )
+
+    def counting(conn: Any, ms: list[Any], **kw: Any) -> Any:
+        transactions.append(len(ms))
+        return apply_messages(conn, ms, **kw)
+
+    applier = make_applier(apply_group=counting)
     for i in range(30):
         publisher.publish(envelope(app_id, [page(f"u{i % 3}")]).to_dict(), INGEST)
     batch_of_100 = envelope(app_id, [page(f"u{i % 7}") for i in range(100)])
@@ -94,7 +93,7 @@ def test_a_group_holds_at_most_worker_batch_messages(
     publisher: Publisher,
     redis_client: redis.Redis,
 ) -> None:
-    applier = tasks.Applier(Settings(**{**_fields(settings), "worker_batch_messages": 5}))
+    applier = Applier(Settings(**{**_fields(settings), "worker_batch_messages": 5}))
     try:
         for i in range(9):
             publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
@@ -111,7 +110,7 @@ def _fields(settings: Settings) -> dict[str, Any]:
 
 
 def test_the_replay_queue_groups_too_and_a_lone_message_takes_nothing(
-    applier: tasks.Applier,
+    applier: Applier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
@@ -126,7 +125,7 @@ def test_the_replay_queue_groups_too_and_a_lone_message_takes_nothing(
 
 
 def test_the_same_call_in_two_messages_of_a_group_counts_once(
-    applier: tasks.Applier, clean_db: Engine, app_id: int, publisher: Publisher
+    applier: Applier, clean_db: Engine, app_id: int, publisher: Publisher
 ) -> None:
     publisher.publish(envelope(app_id, [page("u1", "m-1")]).to_dict(), INGEST)  # a client's retry
     applier.apply(FakeTask("leader"), envelope(app_id, [page("u1", "m-1")]).to_dict())
@@ -134,20 +133,16 @@ def test_the_same_call_in_two_messages_of_a_group_counts_once(
 
 
 def test_a_bad_call_is_isolated_alone(
-    applier: tasks.Applier,
-    clean_db: Engine,
-    app_id: int,
-    publisher: Publisher,
-    monkeypatch: pytest.MonkeyPatch,
+    make_applier: MakeApplier, clean_db: Engine, app_id: int, publisher: Publisher
 ) -> None:
-    real = batch.APPLY["page"]
+    real = APPLY["page"]
 
     def crash_on_bad(state: Any, call: Any) -> None:
         if call.user_id == "bad":
             raise RuntimeError("worker code crashed")
         real(state, call)
 
-    monkeypatch.setitem(batch.APPLY, "page", crash_on_bad)
+    applier = make_applier(apply_group=applying(page=crash_on_bad))
     publisher.publish(
         envelope(app_id, [page("u1"), page("bad", "m-bad"), page("u2")]).to_dict(), INGEST
     )
@@ -159,7 +154,7 @@ def test_a_bad_call_is_isolated_alone(
 
 
 def test_messages_that_cannot_be_applied_are_dead_letters_alone(
-    applier: tasks.Applier,
+    applier: Applier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
@@ -192,7 +187,7 @@ def test_messages_that_cannot_be_applied_are_dead_letters_alone(
 
 
 def test_a_malformed_rejected_entry_keeps_the_rejected_calls(
-    applier: tasks.Applier, clean_db: Engine, app_id: int
+    applier: Applier, clean_db: Engine, app_id: int
 ) -> None:
     env = envelope(app_id, [page("u1")])
     env.rejected = [
@@ -206,26 +201,24 @@ def test_a_malformed_rejected_entry_keeps_the_rejected_calls(
 
 
 def test_a_transient_failure_puts_the_group_back_and_retries_it_whole(
-    applier: tasks.Applier,
+    make_applier: MakeApplier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
     redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for i in range(10):
         publisher.publish(envelope(app_id, [page(f"u{i % 2}", f"m-{i}")]).to_dict(), INGEST)
     seen_waiting = []
-    real = tasks.apply_messages
 
-    def deadlock_once(conn: Any, messages: list[Any]) -> Any:
+    def deadlock_once(conn: Any, messages: list[Any], **kw: Any) -> Any:
         if not seen_waiting:
             seen_waiting.append(redis_client.llen(INGEST))
             raise OperationalError("UPDATE", {}, PgError("40P01"))
         seen_waiting.append(redis_client.llen(INGEST))
-        return real(conn, messages)
+        return apply_messages(conn, messages, **kw)
 
-    monkeypatch.setattr(tasks, "apply_messages", deadlock_once)
+    applier = make_applier(apply_group=deadlock_once)
     applier.apply(FakeTask("leader"), envelope(app_id, [page("u0", "m-leader")]).to_dict())
     assert seen_waiting == [0, 0]  # taken both times: put back in between
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 11
@@ -234,21 +227,22 @@ def test_a_transient_failure_puts_the_group_back_and_retries_it_whole(
 
 
 def test_while_postgres_is_unreachable_the_group_waits_visible_in_the_queue(
-    applier: tasks.Applier,
+    make_applier: MakeApplier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
     redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for i in range(10):
         publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
     down = OperationalError("SELECT", {}, PgError(None))
-    monkeypatch.setattr(tasks, "apply_messages", failing(2, down, tasks.apply_messages))
     waiting_while_paused: list[int] = []
-    monkeypatch.setattr(
-        applier, "_pause", lambda exc, since: waiting_while_paused.append(redis_client.llen(INGEST))
-    )
+
+    class LookingClock(FakeClock):
+        def sleep(self, seconds: float) -> None:  # a pause's wait: what is in the queue then?
+            waiting_while_paused.append(int(redis_client.llen(INGEST)))
+
+    applier = make_applier(apply_group=failing(2, down, apply_messages), clock=LookingClock())
     applier.apply(FakeTask("leader"), envelope(app_id, [page("u0")]).to_dict())
     assert waiting_while_paused == [10, 10]
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 11
@@ -256,7 +250,7 @@ def test_while_postgres_is_unreachable_the_group_waits_visible_in_the_queue(
 
 
 def test_a_redelivered_leader_first_puts_back_what_its_lost_run_took(
-    applier: tasks.Applier,
+    applier: Applier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
@@ -276,7 +270,7 @@ def test_a_redelivered_leader_first_puts_back_what_its_lost_run_took(
 
 
 def test_a_put_back_leader_taken_into_another_group_brings_its_group_along(
-    applier: tasks.Applier,
+    applier: Applier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
@@ -298,7 +292,7 @@ def test_a_put_back_leader_taken_into_another_group_brings_its_group_along(
 
 
 def test_taken_messages_are_restorable_by_kombu_as_it_restores_its_own(
-    applier: tasks.Applier,
+    applier: Applier,
     app_id: int,
     publisher: Publisher,
     redis_client: redis.Redis,
@@ -322,18 +316,17 @@ def test_taken_messages_are_restorable_by_kombu_as_it_restores_its_own(
     assert len(restored) == 3 and in_flight(redis_client) == 0
     decoded = [orjson.loads(m) for m in restored]
     ours = next(m for m in restored if b"apply_message" in m)
-    assert task_message(ours, "userdest.apply_message")[1] == env.to_dict()
+    assert parse_task_message(ours)[1] == env.to_dict()
     wrapped = [m["body"] for m in decoded if m["properties"].get("userdest_raw")]
     assert sorted(wrapped) == sorted(["\ufffdnot json", '{"headers": "odd"}'])
 
 
 def test_a_group_past_its_soft_time_limit_keeps_the_leader_and_puts_the_rest_back(
-    applier: tasks.Applier,
+    make_applier: MakeApplier,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
     redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Celery raises SoftTimeLimitExceeded inside the task 30 s before it kills it and acknowledges
     # the message anyway: what the task does then is all that stands between the leader and loss.
@@ -341,13 +334,13 @@ def test_a_group_past_its_soft_time_limit_keeps_the_leader_and_puts_the_rest_bac
         publisher.publish(envelope(app_id, [page(f"u{i}", f"m-{i}")]).to_dict(), INGEST)
     calls: list[int] = []
 
-    def too_slow(conn: Any, messages: list[Any]) -> Any:
+    def too_slow(conn: Any, messages: list[Any], **kw: Any) -> Any:
         calls.append(len(messages))
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(tasks, "apply_messages", too_slow)
-    monkeypatch.setattr(tasks, "apply_envelope", lambda *a, **k: too_slow(None, [a]))
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u-leader", "m-leader")]).to_dict())
+    make_applier(apply_group=too_slow).apply(
+        FakeTask("leader"), envelope(app_id, [page("u-leader", "m-leader")]).to_dict()
+    )
 
     assert calls == [6]  # tried once, as a group; never again within the same task
     [(letter_app, reason, call)] = letters(clean_db)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
@@ -11,7 +13,8 @@ from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
 from tests.support.tasks import FakeTask
-from workers import tasks
+from workers.applier import Applier
+from workers.apply.messages import apply_messages
 
 
 def sample(name: str, **labels: str) -> float:
@@ -23,7 +26,7 @@ def app_id(clean_db: Engine) -> int:
     return make_app(clean_db, "m")
 
 
-def test_duplicates_and_lag_are_counted_by_queue(applier: tasks.Applier, app_id: int) -> None:
+def test_duplicates_and_lag_are_counted_by_queue(applier: Applier, app_id: int) -> None:
     env = envelope(app_id, [{"type": "page", "userId": "u1"}, {"type": "page", "userId": "u2"}])
     before = (
         sample("userdest_duplicates_skipped_total", queue="replay"),
@@ -35,12 +38,9 @@ def test_duplicates_and_lag_are_counted_by_queue(applier: tasks.Applier, app_id:
     assert sample("userdest_apply_lag_seconds_count", queue="replay") - before[1] == 2
 
 
-def test_a_retry_is_counted_by_queue(
-    applier: tasks.Applier, app_id: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_retry_is_counted_by_queue(make_applier: Callable[..., Applier], app_id: int) -> None:
     deadlock = OperationalError("SELECT", {}, PgError("40P01"))
-    monkeypatch.setattr(tasks, "apply_envelope", failing(2, deadlock, tasks.apply_envelope))
-    monkeypatch.setattr(tasks.time, "sleep", lambda _: None)
+    applier = make_applier(apply_group=failing(2, deadlock, apply_messages))
     before = sample("userdest_task_retries_total", queue="ingest")
     applier.apply(
         FakeTask(queue="ingest"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
@@ -48,7 +48,7 @@ def test_a_retry_is_counted_by_queue(
     assert sample("userdest_task_retries_total", queue="ingest") - before == 2
 
 
-def test_an_unknown_queue_is_labelled_other(applier: tasks.Applier, app_id: int) -> None:
+def test_an_unknown_queue_is_labelled_other(applier: Applier, app_id: int) -> None:
     before = sample("userdest_apply_lag_seconds_count", queue="other")
     applier.apply(
         FakeTask(queue="made-up"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
@@ -61,7 +61,7 @@ def test_an_unknown_queue_is_labelled_other(applier: tasks.Applier, app_id: int)
 
 
 def test_ignored_values_are_counted_by_scope_and_reason_not_by_name(
-    applier: tasks.Applier, app_id: int, clean_db: Engine
+    applier: Applier, app_id: int, clean_db: Engine
 ) -> None:
     with clean_db.begin() as conn:
         conn.execute(

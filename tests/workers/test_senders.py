@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from tests.support.fixtures import fixture
-from workers.apply.batch import Outcome
+from workers.apply.messages import Outcome
 from workers.profile import identify_traits, map_context
 
 Apply = Callable[..., Outcome]

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, text
 
+from tests.support.apply import apply_envelope
 from tests.support.envelopes import envelope
-from workers.apply.batch import apply_envelope
 
 
 def mixed_calls(n: int, seed: int) -> list[dict[str, Any]]:

@@ -9,5 +9,7 @@ resolve.py    which profile a call applies to (userId, anonymousId, links, merge
 attributes.py definitions, auto-definition and caps; coercion itself is workers/coerce.py
 state.py      the in-memory unit of work these functions change
 store.py      loading that state and writing it back (the only SQL)
-batch.py      one message: dedupe, load, apply each call, flush, isolate failures
+messages.py   queued messages (a lone one is a group of one): dedupe, load, apply each call in
+              order, flush; isolating what fails
+deadletters.py  calls kept as dead letters, and their keys
 """

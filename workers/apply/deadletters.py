@@ -15,7 +15,7 @@ from shared.db import json_dumps
 @dataclass(frozen=True, slots=True)
 class LetterToKeep:
     dedupe_key: str
-    """One row per failing call however often its message is redelivered; a repeat bumps attempts."""
+    """One row per failing call however often its message is redelivered (letter_key)."""
     reason: str
     error: str
     call: Any
@@ -31,8 +31,8 @@ def _storable(value: Any) -> str:
 
 
 class _Defaults:
-    """A batch's defaults, moved out of each letter's meta and kept once by their digest (SPEC 3:
-    dead letters of a batch keep its defaults once, not once per rejected call)."""
+    """A batch's defaults, moved out of each letter's meta and kept once by their digest (the dead
+    letters of a batch keep its defaults once, not once per rejected call)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, str] = {}
@@ -61,7 +61,16 @@ class _Defaults:
         return {k: v for k, v in meta.items() if k != "defaults"}, found
 
 
-def store(conn: Connection, app_id: int | None, letters: list[LetterToKeep]) -> None:
+def letter_key(kind: str, *parts: object) -> str:
+    """A dead letter's dedupe key, `kind:part:part...`: the same failing call, however often its
+    message is redelivered, makes one letter whose `attempts` count up. `kind` is the reason or
+    the stage that found it (`bad`, `rejected`, `failed`); parts name the app, message and call."""
+    return ":".join([kind, *map(str, parts)])
+
+
+def keep(conn: Connection, app_id: int | None, letters: list[LetterToKeep]) -> None:
+    """Insert the letters (of `app_id`, None where the app is unknown) in the caller's
+    transaction; a letter already kept counts one more attempt."""
     if not letters:
         return
     defaults = _Defaults()
