@@ -308,6 +308,18 @@ def _write_rows(conn: Connection, sql: str, rows: list[dict[str, Any]], **params
         conn.execute(text(sql), {**params, "rows": json_dumps(rows)})
 
 
+def _update_rows(
+    conn: Connection, table: str, assignments: str, record: str, rows: list[dict[str, Any]]
+) -> None:
+    """One UPDATE of `table` for every row (each with its `id`), touching `updated_at`."""
+    _write_rows(
+        conn,
+        f"UPDATE {table} AS t SET {assignments}, updated_at = now() "  # noqa: S608 (fixed names)
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({record}) WHERE t.id = r.id",
+        rows,
+    )
+
+
 def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = ()) -> None:
     """Write the state back: new profiles, merges, profile and company updates, new rows."""
     real = _insert_new_profiles(conn, state)
@@ -518,12 +530,7 @@ def _update_profiles(conn: Connection, state: BatchState, pk: Any) -> None:
         for p in sorted(state.profiles.values(), key=lambda p: pk(p.pk))
         if p.dirty
     ]
-    _write_rows(
-        conn,
-        f"UPDATE users AS u SET {_PROFILE_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
-        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_PROFILE_RECORD}) WHERE u.id = r.id",
-        rows,
-    )
+    _update_rows(conn, "users", _PROFILE_SET, _PROFILE_RECORD, rows)
 
 
 def _write_identities(conn: Connection, state: BatchState, pk: Any) -> None:
@@ -560,12 +567,7 @@ def _update_companies(conn: Connection, state: BatchState) -> None:
         for c in sorted(state.companies.values(), key=lambda c: c.pk)
         if c.dirty
     ]
-    _write_rows(
-        conn,
-        f"UPDATE companies AS c SET {_COMPANY_SET}, updated_at = now() "  # noqa: S608 (fixed column names)
-        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_COMPANY_RECORD}) WHERE c.id = r.id",
-        rows,
-    )
+    _update_rows(conn, "companies", _COMPANY_SET, _COMPANY_RECORD, rows)
 
 
 def _write_memberships(conn: Connection, state: BatchState, pk: Any) -> None:
