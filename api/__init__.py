@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from api.errors import register_error_handlers
-from api.views import Receiver, register_routes
-from shared.logs import configure_logging
-from shared.settings import Settings
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -16,6 +16,17 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     Nothing connects here: Redis and Postgres are reached on the first request that needs them.
     """
+    # Imported here rather than at the top: gunicorn's master imports this package to read
+    # api.gunicorn_conf, and every module loaded there is inherited by the gevent workers it forks.
+    # A worker monkey-patches ssl before it loads the app; redis-py, loaded earlier, would keep the
+    # unpatched SSLContext (and gevent would print a MonkeyPatchWarning outside the JSON log).
+    from flask import Flask
+
+    from api.errors import register_error_handlers
+    from api.views import Receiver, register_routes
+    from shared.logs import configure_logging
+    from shared.settings import Settings
+
     if settings is None:
         settings = Settings.from_env().verify()
         configure_logging(settings.log_level)

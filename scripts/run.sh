@@ -66,7 +66,8 @@ set -m
 "$BIN/gunicorn" --config python:api.gunicorn_conf "api:create_app()" --bind "$HOST:$PORT" --workers 2 \
   >"$LOGS/receiver.log" 2>&1 &
 receiver=$!
-"$BIN/celery" -A workers worker -Q ingest,replay -c 2 \
+# --quiet: no ASCII banner, so the worker's log is JSON lines from its first line.
+"$BIN/celery" --quiet -A workers worker -Q ingest,replay -c 2 \
   >"$LOGS/worker.log" 2>&1 &
 worker=$!
 set +m
