@@ -16,11 +16,13 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from shared.calls import Refusal
-from shared.metrics import HTTP_ERRORS
+from shared.metrics import APP_REQUESTS_REFUSED, HTTP_ERRORS
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+APP_LABEL = "userdest.app_label"
+"""Where a request's environ keeps its app's metric label once its key is known."""
 
 
 def answer(refusal: Refusal) -> Response:
@@ -52,6 +54,9 @@ def _request_id() -> str | None:
 
 def handle_refusal(error: Refusal) -> Response:
     HTTP_ERRORS.labels(error.code).inc()
+    app = request.environ.get(APP_LABEL)
+    if app is not None:
+        APP_REQUESTS_REFUSED.labels(app).inc()
     # The code and the request id are enough to find the request; never its body or key.
     logger.info(
         "refused",

@@ -41,7 +41,7 @@ from api.auth import (
     key_from_body,
 )
 from api.body import read_body
-from api.errors import JSON
+from api.errors import APP_LABEL, JSON
 from api.openapi import document
 from api.publish import HighWater, Publisher, make_redis
 from api.ratelimit import RateLimiter
@@ -222,6 +222,8 @@ class Receiver:
 
     def _authenticate(self, key: str) -> AuthView:
         view = self.auth.authenticate(key)
+        # From here a refusal is the app's: the error handler counts it under the app's label.
+        request.environ[APP_LABEL] = metrics.app_label(view.app_name)
         self.limiter.check(view.key_id)
         return view
 
@@ -301,6 +303,11 @@ class Receiver:
             # dictionary without the copy.
             self.publisher.publish({f: getattr(envelope, f) for f in _ENVELOPE_FIELDS}, INGEST)
         self._accepted[route.endpoint].inc(len(accepted))
+        app = environ[APP_LABEL]
+        if accepted:
+            metrics.APP_CALLS.labels(app, "accepted").inc(len(accepted))
+        if rejected:
+            metrics.APP_CALLS.labels(app, "rejected").inc(len(rejected))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "accepted",
@@ -345,6 +352,7 @@ class Receiver:
             errors = entry["errors"]
             metrics.CALLS_REJECTED.labels(errors[0]["code"]).inc()
             if not as_batch:
+                metrics.APP_CALLS.labels(request.environ[APP_LABEL], "rejected").inc()
                 raise Refusal(400, errors[0]["code"], errors[0]["message"], errors=errors)
         message_ids = [usable_message_id(c) or str(uuid.uuid4()) for c in checked.accepted]
         answers = [{"index": r["index"], "errors": r["errors"]} for r in checked.rejected]

@@ -6,9 +6,10 @@ processes start, prometheus_client keeps the values in files there and `render()
 it, `render()` shows this process only (fine for one process and for tests). A worker that serves
 metrics always has such a directory (workers/start.py).
 
-No label takes a value a sender chooses (SPEC 7 v2): endpoints, status codes, reason codes, call
-types, scopes and queue names are fixed sets, so no traffic can grow the number of series. Which
-attribute a value was ignored for is in Postgres (`ignored_values`), not in a label.
+No label takes a value a sender chooses: endpoints, status codes, reason codes, call types, scopes
+and queue names are fixed sets, so no traffic can grow the number of series. The one label an
+operator chooses, `app` (an app's name), is capped per process (`AppLabels`). Which attribute a
+value was ignored for is in Postgres (`ignored_values`), not in a label.
 
 Two kinds of metric: counters and histograms that processes move as they work (below), and gauges
 of state read when Prometheus scrapes (`StateCollector`: queue depths and ages from Redis, open dead
@@ -81,6 +82,18 @@ CALLS_REJECTED = Counter(
     "Calls that failed a receiver check (first reason of each call), by reason code.",
     ["reason"],
 )
+APP_CALLS = Counter(
+    "userdest_app_calls_total",
+    "Calls the receiver took per app: accepted (enqueued) or rejected (a call that failed its "
+    "checks: a batch's, kept as a dead letter, or a single call answered 400).",
+    ["app", "outcome"],
+)
+APP_REQUESTS_REFUSED = Counter(
+    "userdest_app_requests_refused_total",
+    "Requests refused after their key named an app (rate limited, too large, not JSON, a bad "
+    "call, Redis unavailable), per app.",
+    ["app"],
+)
 AUTH_LOOKUPS = Counter(
     "userdest_auth_lookups_total",
     "API key look-ups: hit (cached), miss (read from Postgres), stale (Postgres down, cache used), "
@@ -150,6 +163,35 @@ CALLS_ROUTED_AWAY = Counter(
     "(SPEC 3, routing), by call type.",
     ["type"],
 )
+
+
+APP_LABELS = 100
+"""The most apps one process labels by name; apps it meets after that count under `other`."""
+OTHER_APP = "other"
+
+
+class AppLabels:
+    """The `app` label of an app's name: its name for the first `cap` apps this process meets,
+    `other` for the rest. App names are made by operators, not senders, and still a deployment
+    with thousands of apps must not make thousands of series per process."""
+
+    def __init__(self, cap: int = APP_LABELS) -> None:
+        self._cap = cap
+        self._named: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, app_name: str) -> str:
+        if app_name in self._named:
+            return app_name
+        with self._lock:
+            if len(self._named) < self._cap:
+                self._named.add(app_name)
+                return app_name
+        return OTHER_APP
+
+
+app_label = AppLabels()
+"""This process's app labels (one per process: each process's series are summed by the scrape)."""
 
 
 def queue_label(name: object) -> str:

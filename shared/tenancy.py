@@ -173,12 +173,20 @@ class AuthView:
     revoked: bool
     webhook_secret: str | None
     domains: tuple[str, ...]
+    app_name: str = ""
 
 
 def load_auth_view(session: Session, key_hash: str) -> AuthView | None:
     """The key with this hash, its app's webhook secret and trusted domains; None if unknown."""
     row = session.execute(
-        select(ApiKey.id, ApiKey.key_hash, ApiKey.app_id, ApiKey.revoked_at, App.webhook_secret)
+        select(
+            ApiKey.id,
+            ApiKey.key_hash,
+            ApiKey.app_id,
+            ApiKey.revoked_at,
+            App.webhook_secret,
+            App.name,
+        )
         .join(App, App.id == ApiKey.app_id)
         .where(ApiKey.key_hash == key_hash)
     ).first()
@@ -197,6 +205,7 @@ def load_auth_view(session: Session, key_hash: str) -> AuthView | None:
         revoked=revoked_at is not None,
         webhook_secret=row.webhook_secret,
         domains=tuple(domains),
+        app_name=row.name,
     )
 
 

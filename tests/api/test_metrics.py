@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared.metrics import OTHER_APP, AppLabels
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.receiver import Tenant, basic, jdump
@@ -261,3 +262,35 @@ def queued_envelopes(client) -> list[dict]:
     from tests.support.receiver import queued
 
     return queued(receiver.redis)
+
+
+def test_calls_and_refusals_are_counted_per_app(client, tenant: Tenant):
+    before = scrape(client)
+    headers = basic(tenant.api_key)
+    client.post("/v1/track", data=jdump(CALL), headers=headers)
+    client.post("/v1/batch", data=jdump({"batch": [CALL, {"type": "track"}]}), headers=headers)
+    client.post("/v1/track", data=jdump({"type": "track", "userId": "u"}), headers=headers)
+    client.post("/v1/track", data=b"{not json", headers=headers)
+    client.post("/v1/track", data=jdump(CALL), headers=basic("ud_nope"))  # no app: not counted
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    app = tenant.app_name
+    assert delta("userdest_app_calls_total", app=app, outcome="accepted") == 2
+    assert delta("userdest_app_calls_total", app=app, outcome="rejected") == 2
+    assert delta("userdest_app_requests_refused_total", app=app) == 2
+    refused = [k for k in after if k[0] == "userdest_app_requests_refused_total"]
+    assert all(dict(labels)["app"] != "" for _name, labels in refused)
+
+
+def test_app_labels_are_capped_and_the_rest_is_other():
+    labels = AppLabels(cap=2)
+    assert [labels("a"), labels("b"), labels("c"), labels("a"), labels("d")] == [
+        "a",
+        "b",
+        OTHER_APP,
+        "a",
+        OTHER_APP,
+    ]
