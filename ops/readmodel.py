@@ -140,6 +140,7 @@ def key_list(session: Session, app_id: int) -> list[dict[str, Any]]:
     return [
         {
             "key_id": key.id,
+            "label": key.label,
             "prefix": key.prefix,
             "created_at": iso(key.created_at),
             "revoked_at": _iso(key.revoked_at),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from shared.settings import Settings
 
@@ -22,6 +24,26 @@ def alembic_config(settings: Settings) -> Config:
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    command.downgrade(alembic_config(settings), revision)
+
+
+def head(settings: Settings) -> str | None:
+    """The newest revision this release knows."""
+    return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+
+
+def known(settings: Settings, revision: str) -> bool:
+    """Whether `revision` names a revision of this release (or `base`, before the first)."""
+    if revision == "base":
+        return True
+    try:
+        found = ScriptDirectory.from_config(alembic_config(settings)).get_revision(revision)
+    except CommandError:  # unknown, ambiguous or malformed
+        return False
+    return found is not None
 
 
 def check(settings: Settings) -> None:

@@ -119,6 +119,9 @@ class ApiKey(Base):
         String(64), unique=True, comment="sha256 hex of the secret; the secret is never stored"
     )
     prefix: Mapped[str] = mapped_column(String(16), comment="first characters, to recognise a key")
+    label: Mapped[str | None] = mapped_column(
+        String(200), comment="what the key is for, as the operator named it"
+    )
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(

@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import idna
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from shared.models import ApiKey, App, TrustedDomain
+from shared.models import ApiKey, App, Base, Company, Membership, TrustedDomain
 from shared.timeparse import utcnow
 
 KEY_PREFIX = "ud_"
@@ -108,6 +108,29 @@ def new_app(session: Session, name: str) -> App:
     return app
 
 
+def delete_app(session: Session, app: App) -> dict[str, int]:
+    """Delete the app and everything it owns; the rows deleted, by table.
+
+    Every table below an app cascades from it; deleting table by table (children first) only adds
+    the counts. The dedupe records of its calls are keyed by a hash, not the app, and go with the
+    maintenance job's pruning after DEDUPE_DAYS.
+    """
+    rows = {
+        "memberships": session.execute(
+            delete(Membership).where(
+                Membership.company_id.in_(select(Company.id).where(Company.app_id == app.id))
+            )
+        ).rowcount
+    }
+    for table in reversed(Base.metadata.sorted_tables):
+        if table.name != App.__tablename__ and "app_id" in table.c:
+            rows[str(table.name)] = session.execute(
+                table.delete().where(table.c.app_id == app.id)
+            ).rowcount
+    session.execute(delete(App).where(App.id == app.id))
+    return dict(sorted(rows.items()))
+
+
 @dataclass(frozen=True, slots=True)
 class NewKey:
     key_id: str
@@ -115,13 +138,23 @@ class NewKey:
     """The secret: shown once, never stored."""
 
 
-def create_key(session: Session, app: App) -> NewKey:
+KEY_LABEL_MAX = 200
+"""The longest key label (the column's width)."""
+
+
+def create_key(session: Session, app: App, label: str | None = None) -> NewKey:
+    """A new key of the app, with an optional label saying what it is for (a source's name)."""
+    if label is not None:
+        label = label.strip()
+        if not label or len(label) > KEY_LABEL_MAX:
+            raise TenancyError(f"a key label is 1 to {KEY_LABEL_MAX} characters")
     secret = KEY_PREFIX + secrets.token_urlsafe(24)
     key = ApiKey(
         id="key_" + secrets.token_hex(8),
         app_id=app.id,
         key_hash=hash_key(secret),
         prefix=secret[:10],
+        label=label,
     )
     session.add(key)
     session.flush()
@@ -152,15 +185,16 @@ def add_domain(session: Session, app: App, host: str) -> str:
     return host
 
 
-def remove_domain(session: Session, app: App, host: str) -> str:
+def remove_domain(session: Session, app: App, host: str) -> tuple[str, bool]:
+    """Stop trusting `host`: the host as stored, and whether it was trusted until now."""
     host = normalize_host(host)
     domain = session.scalar(
         select(TrustedDomain).where(TrustedDomain.app_id == app.id, TrustedDomain.host == host)
     )
     if domain is None:
-        raise TenancyError(f"{host!r} is not a trusted domain of {app.name!r}")
+        return host, False
     session.delete(domain)
-    return host
+    return host, True
 
 
 @dataclass(frozen=True, slots=True)

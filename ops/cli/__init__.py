@@ -31,14 +31,14 @@ from ops.cli import (
     users,
     webhook_secret,
 )
-from ops.cli.common import database_error, one_line
+from ops.cli.common import EXIT_USAGE, database_error, one_line
 from ops.readmodel import NotFound
 from shared.settings import SettingsError
 from shared.tenancy import TenancyError
 
 
 class _UsageMistake(click.ClickException):
-    exit_code = 2  # what Click's own usage errors exit with
+    exit_code = EXIT_USAGE  # what Click's own usage errors exit with
 
 
 class _Cli(click.Group):

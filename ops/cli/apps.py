@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import emit, json_option, work
+from ops.cli.common import already_gone, emit, json_option, require_yes, work
 from shared import tenancy
+from shared.models import App
 from shared.timeparse import iso
 
 
@@ -36,3 +38,28 @@ def apps_create(name: str, as_json: bool) -> None:
 def apps_list(as_json: bool) -> None:
     """List every app with its count of live keys and trusted domains."""
     emit(work(readmodel.app_list), as_json, title="apps", empty="no apps")
+
+
+@apps.command("delete")
+@click.argument("name")
+@click.option(
+    "--yes", is_flag=True, help="Really delete the app and all it owns: there is no undo."
+)
+@json_option
+def apps_delete(name: str, yes: bool, as_json: bool) -> None:
+    """Delete the app NAME with everything it owns: keys, domains, definitions, profiles, events,
+    page views, companies, dead letters, replay runs. Needs --yes. An app that is not there is
+    already deleted (exit 0)."""
+    require_yes(yes, f"deleting the app {name!r} deletes everything it owns")
+
+    def unit(session: Session) -> dict[str, Any] | None:
+        app = session.scalar(select(App).where(App.name == name).with_for_update())
+        if app is None:
+            return None
+        return {"deleted": name, "rows": tenancy.delete_app(session, app)}
+
+    answer = work(unit)
+    if answer is None:
+        already_gone({"deleted": name, "rows": {}}, as_json, title="app", what=f"the app {name!r}")
+        return
+    emit({**answer, "already_gone": False}, as_json, title="app deleted")

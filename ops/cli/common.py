@@ -34,6 +34,34 @@ CONNECT_TIMEOUT = 10
 """Seconds to wait for Postgres before telling the operator it cannot be reached."""
 
 
+EXIT_OK = 0
+"""Done, or nothing was left to do: deleting what is already gone is done."""
+EXIT_ERROR = 1
+"""Not done: an unknown name, a refused value, a store that cannot be reached, or an answer the
+command cannot know (`messages show` without Redis)."""
+EXIT_USAGE = 2
+"""The command line: a missing or bad option or argument, and a destructive command without
+--yes (what Click exits with for its own usage errors)."""
+EXIT_PARTIAL = 3
+"""Done in part: `replay` enqueued the good lines and refused some."""
+
+
+def require_yes(yes: bool, consequence: str) -> None:
+    """A destructive command's confirmation. Without --yes nothing is done, and the command ends as
+    a command-line mistake (EXIT_USAGE) that says what it would have done."""
+    if not yes:
+        raise click.UsageError(
+            f"{consequence}: add --yes to do it", ctx=click.get_current_context(silent=True)
+        )
+
+
+def already_gone(answer: dict[str, Any], as_json: bool, *, title: str, what: str) -> None:
+    """A delete whose target is not there: it is done already (EXIT_OK), said on stderr, and the
+    answer carries `"already_gone": true`, so a script that deletes can safely run twice."""
+    click.echo(f"{printable(what)} is already gone: nothing to delete", err=True)
+    emit({**answer, "already_gone": True}, as_json, title=title)
+
+
 def load_settings() -> Settings:
     return Settings.from_env().verify()
 

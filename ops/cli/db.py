@@ -9,7 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from ops.cli.common import CONNECT_TIMEOUT, emit, json_option, load_settings, work
+from ops.cli.common import CONNECT_TIMEOUT, emit, json_option, load_settings, require_yes, work
+from shared import migrate
 from shared.migrate import upgrade
 from shared.settings import Settings
 
@@ -58,3 +59,45 @@ def db_upgrade(as_json: bool) -> None:
         "revision": revision,
     }
     emit(answer, as_json, title="database up to date")
+
+
+def _revision(session: Session) -> str | None:
+    return session.scalar(text("SELECT version_num FROM alembic_version"))
+
+
+@db.command("current")
+@json_option
+def db_current(as_json: bool) -> None:
+    """Show the database's schema revision and the newest this release knows."""
+    settings = load_settings()
+    revision = work(_revision)
+    newest = migrate.head(settings)
+    answer = {
+        "database": make_url(settings.sqlalchemy_url).database,
+        "revision": revision,
+        "head": newest,
+        "up_to_date": revision == newest,
+    }
+    emit(answer, as_json, title="database schema")
+
+
+@db.command("downgrade")
+@click.argument("revision", metavar="REVISION")
+@click.option("--yes", is_flag=True, help="Really downgrade: what newer revisions hold is lost.")
+@json_option
+def db_downgrade(revision: str, yes: bool, as_json: bool) -> None:
+    """Migrate the database back to REVISION (`userdest db current` shows where it is; `base` is
+    before the first). Needs --yes: the columns and tables newer revisions added go, with their
+    data. Run it with the older release's workers and receivers stopped or already deployed."""
+    settings = load_settings()
+    if not migrate.known(settings, revision):
+        raise click.BadParameter(f"no revision {revision!r} in this release", param_hint="REVISION")
+    before = work(_revision)
+    require_yes(yes, f"downgrading from {before} to {revision} drops what the newer revisions hold")
+    migrate.downgrade(settings, revision)
+    answer = {
+        "database": make_url(settings.sqlalchemy_url).database,
+        "from": before,
+        "revision": work(_revision),
+    }
+    emit(answer, as_json, title="database downgraded")

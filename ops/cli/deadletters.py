@@ -23,6 +23,7 @@ from ops.cli.common import (
     optional_app,
     parse_duration_option,
     reason_option,
+    require_yes,
     work,
 )
 from shared.queues import REPLAY
@@ -169,9 +170,7 @@ def deadletters_purge(
         )
         if not yes:
             count = dead_letters.count_letters(session, where)
-            raise click.ClickException(
-                f"this would delete {count} dead letters for good; add --yes to do it"
-            )
+            require_yes(False, f"this would delete {count} dead letters for good")
         return {"deleted": dead_letters.purge(session, where)}
 
     emit(work(unit), as_json, title="dead letters purged")

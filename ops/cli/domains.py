@@ -8,7 +8,7 @@ import click
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import app_option, emit, in_app, json_option, work
+from ops.cli.common import already_gone, app_option, emit, in_app, json_option, work
 from shared import tenancy
 
 
@@ -39,13 +39,18 @@ def domains_add(app_name: str, host: str, as_json: bool) -> None:
 @click.argument("host")
 @json_option
 def domains_remove(app_name: str, host: str, as_json: bool) -> None:
-    """Stop trusting HOST for the app."""
+    """Stop trusting HOST for the app. A host the app does not trust is already removed
+    (exit 0)."""
 
-    def unit(session: Session) -> dict[str, Any]:
-        removed = tenancy.remove_domain(session, tenancy.get_app(session, app_name), host)
-        return {"app": app_name, "host": removed}
+    def unit(session: Session) -> tuple[dict[str, Any], bool]:
+        stored, removed = tenancy.remove_domain(session, tenancy.get_app(session, app_name), host)
+        return {"app": app_name, "host": stored}, removed
 
-    emit(work(unit), as_json, title="domain removed")
+    answer, removed = work(unit)
+    if not removed:
+        already_gone(answer, as_json, title="domain", what=f"the trusted domain {answer['host']!r}")
+        return
+    emit({**answer, "already_gone": False}, as_json, title="domain removed")
 
 
 @domains.command("list")

@@ -20,13 +20,18 @@ def keys() -> None:
 
 @keys.command("create")
 @app_option
+@click.option(
+    "--label",
+    metavar="TEXT",
+    help="What the key is for (the source that sends with it), shown by `keys list`.",
+)
 @json_option
-def keys_create(app_name: str, as_json: bool) -> None:
+def keys_create(app_name: str, label: str | None, as_json: bool) -> None:
     """Create an API key for the app; its secret is shown this once and never stored."""
 
     def unit(session: Session) -> dict[str, Any]:
-        new = tenancy.create_key(session, tenancy.get_app(session, app_name))
-        return {"key_id": new.key_id, "api_key": new.api_key}
+        new = tenancy.create_key(session, tenancy.get_app(session, app_name), label)
+        return {"key_id": new.key_id, "api_key": new.api_key, "label": label and label.strip()}
 
     answer = work(unit)
     emit(answer, as_json, title="key created")

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from ops.cli.common import (
     CONNECT_TIMEOUT,
+    EXIT_PARTIAL,
     app_option,
     broker,
     celery_app,
@@ -30,10 +31,6 @@ from shared.queues import QUEUES, REPLAY
 
 if TYPE_CHECKING:
     from ops.replay import Source, Summary
-
-REJECTED_EXIT = 3
-"""`replay`'s exit status when it enqueued what it could but refused some lines (1 is an error
-that stopped it, 2 a usage mistake)."""
 
 
 @contextmanager
@@ -182,7 +179,7 @@ def replay_file(
         emit(details, False, title=title)
     if summary.rejected:
         # The good lines are enqueued; the exit status tells a script that some were not.
-        raise SystemExit(REJECTED_EXIT)
+        raise SystemExit(EXIT_PARTIAL)
 
 
 @replay_group.command("status")

@@ -176,7 +176,8 @@ def test_duplicate_or_empty_app(fail: Run, shop: str) -> None:
 
 def test_keys_create_list_revoke(run: Run, shop: str) -> None:
     created = as_json(run("keys", "create", "--app", shop, "--json"))
-    assert set(created) == {"key_id", "api_key"}
+    assert set(created) == {"key_id", "api_key", "label"}
+    assert created["label"] is None
     secret = created["api_key"]
     readable = run("keys", "create", "--app", shop)
     assert "cannot be shown again" in readable.stderr
@@ -204,6 +205,17 @@ def test_keys_create_list_revoke(run: Run, shop: str) -> None:
     assert revoked["revoked_at"] in run("keys", "list", "--app", shop).stdout
 
 
+def test_keys_are_labelled_and_listed_with_their_label(run: Run, fail: Run, shop: str) -> None:
+    made = as_json(run("keys", "create", "--app", shop, "--label", " iOS app ", "--json"))
+    assert made["label"] == "iOS app"
+    run("keys", "create", "--app", shop)
+    listed = as_json(run("keys", "list", "--app", shop, "--json"))
+    assert [k["label"] for k in listed] == ["iOS app", None]
+    assert "iOS app" in run("keys", "list", "--app", shop).stdout
+    assert "1 to 200 characters" in fail("keys", "create", "--app", shop, "--label", " ")
+    assert "1 to 200 characters" in fail("keys", "create", "--app", shop, "--label", "x" * 201)
+
+
 def test_keys_errors(fail: Run, run: Run, shop: str) -> None:
     assert "no app named 'nope'" in fail("keys", "create", "--app", "nope")
     assert "no app named 'nope'" in fail("keys", "list", "--app", "nope")
@@ -225,15 +237,18 @@ def test_domains_add_list_remove(run: Run, shop: str) -> None:
     assert "*.example.com" in run("domains", "list", "--app", shop).stdout
 
     removed = as_json(run("domains", "remove", "--app", shop, "shop.example.com", "--json"))
-    assert removed == {"app": shop, "host": "shop.example.com"}
+    assert removed == {"app": shop, "host": "shop.example.com", "already_gone": False}
     assert "*.example.com" in run("domains", "remove", "--app", shop, "*.example.com").stdout
     assert as_json(run("domains", "list", "--app", shop, "--json")) == []
+    again = run("domains", "remove", "--app", shop, "shop.example.com", "--json")
+    assert as_json(again) == {"app": shop, "host": "shop.example.com", "already_gone": True}
+    assert "already gone" in again.stderr
 
 
 def test_domains_errors(fail: Run, shop: str) -> None:
     assert "no app named" in fail("domains", "add", "--app", "nope", "a.example.com")
     assert "no app named" in fail("domains", "list", "--app", "nope")
-    assert "not a trusted domain" in fail("domains", "remove", "--app", shop, "a.example.com")
+    assert "no app named" in fail("domains", "remove", "--app", "nope", "a.example.com")
     assert "not a host name" in fail("domains", "add", "--app", shop, "a.*.example.com")
 
 

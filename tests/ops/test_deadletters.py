@@ -343,8 +343,11 @@ def count(engine: Engine) -> int:
 
 
 def test_purge_refuses_without_yes(invoke: Invoke, seeded: Seeded, clean_db: Engine):
-    line = one_line_error(invoke("deadletters", "purge", "--app", "shop"))
-    assert line == "Error: this would delete 3 dead letters for good; add --yes to do it"
+    result = invoke("deadletters", "purge", "--app", "shop")
+    assert result.exit_code == 2  # as every destructive command without --yes
+    line = one_line_error(result)
+    assert line.startswith("Error: this would delete 3 dead letters for good: add --yes to do it")
+    assert line.endswith(" deadletters purge --help`)")
     assert count(clean_db) == 5
 
 

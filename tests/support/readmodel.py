@@ -86,7 +86,7 @@ COMPANY_KEYS = {
 DEFINITION_KEYS = {"scope", "event", "name", "type", "choices", "origin"}
 
 
-KEY_KEYS = {"key_id", "prefix", "created_at", "revoked_at", "last_used_at"}
+KEY_KEYS = {"key_id", "label", "prefix", "created_at", "revoked_at", "last_used_at"}
 
 
 def make_user(
