@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy import Engine, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -116,3 +116,39 @@ def run_status(session: Session, run_id: str) -> dict[str, Any]:
         "dead_letters": dead,
         "waiting": calls - applied - duplicates - dead,
     }
+
+
+def list_runs(
+    session: Session, app_id: int | None, limit: int, after: str | None = None
+) -> list[dict[str, Any]]:
+    """Replay runs, newest first (of one app, or all): what each read and enqueued. `after` is
+    the last run id of the previous page. Progress is `run_status`'s: it reads every call."""
+    query = (
+        select(ReplayRun, App.name)
+        .join(App, App.id == ReplayRun.app_id)
+        .order_by(ReplayRun.started_at.desc(), ReplayRun.id.desc())
+        .limit(limit)
+    )
+    if app_id is not None:
+        query = query.where(ReplayRun.app_id == app_id)
+    if after is not None:
+        last = session.get(ReplayRun, after)
+        if last is None:
+            raise NotFound(f"no replay run {after!r}")
+        query = query.where(
+            tuple_(ReplayRun.started_at, ReplayRun.id) < tuple_(last.started_at, last.id)
+        )
+    return [
+        {
+            "run": run.id,
+            "app": app,
+            "queue": run.queue,
+            "source": run.source,
+            "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at) if run.finished_at else None,
+            "lines": run.lines,
+            "accepted": run.accepted,
+            "rejected": run.rejected,
+        }
+        for run, app in session.execute(query)
+    ]

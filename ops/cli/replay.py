@@ -15,13 +15,16 @@ from rich.text import Text
 from ops.cli.common import (
     CONNECT_TIMEOUT,
     EXIT_PARTIAL,
+    app_id_of,
     app_option,
     broker,
     celery_app,
     emit,
     json_option,
+    limit_option,
     load_settings,
     one_line,
+    optional_app,
     printable,
     work,
 )
@@ -81,7 +84,7 @@ FILE_COMMAND = "file"
 
 class _ReplayGroup(click.Group):
     """`userdest replay FILE ...` replays a file (the `file` command, implied); `userdest replay
-    status RUN` follows a run."""
+    status RUN` follows a run and `userdest replay list` lists them."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not args or args[0] not in self.commands:
@@ -89,13 +92,31 @@ class _ReplayGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+class _GroupsContext(click.Context):
+    """The implied `file` command's context: its usage line and error hints name the group
+    (`userdest replay [OPTIONS] FILE|-`), as the operator typed it, not `replay file`."""
+
+    @property
+    def command_path(self) -> str:
+        return self.parent.command_path if self.parent else super().command_path
+
+
+class _ImpliedCommand(click.Command):
+    context_class = _GroupsContext
+
+
 @click.group("replay", cls=_ReplayGroup)
 def replay_group() -> None:
-    """Replay NDJSON files of Segment calls (`userdest replay FILE --app NAME`), and follow a run
-    (`userdest replay status RUN`)."""
+    """Replay NDJSON files of Segment calls (`userdest replay FILE --app NAME`), list the runs
+    (`userdest replay list`) and follow one (`userdest replay status RUN`)."""
 
 
-@replay_group.command(FILE_COMMAND)
+@replay_group.command(
+    FILE_COMMAND,
+    cls=_ImpliedCommand,
+    epilog="Runs: `userdest replay list` lists them, newest first; `userdest replay status RUN` "
+    "shows how far the workers got with one.",
+)
 @click.argument(
     "path",
     metavar="FILE|-",
@@ -191,6 +212,20 @@ def replay_status(run_id: str, as_json: bool) -> None:
     from ops.replayruns import run_status
 
     emit(work(lambda session: run_status(session, run_id)), as_json, title=f"replay {run_id}")
+
+
+@replay_group.command("list")
+@optional_app
+@limit_option
+@click.option("--after", metavar="RUN", help="Continue after the run RUN (the last one shown).")
+@json_option
+def replay_list(app_name: str | None, limit: int, after: str | None, as_json: bool) -> None:
+    """List replay runs, newest first: the file, the queue, the lines read, accepted and refused.
+    `userdest replay status RUN` shows how far the workers got with one."""
+    from ops.replayruns import list_runs
+
+    runs = work(lambda session: list_runs(session, app_id_of(session, app_name), limit, after))
+    emit(runs, as_json, title="replay runs", empty="no replay runs")
 
 
 def _waiting() -> None:

@@ -81,3 +81,33 @@ def test_replay_help_is_still_the_file_command_s() -> None:
     result = ok(invoker(Settings())("replay", "--help"))
     assert "FILE|-" in result.stdout and "--app" in result.stdout
     assert "RUN" in ok(invoker(Settings())("replay", "status", "--help")).stdout
+
+
+def test_list_shows_the_runs_newest_first_a_page_at_a_time(
+    invoke: Invoke, shop: int, tmp_path: Path
+) -> None:
+    runs = []
+    for name in ("first", "second", "third"):
+        path = tmp_path / f"{name}.ndjson"
+        path.write_bytes(orjson.dumps(call(name)) + b"\n")
+        answer = replay_ran(invoke("replay", str(path), "--app", "shop", "--json")).stdout
+        runs.append(orjson.loads(answer)["run"])
+
+    listed = orjson.loads(ok(invoke("replay", "list", "--app", "shop", "--json")).stdout)
+    assert [r["run"] for r in listed] == runs[::-1]
+    assert listed[0]["source"].endswith("third.ndjson")
+    assert (listed[0]["app"], listed[0]["lines"], listed[0]["accepted"]) == ("shop", 1, 1)
+    page = ok(invoke("replay", "list", "--limit", "2", "--after", runs[2], "--json")).stdout
+    assert [r["run"] for r in orjson.loads(page)] == [runs[1], runs[0]]
+    assert runs[0] in ok(invoke("replay", "list")).stdout
+    assert "no replay run" in one_line_error(invoke("replay", "list", "--after", "run_nope"))
+
+
+def test_replay_help_shows_how_it_is_typed(invoke: Invoke) -> None:
+    text = ok(invoke("replay", "--help")).stdout
+    usage = text.splitlines()[0]
+    assert usage.endswith(" replay [OPTIONS] FILE|-"), usage
+    words = " ".join(text.split())
+    assert "replay list" in words and "replay status RUN" in words
+    hint = one_line_error(invoke("replay", "no-such-file.ndjson", "--app", "shop"))
+    assert hint.endswith(" replay --help`)"), hint
