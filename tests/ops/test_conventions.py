@@ -42,7 +42,7 @@ def test_tables_are_plain_and_unfolded_when_piped(invoke: Invoke) -> None:
     assert not BOX & set(out), out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("key_id"))
-    assert lines[header].split()[:2] == ["key_id", "prefix"]
+    assert lines[header].split()[:3] == ["key_id", "label", "prefix"]
     [row] = lines[header + 1 :]
     assert row.startswith("key_")
     apps = ok(invoke("apps", "list")).stdout
