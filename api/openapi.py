@@ -145,10 +145,16 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "calls that failed a check; each is kept as a dead letter",
                 "items": {
                     "type": "object",
-                    "required": ["index", "errors"],
+                    "required": ["index", "errors", "messageId"],
                     "properties": {
                         "index": {"type": "integer"},
                         "errors": {"type": "array", "items": _ref("CallError")},
+                        "messageId": {
+                            "type": "string",
+                            "description": "the call's own messageId where the checks take it, "
+                            "else a new UUID: its dead letter keeps it, and `userdest messages "
+                            "show` finds the call by it",
+                        },
                     },
                 },
             },

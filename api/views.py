@@ -53,6 +53,7 @@ from shared.calls import (
     check_calls,
     check_depth,
     parse_json,
+    refused_message_id,
     too_large,
     usable_message_id,
 )
@@ -355,7 +356,13 @@ class Receiver:
                 metrics.APP_CALLS.labels(request.environ[APP_LABEL], "rejected").inc()
                 raise Refusal(400, errors[0]["code"], errors[0]["message"], errors=errors)
         message_ids = [usable_message_id(c) or str(uuid.uuid4()) for c in checked.accepted]
-        answers = [{"index": r["index"], "errors": r["errors"]} for r in checked.rejected]
+        for entry in checked.rejected:
+            # The id the sender can look the refused call up by; its dead letter keeps it.
+            entry["message_id"] = refused_message_id(entry["call"])
+        answers = [
+            {"index": r["index"], "errors": r["errors"], "messageId": r["message_id"]}
+            for r in checked.rejected
+        ]
         return checked.accepted, message_ids, checked.rejected, answers
 
     def readiness(self) -> Response:

@@ -4,7 +4,8 @@ A call is known by its app and messageId. In order of what settles it:
 - applied: its dedupe record (`processed_messages`) says when; a track, page or screen call also
   names its profile through the event or page view it recorded (identify, group and alias calls
   leave no row that names the message, so their profile is not known here);
-- dead-lettered: an open dead letter holds it, with its reason;
+- dead-lettered: an open dead letter holds it, with its reason (a call the receiver refused in a
+  batch is known by the `messageId` the receiver's answer gave it in `rejected`);
 - held by a worker (unacknowledged) or waiting in a queue, found by reading them (a scan of
   every waiting message, bounded by Redis's read timeout: fine for an operator, not for a script
   in a loop).
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from shared import dedupe, wire
@@ -42,7 +43,17 @@ def in_postgres(session: Session, app_id: int, message_id: str) -> dict[str, Any
         profile = _profile(session, app_id, message_id)
     letters = session.execute(
         select(DeadLetter)
-        .where(DeadLetter.app_id == app_id, DeadLetter.message_id == message_id)
+        .where(
+            DeadLetter.app_id == app_id,
+            or_(
+                DeadLetter.message_id == message_id,
+                # Letters of refused calls kept before those had an id: the call's own messageId.
+                and_(
+                    DeadLetter.message_id.is_(None),
+                    DeadLetter.call["messageId"].astext == message_id,
+                ),
+            ),
+        )
         .order_by(DeadLetter.id)
     ).scalars()
     return {
@@ -115,6 +126,13 @@ def in_redis(client: redis.Redis, app_id: int, message_id: str) -> list[dict[str
             if received is not None:
                 found.append({"where": "waiting", "queue": queue, "received_at": received})
     return found
+
+
+def settled(postgres: dict[str, Any]) -> bool:
+    """Whether Postgres alone says where the call is: applied, or held by an open dead letter."""
+    return postgres["applied_at"] is not None or any(
+        letter["open"] for letter in postgres["dead_letters"]
+    )
 
 
 def state(postgres: dict[str, Any], redis_places: list[dict[str, Any]] | None) -> str:

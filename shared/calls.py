@@ -244,6 +244,17 @@ def usable_message_id(call: dict[str, Any]) -> str | None:
     return None
 
 
+def refused_message_id(call: Any) -> str:
+    """The id a refused call of a batch is known by, answered to its sender and kept with its dead
+    letter (`userdest messages show` finds it): its own messageId where the checks take it, else a
+    new UUID4."""
+    if isinstance(call, dict):
+        own = usable_message_id(call)
+        if own is not None and len(own) < MAX_MESSAGE_ID:
+            return own
+    return str(uuid.uuid4())
+
+
 def derived_message_id(call: Any) -> str:
     """A UUID5 of the call's canonical JSON (keys sorted): the same call always gets the same id.
 

@@ -9,7 +9,8 @@ read by people and replayed:
      "defaults": {"context": {...}, "integrations": {...}},   # the batch's, merged under each call
      "calls": [{...raw Segment call...}, ...],   # exactly as sent, never modified
      "message_ids": ["…", ...],                  # each call's messageId, a UUID where it had none
-     "rejected": [{"index": 4, "call": {...}, "errors": [{"code": …, "message": …}]}]}
+     "rejected": [{"index": 4, "call": {...}, "errors": [{"code": …, "message": …}],
+                   "message_id": "…"}]}             # the id the answer gave the refused call
 """
 
 from __future__ import annotations

@@ -409,6 +409,22 @@ def test_a_partial_batch_enqueues_the_good_calls_and_carries_the_bad_as_rejected
     assert envelope["rejected"][0]["errors"] == body["rejected"][0]["errors"]
 
 
+def test_a_refused_call_gets_an_id_its_sender_reads_in_the_answer_and_its_letter_keeps(
+    send, ingest_queue
+):
+    own = {"type": "track", "userId": "u1", "messageId": "ajs-next-1"}  # no event
+    none = {"type": "track", "userId": "u1"}
+    too_long = {"type": "track", "userId": "u1", "event": "E", "messageId": "x" * 100}
+    response = send("/v1/batch", {"batch": [FIXTURES["ios-track"], own, none, too_long]})
+
+    answered = [r["messageId"] for r in response.json["rejected"]]
+    assert answered[0] == "ajs-next-1"  # the sender's own id, where the checks take it
+    assert uuid.UUID(answered[1]).version == 4
+    assert uuid.UUID(answered[2]).version == 4 and answered[1] != answered[2]
+    [envelope] = ingest_queue()
+    assert [r["message_id"] for r in envelope["rejected"]] == answered
+
+
 def test_a_batch_where_every_call_is_bad_is_still_enqueued_for_the_dead_letters(send, ingest_queue):
     response = send("/v1/batch", {"batch": [{"type": "track"}, 5]})
     assert response.status_code == 200

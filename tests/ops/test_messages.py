@@ -83,3 +83,41 @@ def test_the_readable_answer(invoke: Invoke, shop: int, clean_db: Engine) -> Non
         apply_envelope(conn, envelope(shop, [TRACK]))
     out = ok(invoke("messages", "show", "t-1", "--app", "shop")).stdout
     assert "state" in out and "applied" in out and "u1" in out
+
+
+def test_a_call_the_receiver_refused_is_found_by_the_id_its_answer_gave(
+    invoke: Invoke, shop: int, clean_db: Engine
+) -> None:
+    refused = {"type": "track", "userId": "u1"}  # no event
+    rejected = [
+        {"index": 1, "call": refused, "errors": [{"code": "missing_event", "message": "m"}]}
+    ]
+    batch = envelope(shop, [TRACK], rejected=[{**rejected[0], "message_id": "r-1"}])
+    with clean_db.begin() as conn:
+        apply_envelope(conn, batch)
+    answer = show(invoke, "r-1")
+    assert answer["state"] == "dead_letter"
+    assert [d["reason"] for d in answer["dead_letters"]] == ["missing_event"]
+
+
+def test_a_letter_kept_without_an_id_is_found_by_its_calls_own_message_id(
+    invoke: Invoke, shop: int, clean_db: Engine
+) -> None:
+    call = {"type": "track", "userId": "u1", "messageId": "own-1"}
+    with clean_db.begin() as conn:
+        store(conn, shop, [LetterToKeep("rejected:old:0", "missing_event", "e", call, None, {})])
+    assert show(invoke, "own-1")["state"] == "dead_letter"
+
+
+def test_without_redis_an_unsettled_call_is_an_error_and_a_settled_one_is_answered(
+    invoke: Invoke, shop: int, clean_db: Engine
+) -> None:
+    dead = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = invoke("messages", "show", "never", "--app", "shop", "--json", env=dead)
+    assert result.exit_code == 1
+    line = one_line_error(result)
+    assert "cannot reach Redis" in line and "only Redis can say" in line
+    with clean_db.begin() as conn:
+        apply_envelope(conn, envelope(shop, [TRACK]))
+    applied = invoke("messages", "show", "t-1", "--app", "shop", "--json", env=dead)
+    assert orjson.loads(ok(applied).stdout)["state"] == "applied"

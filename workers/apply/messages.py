@@ -220,6 +220,7 @@ def _rejected(
         entry = {"call": entry}
     errors = entry.get("errors")
     errors = errors if isinstance(errors, list) else []
+    message_id = entry.get("message_id")  # what the receiver answered for it
     return LetterToKeep(
         dedupe_key=letter_key(
             "rejected", env.app_id, delivery_id or env.request_id, entry.get("index")
@@ -227,6 +228,7 @@ def _rejected(
         reason=_first_code(errors),
         error="; ".join(str(e.get("message", e)) for e in errors if isinstance(e, dict)),
         call=entry.get("call"),
+        message_id=message_id if isinstance(message_id, str) else None,
         meta=meta,
     )
 
