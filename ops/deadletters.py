@@ -1,4 +1,5 @@
-"""The operator's side of dead letters: listing, showing, counting and purging them (SPEC 7).
+"""The operator's side of dead letters: listing, showing, exporting, editing, counting and purging
+them.
 
 Workers write dead letters (workers/apply/deadletters.py); `userdest deadletters replay` puts them
 back on a queue (ops/replay.py) and stamps `replayed_at`. A letter is *open* while it was never
@@ -9,11 +10,12 @@ replayed, or failed again after its last replay: the worker's upsert moves `upda
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
@@ -170,3 +172,78 @@ def purge(session: Session, where: Filter) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+EXPORT_PAGE = 1000
+
+
+def export_letters(session: Session, where: Filter) -> Iterator[dict[str, Any]]:
+    """Every letter `where` names, newest first, as `list` shows it plus its `message_id`: one
+    NDJSON line each for `deadletters export`, to fix and give back to `deadletters replay
+    --from`."""
+    after: int | None = None
+    while True:
+        query = (
+            select(DeadLetter, App.name)
+            .outerjoin(App, App.id == DeadLetter.app_id)
+            .where(*where.where(), *([] if after is None else [DeadLetter.id < after]))
+            .order_by(DeadLetter.id.desc())
+            .limit(EXPORT_PAGE)
+        )
+        rows = session.execute(query).all()
+        for letter, app in rows:
+            yield {**_summary(letter, app), "message_id": letter.message_id}
+        if len(rows) < EXPORT_PAGE:
+            return
+        after = rows[-1][0].id
+
+
+class EditError(ValueError):
+    """A line of fixed dead letters that cannot be read."""
+
+
+def read_edits(lines: Iterable[bytes]) -> dict[int, Any]:
+    """The fixed calls of an edited export, by letter id: each line an object with the letter's
+    `id` and its `call` (other keys, such as `reason`, are ignored). Blank lines are skipped."""
+    edits: dict[int, Any] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise EditError(f"line {number}: not JSON ({exc})") from None
+        if not isinstance(row, dict) or type(row.get("id")) is not int or "call" not in row:
+            raise EditError(f'line {number}: needs the letter\'s "id" and its "call"')
+        if row["id"] in edits:
+            raise EditError(f"line {number}: dead letter {row['id']} is given twice")
+        edits[row["id"]] = row["call"]
+    return edits
+
+
+def edit_letters(session: Session, edits: dict[int, Any], app_id: int | None = None) -> None:
+    """Put the fixed calls in their letters, in the caller's transaction. The call first kept is
+    moved to the letter's meta (`original_call`) the first time it is changed, so the letter still
+    shows what was received."""
+    if not edits:
+        return
+    scope = [] if app_id is None else [DeadLetter.app_id == app_id]
+    letters = {
+        letter.id: letter
+        for letter in session.scalars(
+            select(DeadLetter).where(DeadLetter.id.in_(sorted(edits)), *scope).with_for_update()
+        )
+    }
+    missing = [i for i in sorted(edits) if i not in letters]
+    if missing:
+        where = " for this app" if app_id is not None else ""
+        raise NotFound(f"no dead letter {', '.join(map(str, missing))}{where}")
+    for letter_id, call in edits.items():
+        letter = letters[letter_id]
+        if letter.call == call:
+            continue
+        meta = dict(letter.meta) if isinstance(letter.meta, dict) else {}
+        meta.setdefault("original_call", letter.call)
+        letter.meta = meta
+        letter.call = call
+    session.flush()

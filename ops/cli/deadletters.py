@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 import orjson
@@ -98,34 +98,100 @@ def deadletters_show(letter_id: int, as_json: bool) -> None:
     emit(letter, as_json, title=f"dead letter {letter_id}")
 
 
+@deadletters.command("export")
+@optional_app
+@reason_option
+@older_option
+@click.option("--all", "include_replayed", is_flag=True, help="Include the replayed ones.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
+def deadletters_export(
+    app_name: str | None,
+    reason: str | None,
+    older_than: timedelta | None,
+    include_replayed: bool,
+    out: str | None,
+) -> None:
+    """Write dead letters as NDJSON, newest first, one letter a line as `list --json` shows it
+    plus its message_id: to fix the calls (an editor, jq) and give the file to `deadletters
+    replay --from`. Open letters only unless --all."""
+
+    def unit(session: Session) -> int:
+        where = dead_letters.Filter(
+            app_id=app_id_of(session, app_name),
+            reason=reason,
+            older_than=older_than,
+            include_replayed=include_replayed,
+        )
+        written = 0
+        handle = click.open_file(out or "-", "wb")
+        with handle:
+            for row in dead_letters.export_letters(session, where):
+                handle.write(orjson.dumps(row) + b"\n")
+                written += 1
+        return written
+
+    written = work(unit)
+    click.echo(f"exported {written} dead letters" + (f" to {out}" if out else ""), err=True)
+
+
 @deadletters.command("replay")
 @optional_app
 @reason_option
+@click.option(
+    "--from",
+    "edited",
+    type=click.File("rb"),
+    metavar="FILE|-",
+    help="Replay the letters of this file (a `deadletters export`, fixed) with their calls as "
+    "the file has them; - reads stdin.",
+)
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
 @json_option
 def deadletters_replay(
-    app_name: str | None, reason: str | None, ids: tuple[int, ...], as_json: bool
+    app_name: str | None,
+    reason: str | None,
+    edited: BinaryIO | None,
+    ids: tuple[int, ...],
+    as_json: bool,
 ) -> None:
     """Enqueue dead letters again on the `replay` queue, after a fix.
 
-    The letters IDs, else every one not replayed yet (of the app, of the reason). Each keeps its
-    messageId, so what was applied before is not applied twice. A letter the receiver's checks
-    still refuse, or of an unknown app, is skipped and stays listed.
+    The letters IDs, else every one not replayed yet (of the app, of the reason). With --from,
+    the letters of an edited `deadletters export` (each line's `id` and `call`): each letter takes
+    its fixed call (the one received stays in its meta as original_call) and is replayed. Each
+    keeps its messageId, so what was applied before is not applied twice. A letter the receiver's
+    checks still refuse, or of an unknown app, is skipped and stays listed.
+
+    For example: userdest deadletters export --reason missing_event | jq -c '.call.event =
+    "Unknown"' | userdest deadletters replay --from -
     """
     from ops import replay
     from shared.publish import HighWater, Publisher
 
+    edits: dict[int, Any] = {}
+    if edited is not None:
+        if ids:
+            raise click.UsageError("give either IDs or --from, not both")
+        try:
+            edits = dead_letters.read_edits(edited)
+        except dead_letters.EditError as exc:
+            raise click.ClickException(one_line(str(exc))) from None
+        if not edits:
+            raise click.ClickException("the --from file holds no dead letter")
+        ids = tuple(edits)
     settings = load_settings()
     with broker(settings) as client, celery_app(settings) as celery:
         publisher = Publisher(celery, client)
         high_water = HighWater(client, settings.redis_high_water)
 
         def unit(session: Session) -> dict[str, Any]:
+            app_id = app_id_of(session, app_name)
+            dead_letters.edit_letters(session, edits, app_id)
             return replay.replay_dead_letters(
                 session,
                 publisher,
                 REPLAY,
-                app_id=app_id_of(session, app_name),
+                app_id=app_id,
                 ids=ids,
                 reason=reason,
                 size=min(settings.replay_batch_size, settings.max_batch_calls),

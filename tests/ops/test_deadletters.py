@@ -441,3 +441,49 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
     with clean_db.connect() as conn:
         occurred = conn.scalar(text("SELECT occurred_at FROM events"))
     assert iso(occurred) == "2024-03-01T11:59:30.000Z"  # skew-corrected as when first received
+
+
+# --- export, fix, replay ----------------------------------------------------------------------
+
+
+def test_export_fix_and_replay_from_the_file(
+    invoke: Invoke, seeded: Seeded, clean_db: Engine, redis_client: redis.Redis, tmp_path
+):
+    exported = ok(invoke("deadletters", "export", "--app", "shop", "--reason", "missing_event"))
+    [line] = exported.stdout.splitlines()
+    row = orjson.loads(line)
+    assert set(row) == LIST_KEYS | {"message_id"}
+    assert (row["id"], row["call"]) == (seeded.still_bad, STILL_BAD)
+    assert "exported 1 dead letters" in exported.stderr
+
+    fixed_call = {**STILL_BAD, "event": "Signed Up"}
+    edited = tmp_path / "fixed.ndjson"
+    edited.write_bytes(orjson.dumps({**row, "call": fixed_call}) + b"\n")
+    answer = orjson.loads(
+        ok(invoke("deadletters", "replay", "--from", str(edited), "--json")).stdout
+    )
+    assert (answer["replayed"], answer["skipped"]) == (1, [])
+    [queued] = envelopes(redis_client, REPLAY)
+    assert queued["calls"][0]["event"] == "Signed Up"
+    letter = letter_of(seeded.still_bad, clean_db)
+    assert letter.replayed_at is not None
+    assert letter.call == fixed_call and letter.meta["original_call"] == STILL_BAD
+
+
+def test_replay_from_stdin_and_its_mistakes(invoke: Invoke, seeded: Seeded, clean_db: Engine):
+    still_bad = orjson.dumps({"id": seeded.still_bad, "call": STILL_BAD}) + b"\n"
+    answer = orjson.loads(
+        ok(invoke("deadletters", "replay", "--from", "-", "--json", stdin=still_bad)).stdout
+    )
+    assert [s["id"] for s in answer["skipped"]] == [seeded.still_bad]  # not fixed: stays open
+    assert letter_of(seeded.still_bad, clean_db).replayed_at is None
+
+    def error(stdin: bytes, *args: str) -> str:
+        return one_line_error(invoke("deadletters", "replay", "--from", "-", *args, stdin=stdin))
+
+    assert "line 1: not JSON" in error(b"{oops\n")
+    assert 'line 2: needs the letter\'s "id"' in error(still_bad + b'{"call": {}}\n')
+    assert "no dead letter 999999" in error(b'{"id": 999999, "call": {}}\n')
+    assert "holds no dead letter" in error(b"\n")
+    both = invoke("deadletters", "replay", "--from", "-", "7", stdin=still_bad)
+    assert both.exit_code == 2
