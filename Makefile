@@ -41,7 +41,7 @@ lint: install ## ruff and mypy on the packages
 	$(BIN)/ruff format --check api workers shared ops bench tests
 	$(BIN)/mypy
 
-bench: install ## run the seeded SPEC 9 workload on the real stack; writes bench-results/latest.json
+bench: install ## run the seeded bench workload on the real stack; writes bench-results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-scale: install ## a batch of 100 at an empty and a ~10M-call database, storage per call, a month of dedupe

@@ -1,5 +1,5 @@
 """Who is calling: the API key (four ways to send it), its cached look-up, trusted domains, and the
-webhook signature (SPEC 3).
+webhook signature.
 
 The only Postgres access of a request is the read-only look-up of a key, through a per-process
 cache that keeps an answer (found or not) for AUTH_CACHE_TTL seconds, so a revoked key or a changed
@@ -84,7 +84,7 @@ class AuthCache:
     while the database is down; a revocation cannot be written then anyway); an unseen key gets
     503.
 
-    A flood of random keys (SPEC 8) must not slow the valid ones: keys that exist and keys that do
+    A flood of random keys must not slow the valid ones: keys that exist and keys that do
     not are remembered apart, each at most `max_entries`, so misses never push a valid key out
     (the negative cache drops its oldest miss instead); and Postgres is asked about keys this
     process has no answer for at most `lookups_per_second` times a second. Past that budget such a

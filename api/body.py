@@ -1,4 +1,4 @@
-"""Reading a request body within its bound, gzip included (SPEC 3: a gzip bomb costs no more
+"""Reading a request body within its bound, gzip included (a gzip bomb costs no more
 memory than the bound)."""
 
 from __future__ import annotations

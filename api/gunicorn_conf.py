@@ -9,7 +9,7 @@ workers on this machine; the receiver's only blocking calls (Redis, Postgres thr
 cooperate with gevent's monkey-patching.
 
 gunicorn logs through its own loggers before and beside the Flask app; this makes those lines JSON
-too (SPEC 7: one JSON object a line), and leaves access logs off: a line per call would cost more
+too (one JSON object a line), and leaves access logs off: a line per call would cost more
 than the call, and the metrics count requests by endpoint and status.
 
 Its root handler carries the name of `shared.logs.configure_logging`'s, so that when `create_app()`

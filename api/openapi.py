@@ -96,7 +96,7 @@ _CALL_ERRORS = (400, 401, 403, 415, 429, 503)
 _SCHEMAS: dict[str, Any] = {
     "Call": {
         "type": "object",
-        "description": "One Segment call, as Segment's libraries send it (SPEC 3). `null` fields "
+        "description": "One Segment call, as Segment's libraries send it. `null` fields "
         "count as absent. Unknown fields are kept and passed on untouched.",
         "properties": {
             "type": {"enum": ["identify", "track", "page", "screen", "group", "alias"]},

@@ -1,5 +1,5 @@
 """The receiver's publisher: shared/publish.py's, answering 503 when Redis cannot take a message
-or is past its high-water mark (admission control, SPEC 3).
+or is past its high-water mark (admission control).
 
 The message format and why the receiver builds it itself are described in shared/publish.py.
 """

@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 _OK = b'{"success":true}'
 _ENVELOPE_FIELDS = tuple(Envelope.__dataclass_fields__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
-# CORS (SPEC 3, v2). A preflight is allowed every header the browser asks for: libraries add their
+# CORS. A preflight is allowed every header the browser asks for: libraries add their
 # own (analytics.js X-Retry-Count on retries; RudderStack AnonymousId, SentAt and Rsa-* on retries),
 # and a refused header silently loses the call. These are allowed where the browser names none.
 _CORS_HEADERS = (
@@ -367,7 +367,7 @@ class Receiver:
 
     def readiness(self) -> Response:
         """Ready while this receiver can accept calls: Redis answers and is under its high-water
-        mark (SPEC 7). Postgres is reported, not required: cached keys keep working without it,
+        mark. Postgres is reported, not required: cached keys keep working without it,
         and taking every receiver out of the load balancer would refuse what could be accepted."""
         checks = {"redis": "ok", "postgres": "ok"}
         try:

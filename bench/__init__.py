@@ -1,4 +1,4 @@
-"""`make bench` (SPEC 9): a fixed, seeded workload against the real stack on this machine.
+"""`make bench`: a fixed, seeded workload against the real stack on this machine.
 
 `python -m bench` recreates its own database and Redis database number, starts the receiver under
 gunicorn and a Celery worker, sends the workload as single calls and as batches, waits until every

@@ -1,7 +1,7 @@
 """How fast a worker drains a backlog: `python -m bench.drain [--batch 100] -- -c 2`.
 
 `make bench` runs it twice on the same calls after its stack has stopped, once as one-call messages
-and once as batches of 100 (SPEC 5.9: a call must cost about the same either way), and reports the
+and once as batches of 100 (a call must cost about the same either way), and reports the
 ratio of the two rates and the batch rate's ratio to the Postgres ceiling. A worker
 (`celery -A workers worker -Q ingest`, WORKER_PROCESSES processes unless told otherwise) is started
 against the bench's own database and Redis database and warmed up on another app; then the

@@ -1,5 +1,5 @@
 """Apply lag under a steady single-call load: from a call leaving the client to its effects
-committed (SPEC 5.9: a lone message is applied within a fraction of a second).
+committed (a lone message is applied within a fraction of a second).
 
 The calls are sent at a fixed rate (open loop), and a poller looks every POLL_SECONDS for the app's
 newly committed messageIds; a call's lag is the time it was first seen committed minus the time it

@@ -35,7 +35,7 @@ FIGURES: dict[str, str] = {
     "end_to_end_to_baseline": "end to end calls/s ÷ baseline calls/s",
     "drain_single_calls_per_s": "calls/s a worker drains from a backlog of one-call messages",
     "drain_batch_calls_per_s": "calls/s a worker drains from a backlog of the same calls in 100s",
-    "drain_single_to_batch": "one-call drain ÷ batch drain (SPEC 5.9: target >= 0.5)",
+    "drain_single_to_batch": "one-call drain ÷ batch drain (target >= 0.5)",
     "drain_batch_to_postgres": "batch drain ÷ Postgres rows/s (target >= 0.09)",
     "apply_lag_p99_ms": "sent to committed, 99th percentile, single calls at half the receiver's "
     "rate (target <= 1000)",

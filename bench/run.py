@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> Options:
     defaults = Options()
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run the SPEC 9 workload against the real stack and write bench-results/"
+        description="Run the seeded bench workload against the real stack and write bench-results/"
         "latest.json. Uses BENCH_DATABASE (default userdest_bench, dropped and recreated) on "
         "DATABASE_URL's server and BENCH_REDIS_DB (default 8, flushed) on REDIS_URL's.",
     )
@@ -353,7 +353,7 @@ def _figures(
 def _worker_figures(
     drains: dict[str, Any], pg: dict[str, Any], lag: dict[str, Any]
 ) -> dict[str, float]:
-    """SPEC 5.9's figures: what a call costs the workers alone or in a batch, and the lag."""
+    """The batching figures: what a call costs the workers alone or in a batch, and the lag."""
     one, hundred = drains["single"]["calls_per_s"], drains["batch"]["calls_per_s"]
     return {
         "drain_single_calls_per_s": one,

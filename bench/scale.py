@@ -1,7 +1,7 @@
 """`make bench-scale`: does the apply path keep its speed as the database grows, and does the
 dedupe table stay bounded?
 
-1. A batch of 100 calls (the SPEC 9 mix over a fixed set of users) applied through the workers'
+1. A batch of 100 calls (the bench mix over a fixed set of users) applied through the workers'
    apply code, timed at an empty database and again after bulk-loading `--calls` calls' worth of
    rows (events, page views, dedupe records, profiles and ids) with generate_series; before and
    after ANALYZE. The ratio empty/loaded is the figure (target >= 0.8).
@@ -139,7 +139,7 @@ def _apply_calls(engine: Engine, app_id: int, calls: list[dict[str, Any]]) -> li
 
 
 def _batches(engine: Engine, app_id: int, users: int, seed: int, count: int) -> dict[str, float]:
-    """Apply `count` batches of 100 calls of the SPEC 9 mix, timed."""
+    """Apply `count` batches of 100 calls of the bench mix, timed."""
     times = _apply_calls(engine, app_id, generate(seed, users, count * 100))
     return {
         "median": round(statistics.median(times), 2),
@@ -148,7 +148,7 @@ def _batches(engine: Engine, app_id: int, users: int, seed: int, count: int) -> 
 
 
 def _bulk_load(engine: Engine, app_id: int, calls: int) -> None:
-    """`calls` calls' worth of rows in the SPEC 9 mix (60 % track, 25 % page), 100 calls a user,
+    """`calls` calls' worth of rows in the bench mix (60 % track, 25 % page), 100 calls a user,
     received over the last 30 days, loaded server-side."""
     users = max(calls // 100, 1)
     with engine.connect() as conn:

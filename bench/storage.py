@@ -1,9 +1,9 @@
-"""Storage per call, by table: apply the seeded SPEC 9 workload through the workers' apply code
+"""Storage per call, by table: apply the seeded bench workload through the workers' apply code
 into a fresh database and divide each table's pg_total_relation_size by the calls applied.
 
     python -m bench.storage [--calls 50000] [--users 10000] [--batch 100]
 
-The same command measured the schema before issue 11 (docs/data.md has both runs).
+The same command measured the schema before migration 0005 (docs/data.md has both runs).
 """
 
 from __future__ import annotations

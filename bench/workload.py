@@ -1,4 +1,4 @@
-"""The seeded workload: users, the call mix, and the attributes defined before the run (SPEC 9).
+"""The seeded workload: users, the call mix, and the attributes defined before the run.
 
 Every call carries its own messageId and timestamp drawn from the seed, so two runs with one seed
 send the same calls. Some trait and property names have an operator definition with a type (values
@@ -72,7 +72,7 @@ USER_AGENTS = (
 
 
 def generate(seed: int, users: int, count: int) -> list[dict[str, Any]]:
-    """`count` calls in the SPEC 9 mix over `users` users, the same for the same arguments."""
+    """`count` calls in the bench mix over `users` users, the same for the same arguments."""
     rng = random.Random(seed)  # noqa: S311 (a reproducible workload, not a secret)
     kinds = rng.choices(list(MIX), weights=list(MIX.values()), k=count)
     return [_call(rng, kind, i, rng.randrange(users)) for i, kind in enumerate(kinds)]

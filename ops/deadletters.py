@@ -80,7 +80,7 @@ def list_letters(
     session: Session, where: Filter, limit: int | None, after_id: int | None = None
 ) -> list[dict[str, Any]]:
     """Dead letters, newest first, older than the letter `after_id` where given: `{"id", "app",
-    "reason", "error", "attempts", "created_at", "call"}` (SPEC 6)."""
+    "reason", "error", "attempts", "created_at", "call"}`."""
     after = [] if after_id is None else [DeadLetter.id < after_id]
     query = (
         select(DeadLetter, App.name)
@@ -93,7 +93,7 @@ def list_letters(
 
 
 def _summary(letter: DeadLetter, app: str | None) -> dict[str, Any]:
-    """What `deadletters list --json` answers for one letter (SPEC 6)."""
+    """What `deadletters list --json` answers for one letter."""
     return {
         "id": letter.id,
         "app": app,

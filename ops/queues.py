@@ -53,7 +53,7 @@ def export_calls(envelope: Envelope) -> list[Any]:
     A default the envelope holds beside the batch's context and integrations (the type a single
     call's endpoint fixes) goes into the call where the call has none, as the worker would merge it.
     The request's address of a direct sender goes into `context.ip` where the call has none, as
-    Segment's API fills it: a replay never takes its own address as the user's (SPEC 5.3, v2).
+    Segment's API fills it: a replay never takes its own address as the user's.
     """
     extra = {k: v for k, v in envelope.defaults.items() if k not in _BATCH_KEYS}
     client_ip = envelope.client_ip()

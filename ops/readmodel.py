@@ -2,7 +2,7 @@
 
 Every function takes a session and an app id and answers JSON-ready values (times as ISO-8601 UTC
 strings) in a handful of statements, however large the profile. The CLI formats the answers; the
-shapes are the ones SPEC section 6 fixes for `--json`.
+shapes are the ones docs/cli.md gives for `--json`.
 """
 
 from __future__ import annotations

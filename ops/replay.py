@@ -1,4 +1,4 @@
-"""`userdest replay` and `userdest deadletters replay`: Segment calls back onto a queue (SPEC 7).
+"""`userdest replay` and `userdest deadletters replay`: Segment calls back onto a queue.
 
 Each line of an NDJSON file (one call, or one `{"batch": [...]}` body) is checked by the call
 contract the receiver uses (shared/calls.py) and within the receiver's size limits; the calls that pass travel in
@@ -6,7 +6,7 @@ envelopes of up to REPLAY_BATCH_SIZE calls, as the receiver's would, with source
 
 Idempotency is the point: every call keeps its `messageId`, and a call without one gets a UUID5 of
 its canonical JSON instead of the receiver's random UUID, so replaying one file twice (or an export
-and then the file it came from) gives the same ids and the workers apply nothing twice (SPEC 5.8).
+and then the file it came from) gives the same ids and the workers apply nothing twice.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class Line:
 
 
 def check_line(number: int, raw: bytes, settings: Settings) -> Line:
-    """Check one NDJSON line as the receiver checks a request body (SPEC 3)."""
+    """Check one NDJSON line as the receiver checks a request body."""
     line = Line(number)
 
     def refuse(code: str, message: str) -> Line:
@@ -402,7 +402,7 @@ def wait_for_room(
 def _dead_letter_call(letter: DeadLetter, meta: dict[str, Any]) -> dict[str, Any]:
     """The raw call as it was sent: its batch's defaults and sentAt merged back, and the time it
     was first received where it carries none of its own, so its event time comes out as it would
-    have then (SPEC 5.2; the worker honours a replayed call's receivedAt)."""
+    have then (the worker honours a replayed call's receivedAt)."""
     defaults = meta.get("defaults")
     call = merge_defaults(
         cast(dict[str, Any], letter.call), defaults if isinstance(defaults, dict) else {}

@@ -1,4 +1,4 @@
-"""The attribute vocabulary (SPEC 2, 5.6): scopes, types, name limits and the per-app caps.
+"""The attribute vocabulary: scopes, types, name limits and the per-app caps.
 
 The one place these rules live: the models' check constraints, the workers' coercion and
 auto-definition, and the CLI's `attributes define` all read them from here.
@@ -22,7 +22,7 @@ TYPES: Final = (
     "fixed",
     "json",
 )
-"""The types a definition can have, as stored. `number` (SPEC 2, v2) is any finite number, stored
+"""The types a definition can have, as stored. `number` is any finite number, stored
 integral where the value is integral (`"123"` -> 123), a fraction where not; `float` always stores a
 float."""
 SYNONYMS: Final[dict[str, str]] = {}
@@ -52,7 +52,7 @@ def normalize_type(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Caps:
-    """An app's caps on definitions; past one, new names are ignored and counted (SPEC 2)."""
+    """An app's caps on definitions; past one, new names are ignored and counted."""
 
     user: int = 1000
     company: int = 1000

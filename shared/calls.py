@@ -1,4 +1,4 @@
-"""The call contract (SPEC 3): the checks one call must pass, the batch envelope, message ids.
+"""The call contract: the checks one call must pass, the batch envelope, message ids.
 
 One module, used by the receiver, `userdest replay` and the workers alike, so they cannot disagree
 on what a call is. Checks are cheap and interpret nothing: they make sure each call is something a
@@ -58,14 +58,14 @@ class Refusal(Exception):
 
 def too_large(message: str) -> Refusal:
     """Oversize answers 400, as Segment's API does: analytics-swift drops a batch only on a 400 and
-    resends anything else forever (SPEC 3, v2; was 413)."""
+    resends anything else forever (was 413)."""
     return Refusal(400, "payload_too_large", message)
 
 
 def parse_json(raw: bytes) -> Any:
     """The JSON document in `raw` (UTF-8, no NaN or Infinity), else 400 invalid_json.
 
-    Numeric ids keep their exact digits (SPEC 3): orjson reads an integer beyond 64 bits as a
+    Numeric ids keep their exact digits: orjson reads an integer beyond 64 bits as a
     rounded float, so where an id field of the document came out as a float the body is read again
     with exact integers (see `_exact_ids`).
     """
@@ -164,7 +164,7 @@ def error(code: str, message: str) -> dict[str, str]:
 
 
 def check_call(call: Any, fixed_type: str | None, deletions: bool = False) -> list[dict[str, str]]:
-    """Every structural problem of one call (SPEC 3); an empty list when it can be enqueued.
+    """Every structural problem of one call; an empty list when it can be enqueued.
 
     `fixed_type` is the type the endpoint implies (`/v1/track`), or None where the call must name
     its own (`/v1/batch`, `/webhook`). `deletions`: whether this request may carry a DELETION.
@@ -293,7 +293,7 @@ def check_calls(
     request's credential, and must not travel on the queue or be stored with a dead letter.
 
     `domains`: the app's trusted domains where the request named no site (no Origin or Referer):
-    each call's context.page.url (else the batch's) then decides for that call alone (SPEC 3, v2).
+    each call's context.page.url (else the batch's) then decides for that call alone.
     """
     checked = Checked()
     default_url = _page_url((defaults or {}).get("context")) if domains else None
@@ -330,7 +330,7 @@ DESTINATION_NAMES = frozenset({"user.com", "userengage"})
 
 def routed_away(call: dict[str, Any]) -> bool:
     """Whether the call's `integrations` (its own, else the batch's) turns this destination off:
-    named false, or `"All": false` without naming it on (SPEC 3, v2). Such a call is accepted,
+    named false, or `"All": false` without naming it on. Such a call is accepted,
     counted and not applied. A destination named with an object (its options) is on."""
     integrations = call.get("integrations")
     if type(integrations) is not dict:

@@ -1,4 +1,4 @@
-"""The dedupe record of applied messageIds (SPEC 5.8): its key, and forgetting expired ones.
+"""The dedupe record of applied messageIds: its key, and forgetting expired ones.
 
 A record is 16 bytes of key and a time: the key is the first half of SHA-256 over the app id and the
 messageId, so the table holds no sender-chosen text (the messageId itself stays in the event or page

@@ -21,11 +21,11 @@ from typing import Any
 VERSION = 1
 DIRECT_SOURCE = "http"
 """`source` of calls a client posted straight to /v1/* (the others: "webhook", "replay"). Only
-these may take the request's address as the user's (SPEC 5.3, v2)."""
+these may take the request's address as the user's."""
 
 REPLAY_SOURCE = "replay"
 """The `source` of envelopes that `userdest replay` and dead-letter replays make: the only calls
-whose own `receivedAt` counts (SPEC 5.2); a live sender's `receivedAt` is ignored."""
+whose own `receivedAt` counts; a live sender's `receivedAt` is ignored."""
 
 
 class EnvelopeError(ValueError):

@@ -1,4 +1,4 @@
-"""Event time: Segment's clock-skew rule (SPEC 5.2), applied once and never twice."""
+"""Event time: Segment's clock-skew rule, applied once and never twice."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def event_time(
     batch_sent_at: datetime | None = None,
     replayed: bool = False,
 ) -> datetime:
-    """The time a call's event happened, as an aware UTC datetime (SPEC 5.2).
+    """The time a call's event happened, as an aware UTC datetime.
 
     Only a replayed call's own `receivedAt` counts (it was received before, and keeps that time);
     a live sender's is its own invention and is ignored.

@@ -1,4 +1,4 @@
-"""Which user ids count, shared by the receiver's checks and the workers' resolution (SPEC 5.1)."""
+"""Which user ids count, shared by the receiver's checks and the workers' resolution."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def normalize_id(value: Any) -> str | None:
 
     Numbers are accepted (Segment's libraries allow them) and keep their shortest decimal form, so
     `42` and `"42"` name the same user. An id in one pair of double quotes (`"\"7e1b…\""`, an
-    analytics.js cookie read raw) is the id without them (SPEC 5.1, v2).
+    analytics.js cookie read raw) is the id without them.
     """
     if value is None or isinstance(value, bool):
         return None
@@ -54,7 +54,7 @@ _EXACT_FLOAT = 2**53
 
 
 def inexact_id(value: Any) -> bool:
-    """Whether an id sent as a number may not be the number its sender wrote (SPEC 3, v2): a
+    """Whether an id sent as a number may not be the number its sender wrote: a
     fraction, or a float past 2**53. (shared.calls.parse_json has already turned integers that
     orjson would round into their exact digits.)"""
     return type(value) is float and not (value.is_integer() and abs(value) <= _EXACT_FLOAT)

@@ -160,7 +160,7 @@ DUPLICATES_SKIPPED = Counter(
 CALLS_ROUTED_AWAY = Counter(
     "userdest_calls_routed_away_total",
     "Calls accepted but not applied because their `integrations` turn this destination off "
-    "(SPEC 3, routing), by call type.",
+    "(docs/workers.md, routing), by call type.",
     ["type"],
 )
 

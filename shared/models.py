@@ -1,7 +1,7 @@
 """The Postgres schema, in SQLAlchemy 2 declarative style.
 
 Every table below an app carries `app_id`, so tenants never meet. Per-field event times live beside
-the values they protect (`field_times`), so an older call never rolls a profile back (SPEC 5.8).
+the values they protect (`field_times`), so an older call never rolls a profile back.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ PROFILE_FIELDS = (
     "user_agent", "os", "device_name", "device_type", "language", "resolution", "ip_address",
     "browser_family", "browser_version", "timezone", "current_url",
 )  # fmt: skip
-"""The standard profile columns of `users`, in the order SPEC 6 lists them."""
+"""The standard profile columns of `users`, in the order `users show` lists them."""
 COMPANY_FIELDS = ("name", "description", "email", "employees", "phone", "country", "region", "city")
 PAGE_FIELDS = ("url", "path", "title", "referrer", "search", "name", "category")
 """The columns of `page_views` a page call's properties may carry too; stored once, in the column."""
-"""The standard columns of `companies` that group traits map to (SPEC 5.7)."""
+"""The standard columns of `companies` that group traits map to."""
 
 
 def _sql_list(values: tuple[str, ...]) -> str:

@@ -59,7 +59,7 @@ between the high-water mark and maxmemory."""
 
 
 class HighWater:
-    """Whether Redis is past REDIS_HIGH_WATER of its maxmemory (SPEC 3, 8: admission control).
+    """Whether Redis is past REDIS_HIGH_WATER of its maxmemory (admission control).
 
     A Redis with noeviction refuses every write once full, and a worker then cannot even move a
     message it takes into kombu's `unacked` hash; so publishers stop at a mark below maxmemory and

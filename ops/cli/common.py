@@ -109,7 +109,7 @@ format characters that reorder or hide text (bidi overrides, zero-width ones).""
 
 def printable(text: str) -> str:
     """`text` with every control or invisible format character shown as its escape (`\\x1b`),
-    for any human-readable output of a value a sender chose (SPEC 7: terminal escapes)."""
+    for any human-readable output of a value a sender chose (terminal escapes)."""
     return _UNSAFE.sub(_escape, text)
 
 

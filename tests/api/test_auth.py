@@ -367,7 +367,7 @@ DOMAIN_CASES = [
         None,
         403,
     ),
-    # An opaque Origin ("null": a sandboxed frame, a file: page) matches nothing (SPEC 3, v2)
+    # An opaque Origin ("null": a sandboxed frame, a file: page) matches nothing
     (["shop.example.com"], {"Origin": "null"}, "https://evil.net/", 403),
     (["shop.example.com"], {"Origin": "null"}, "https://shop.example.com/", 403),
     (["shop.example.com"], {"Origin": "null", "Referer": "https://shop.example.com/"}, None, 403),
@@ -406,7 +406,7 @@ def test_without_origin_or_referer_each_call_of_a_batch_is_decided_by_its_own_pa
     client, tenant: Tenant, ingest_queue
 ):
     """A server-side source (no Origin, no Referer) posting a batch with one bad page url: that call
-    alone is rejected (SPEC 3, v2); the library would drop a whole batch answered 403."""
+    alone is rejected; the library would drop a whole batch answered 403."""
     tenant.add_domain("*.example.com")
     batch = [page_call("https://www.example.com/"), page_call(None), page_call("https://evil.net/")]
     response = post(client, "/v1/batch", {"batch": batch}, basic(tenant.api_key))

@@ -74,7 +74,7 @@ def test_readyz_when_redis_and_postgres_answer(client, engine):
 
 
 def test_readyz_reports_postgres_down_but_stays_ready(make_receiver, redis_client):
-    # SPEC 7 v2: cached keys keep working without Postgres; a load balancer must not drop every
+    # Cached keys keep working without Postgres; a load balancer must not drop every
     # receiver for it.
     app = make_receiver(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
     response = app.test_client().get("/readyz")

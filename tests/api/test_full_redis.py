@@ -1,4 +1,4 @@
-"""Admission control against a real, private `redis-server --maxmemory` (SPEC 3, 7, 8): receivers
+"""Admission control against a real, private `redis-server --maxmemory`: receivers
 answer 503 before Redis is full, so a worker always has room to move the message it takes."""
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def test_multiprocess_mode_sums_every_process(tmp_path: Path):
     )
 
 
-# --- gauges read when scraped (SPEC 7 v2) -----------------------------------------------------------
+# --- gauges read when scraped -----------------------------------------------------------
 
 
 def _publish(redis_client, envelopes, queue: str) -> None:

@@ -1,4 +1,4 @@
-"""What real senders send, at the receiver (SPEC 3, v2): Segment's Webhooks (Actions) forms, numeric
+"""What real senders send, at the receiver: Segment's Webhooks (Actions) forms, numeric
 ids kept exactly, and the header sets of the browser libraries."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`python -m bench.scale` end to end at a tiny size, on a database of this run's own: every figure
-is there; how fast anything is, is not a test's business (SPEC 9)."""
+is there; how fast anything is, is not a test's business."""
 
 from __future__ import annotations
 

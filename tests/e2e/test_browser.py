@@ -1,6 +1,6 @@
 """A real browser (headless Chromium) posting from a site to the real stack, with the exact requests
 analytics.js and RudderStack's JS SDK make: the preflights must pass, the answers' headers must be
-readable, and the calls must reach the profile (SPEC 3, 5.3, v2).
+readable, and the calls must reach the profile.
 
 The first test makes the requests as the libraries write them (analytics-next
 `packages/browser/src/plugins/segmentio/fetch-dispatcher.ts` and `batched-dispatcher.ts`;

@@ -1,4 +1,4 @@
-"""Real senders through the real stack (SPEC 3, 5.3, v2): receiver (gunicorn) -> Redis -> worker
+"""Real senders through the real stack: receiver (gunicorn) -> Redis -> worker
 process -> Postgres, for the behaviours that only show end to end."""
 
 from __future__ import annotations

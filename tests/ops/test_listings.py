@@ -1,5 +1,5 @@
 """`userdest events list` and `userdest attributes ignored`: what traffic sent that is otherwise
-invisible to an operator (issue 8)."""
+invisible to an operator."""
 
 from __future__ import annotations
 

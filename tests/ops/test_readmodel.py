@@ -179,7 +179,7 @@ def test_a_profile_is_a_handful_of_statements(
     profile = readmodel.user_profile(db, shop_id, "u1")
     assert len(profile["companies"]) == 22
     assert len(profile["anonymous_ids"]) == 22
-    # The fourth: the profiles merged into it whose history has not moved yet (SPEC 5.7).
+    # The fourth: the profiles merged into it whose history has not moved yet.
     assert len(statements) <= 4
     statements.clear()
     assert len(readmodel.company_profile(db, shop_id, "acme")["users"]) == 2

@@ -1,4 +1,4 @@
-"""Several worker processes applying calls for the same new users at once (SPEC 5.1, 5.5)."""
+"""Several worker processes applying calls for the same new users at once."""
 
 from __future__ import annotations
 

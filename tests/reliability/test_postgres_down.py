@@ -1,4 +1,4 @@
-"""Postgres down (SPEC 7, 8): the worker pauses, the backlog waits visible in Redis, and every
+"""Postgres down: the worker pauses, the backlog waits visible in Redis, and every
 message is applied exactly once when Postgres is back.
 
 The test runs a private Postgres of its own (initdb in a temporary directory, on a free port) so it

@@ -1,5 +1,5 @@
 """The production receiver (gunicorn with api/gunicorn_conf.py, as the image and `make run` start
-it) facing clients that connect and send nothing, or send half a request and stall (SPEC 7, 8)."""
+it) facing clients that connect and send nothing, or send half a request and stall."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tests.support.stack import receiver, stack_env
 pytestmark = pytest.mark.e2e
 
 IDLE = 300
-"""Connections held open: a few hundred, as SPEC 7 says; under the default 1,024 open files."""
+"""Connections held open: a few hundred (docs/abuse.md); under the default 1,024 open files."""
 
 
 @pytest.fixture

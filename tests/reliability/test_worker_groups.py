@@ -1,4 +1,4 @@
-"""Real workers applying groups of queued messages (SPEC 5.9, 7, 8): killed mid-transaction,
+"""Real workers applying groups of queued messages: killed mid-transaction,
 fed poison, starved of Redis memory. Every call is counted: applied exactly once, or kept."""
 
 from __future__ import annotations

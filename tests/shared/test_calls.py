@@ -131,7 +131,7 @@ def test_check_batch_returns_calls_defaults_and_sent_at():
     assert status_code(check_batch, {"batch": [1] * 11}, 10) == (400, "payload_too_large")
 
 
-# --- v2: ids, routing, per-call domains ----------------------------------------------------------
+# --- ids, routing, per-call domains --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

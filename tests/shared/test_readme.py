@@ -108,3 +108,9 @@ def test_readme_links_resolve() -> None:
 
 if __name__ == "__main__":
     print(expected_table())
+
+
+def test_each_variable_is_described_once() -> None:
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", README.read_text(), re.MULTILINE)
+    repeated = sorted({name for name in rows if rows.count(name) > 1})
+    assert not repeated, f"README describes these variables more than once: {repeated}"

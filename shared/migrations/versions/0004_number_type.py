@@ -1,4 +1,4 @@
-"""The `number` attribute type (SPEC 2, v2): integral values stored as integers.
+"""The `number` attribute type: integral values stored as integers.
 
 Revision ID: 0004
 Revises: 0003
