@@ -115,18 +115,20 @@ def delete_app(session: Session, app: App) -> dict[str, int]:
     the counts. The dedupe records of its calls are keyed by a hash, not the app, and go with the
     maintenance job's pruning after DEDUPE_DAYS.
     """
+
+    def deleted(statement: Any) -> int:
+        return int(getattr(session.execute(statement), "rowcount", 0) or 0)
+
     rows = {
-        "memberships": session.execute(
+        "memberships": deleted(
             delete(Membership).where(
                 Membership.company_id.in_(select(Company.id).where(Company.app_id == app.id))
             )
-        ).rowcount
+        )
     }
     for table in reversed(Base.metadata.sorted_tables):
         if table.name != App.__tablename__ and "app_id" in table.c:
-            rows[str(table.name)] = session.execute(
-                table.delete().where(table.c.app_id == app.id)
-            ).rowcount
+            rows[str(table.name)] = deleted(table.delete().where(table.c.app_id == app.id))
     session.execute(delete(App).where(App.id == app.id))
     return dict(sorted(rows.items()))
 

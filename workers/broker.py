@@ -1,7 +1,7 @@
 """What a worker changes in kombu's Redis transport so that no message and no full Redis kills it.
 
-Two things in kombu 5.7 lose messages (SPEC 7, "a worker survives anything the broker or a message
-can do to it"):
+Two things in kombu 5.7 lose messages, where a worker must survive anything the broker or a
+message can do to it:
 
 - Its reader parses a popped message with `json.loads` and hands it on as a message of kombu's
   shape: a message that is not JSON, or not of that shape, raises in the event loop, the worker

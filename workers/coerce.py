@@ -1,6 +1,6 @@
-"""Attribute type coercion (SPEC 5.6): a JSON value to the typed value stored, or IGNORED.
+"""Attribute type coercion: a JSON value to the typed value stored, or IGNORED.
 
-Choices taken where the spec leaves room (copied into docs/):
+Choices taken where more than one answer would do (copied into docs/):
 
 - Numbers as strings are written as JavaScript writes them (``JSON.stringify``, ECMAScript
   Number::toString), the shortest form that reads back as the same number: ``999`` -> ``"999"``,
@@ -32,8 +32,8 @@ Choices taken where the spec leaves room (copied into docs/):
   a one-element list; a string is never split on commas (a choice may contain one).
 - json stores the value as is.
 - ``null`` clears for every type: ``coerce(None, ...)`` is ``None``. On profiles and companies an
-  empty or blank string clears too (``clears()``, SPEC 5.3 v2); event properties keep it.
-- number (SPEC 2 v2) takes what float takes; an integral value within signed 64 bits is stored as
+  empty or blank string clears too (``clears()``); event properties keep it.
+- number takes what float takes; an integral value within signed 64 bits is stored as
   an integer (``"123"`` -> ``123``, ``1e3`` -> ``1000``), a fraction as a float.
 """
 
@@ -201,7 +201,7 @@ def _to_float(value: Any) -> Any:
 
 
 def _to_number(value: Any) -> Any:
-    """A float's rules, but an integral value within 64 bits is an integer (SPEC 2, v2)."""
+    """A float's rules, but an integral value within 64 bits is an integer."""
     if isinstance(value, int) and not isinstance(value, bool) and I64_MIN <= value <= I64_MAX:
         return value
     number = _to_float(value)
@@ -337,7 +337,7 @@ _COERCERS: Final = {
 
 
 def clears(value: Any) -> bool:
-    """Whether a profile or company value clears its field or attribute: `null`, and (SPEC 5.3, v2)
+    """Whether a profile or company value clears its field or attribute: `null`, and
     an empty or blank string, for standard fields and custom attributes alike."""
     return value is None or (type(value) is str and not value.strip())
 

@@ -1,6 +1,6 @@
-"""Trait and context mapping to profile and company fields (SPEC 5.3, 5.7); no database here.
+"""Trait and context mapping to profile and company fields; no database here.
 
-Choices taken where the spec leaves room (copied into docs/):
+Choices taken where more than one answer would do (copied into docs/):
 
 - A standard field present with ``null`` or a blank string clears it (value None). A number or
   boolean becomes its string (``48600100200`` -> ``"48600100200"``); an object or array where a
@@ -22,7 +22,7 @@ Choices taken where the spec leaves room (copied into docs/):
   Context is mapped only for identify, page and screen (other kinds give ``{}``).
 - ``os`` and ``device_name`` come from context.os / context.device when those hold a name; the
   user agent is parsed only for what context lacks. context.device ``name`` is preferred to
-  ``model`` as the spec says (analytics-ios: ``iPhone`` over ``iPhone15,2``).
+  ``model``, as docs/contract.md says (analytics-ios: ``iPhone`` over ``iPhone15,2``).
 - A parsed device name is used only when ua-parser names a device: not ``Other``, ``Spider`` or
   its ``Generic ...`` placeholders.
 - ``device_type`` from context.device.type: ``mobile``/``phone`` -> mobile, ``tablet``, ``desktop``,
@@ -44,7 +44,7 @@ Choices taken where the spec leaves room (copied into docs/):
   kept per worker process (a bounded LRU). `python -m bench.useragents` measures it: a batch of
   100 calls with new 1,000-character agents cost 0.87-0.97 s of worker CPU with the pure-Python
   resolver and 1,000 characters, 0.05-0.06 s now (one known agent: 0.013-0.015 s).
-- SPEC 5.3 v2: client hints (context.userAgentData from analytics.js, context['ua-ch'] from
+- Client hints (context.userAgentData from analytics.js, context['ua-ch'] from
   RudderStack) give os, device model and mobile/tablet/desktop ahead of the user agent; Chrome's
   reduced Android agent (`Android 10; K`) never gives a device name nor its frozen OS version.
   Native apps (a mobile or TV library, or context.app from a non-browser library) take os and
@@ -236,7 +236,7 @@ traits); never attributes. `id` is one too where it equals the call's userId."""
 
 
 def identify_traits(call: dict[str, Any], user_id: str | None) -> dict[str, Any]:
-    """The traits of an identify (SPEC 5.3, v2): `traits` merged over `context.traits` (RudderStack's
+    """The traits of an identify: `traits` merged over `context.traits` (RudderStack's
     SDKs send identify traits only there; classic analytics-android sends both), without the keys
     that only restate the call's identity."""
     own, context = call.get("traits"), call.get("context")
@@ -250,7 +250,7 @@ def identify_traits(call: dict[str, Any], user_id: str | None) -> dict[str, Any]
 
 
 def map_user_traits(traits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(standard profile fields, custom attributes) from identify traits (SPEC 5.3)."""
+    """(standard profile fields, custom attributes) from identify traits."""
     if not isinstance(traits, dict):
         return {}, {}
     fields: dict[str, Any] = {}
@@ -279,7 +279,7 @@ def map_user_traits(traits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def map_company_traits(traits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(standard company fields, custom company attributes) from group traits (SPEC 5.7)."""
+    """(standard company fields, custom company attributes) from group traits."""
     if not isinstance(traits, dict):
         return {}, {}
     fields: dict[str, Any] = {}
@@ -468,7 +468,7 @@ def _library(context: dict[str, Any]) -> str | None:
 
 
 def is_native_app(context: dict[str, Any]) -> bool:
-    """Whether the call comes from a native app (SPEC 5.3, v2): a mobile or TV library, or
+    """Whether the call comes from a native app: a mobile or TV library, or
     `context.app` from a library that is not a browser one (RudderStack's JS SDK sends
     `context.app` naming itself from browsers)."""
     library = _library(context)
@@ -519,7 +519,7 @@ def _hints_device_type(hints: dict[str, Any], ua: str | None) -> str | None:
 
 
 def map_context(call: dict[str, Any], kind: str, client_ip: str | None = None) -> dict[str, Any]:
-    """Profile fields derived from a call's context (SPEC 5.3); only derivable keys appear.
+    """Profile fields derived from a call's context; only derivable keys appear.
 
     `client_ip` is the request's address, given only for calls sent straight to /v1/* (never for
     /webhook, whose address is Segment's, or replays, whose address is the operator's): it stands

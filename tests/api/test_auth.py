@@ -413,7 +413,7 @@ def test_without_origin_or_referer_each_call_of_a_batch_is_decided_by_its_own_pa
     assert response.status_code == 200, response.json
     assert response.json["accepted"] == 2
     assert response.json["rejected"] == [
-        {"index": 2, "errors": [{"code": "untrusted_domain", "message": ANY}]}
+        {"index": 2, "errors": [{"code": "untrusted_domain", "message": ANY}], "messageId": ANY}
     ]
     [envelope] = ingest_queue()
     assert envelope["calls"] == batch[:2]

@@ -105,7 +105,7 @@ def test_a_letter_kept_without_an_id_is_found_by_its_calls_own_message_id(
 ) -> None:
     call = {"type": "track", "userId": "u1", "messageId": "own-1"}
     with clean_db.begin() as conn:
-        store(conn, shop, [LetterToKeep("rejected:old:0", "missing_event", "e", call, None, {})])
+        keep(conn, shop, [LetterToKeep("rejected:old:0", "missing_event", "e", call, None, {})])
     assert show(invoke, "own-1")["state"] == "dead_letter"
 
 

@@ -1,4 +1,4 @@
-"""Applying calls to real Postgres: every rule of SPEC 5 that needs a database."""
+"""Applying calls to real Postgres: every rule of docs/contract.md that needs a database."""
 
 from __future__ import annotations
 
@@ -578,7 +578,7 @@ def test_rejected_calls_from_the_receiver_become_dead_letters_once(
 def test_a_batchs_defaults_are_stored_once_for_all_its_dead_letters(
     apply: Apply, conn: Connection, app_id: int
 ) -> None:
-    # SPEC 8: 2,400 bad calls sharing a 100 KB context once stored 239 MB (the context in every
+    # 2,400 bad calls sharing a 100 KB context once stored 239 MB (the context in every
     # letter's meta). Random text, so Postgres's compression cannot hide a copy.
     context = {"library": {"name": "analytics.js"}, "blob": secrets.token_urlsafe(30_000)}
     rejected = [

@@ -1,4 +1,4 @@
-"""Attribute coercion, cell by cell of SPEC 5.6."""
+"""Attribute coercion, cell by cell of the type table (docs/contract.md, attribute types)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from workers.coerce import IGNORED, STRING_MAX, clears, coerce, number_text
 I64_MAX = 2**63 - 1
 I64_MIN = -(2**63)
 
-# (value, type, expected); one row per cell example of the SPEC 5.6 table.
+# (value, type, expected); one row per example of a type's conversions.
 CASES: list[Any] = [
     # string: converts any scalar, ignores nothing
     pytest.param("plain", "string", "plain", id="string-str"),
@@ -176,7 +176,7 @@ CASES: list[Any] = [
     pytest.param("s", "json", "s", id="json-string"),
     pytest.param(1.5, "json", 1.5, id="json-number"),
     pytest.param(False, "json", False, id="json-false"),
-    # number (SPEC 2, v2): integral values integral, as the reference shows "123" -> 123
+    # number: integral values integral, as the reference shows "123" -> 123
     pytest.param("123", "number", 123, id="number-string-integral"),
     pytest.param(123, "number", 123, id="number-int"),
     pytest.param(123.0, "number", 123, id="number-integral-float"),

@@ -1,4 +1,4 @@
-"""Event time, rule by rule of SPEC 5.2."""
+"""Event time, rule by rule (docs/contract.md, event time)."""
 
 from __future__ import annotations
 

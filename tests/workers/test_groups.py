@@ -1,4 +1,4 @@
-"""A task applies the messages waiting behind it in one transaction (SPEC 5.9), in-process against
+"""A task applies the messages waiting behind it in one transaction, in-process against
 the test Redis and Postgres: what it takes, what it acknowledges, what it isolates and puts back."""
 
 from __future__ import annotations

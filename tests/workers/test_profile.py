@@ -1,4 +1,4 @@
-"""Trait and context mapping to profile and company fields (SPEC 5.3, 5.7)."""
+"""Trait and context mapping to profile and company fields."""
 
 from __future__ import annotations
 
@@ -476,7 +476,7 @@ def test_ios_fixture_without_user_agent() -> None:
 
 
 def test_android_screen_fixture() -> None:
-    # a native app: no browser from the Dalvik user agent (SPEC 5.3, v2)
+    # a native app: no browser from the Dalvik user agent
     assert map_context(fixture("android-screen.json"), "screen") == {
         "user_agent": DALVIK,
         "os": "Android 14",
@@ -562,7 +562,7 @@ DEVICE_TYPES: list[Any] = [
     pytest.param({"type": "macos"}, {}, None, "desktop", id="macos"),
     pytest.param({"type": "visionos"}, {}, IPHONE, "mobile", id="unknown-type-uses-user-agent"),
     pytest.param({"type": "visionos"}, {}, None, None, id="unknown-type-no-user-agent"),
-    # SPEC 5.3 v2: tv and wearable
+    # tv and wearable device types
     pytest.param({"type": "watchos"}, {}, None, "wearable", id="watchos"),
     pytest.param({"type": "tvos"}, {}, None, "tv", id="tvos"),
     pytest.param({"type": "android", "model": "BRAVIA 4K VH2"}, {}, None, "tv", id="android-tv"),

@@ -1,4 +1,4 @@
-"""Each real sender's payload shape through the workers (SPEC 2, 3, 5.1, 5.3, v2).
+"""Each real sender's payload shape through the workers.
 
 The calls come from tests/fixtures, built from the libraries' own sources (see each `_about`)."""
 
@@ -59,7 +59,7 @@ def test_rudderstack_identify_maps_its_context_traits(
         "Park",
         "male",
     )
-    # `number` keeps an integral value integral, as the reference shows "123" -> 123 (SPEC 2 v2)
+    # `number` keeps an integral value integral, as the reference shows "123" -> 123
     assert row["attributes"] == {"custom_integer": 123, "custom_integer_new": "999"}
     assert type(row["attributes"]["custom_integer"]) is int
     assert "library" not in row["attributes"]

@@ -1,4 +1,4 @@
-"""Alias calls (SPEC 5.7): `previousId` and `userId` become one profile."""
+"""Alias calls: `previousId` and `userId` become one profile."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Attribute definitions of one app while a message is applied: lookup, auto-definition, caps.
 
-A name seen for the first time is defined as `string` (SPEC 5.6) unless the scope's cap is reached,
+A name seen for the first time is defined as `string` unless the scope's cap is reached,
 in which case the value is dropped and counted. Values a definition cannot take are dropped and
 counted too; neither is ever an error for the sender.
 """

@@ -34,10 +34,10 @@ class Call:
     user_id: str | None
     anonymous_id: str | None
     time: datetime
-    """The event time after Segment's clock-skew rule (SPEC 5.2)."""
+    """The event time after Segment's clock-skew rule."""
     client_ip: str | None = None
     """The request's address where the call came straight from a client library to /v1/*; never
-    for /webhook (Segment's servers) or replays (the operator's machine). SPEC 5.3, v2."""
+    for /webhook (Segment's servers) or replays (the operator's machine)."""
 
     @property
     def event(self) -> str:

@@ -1,4 +1,4 @@
-"""Group calls (SPEC 5.7): upsert the company, its traits, and the user's membership."""
+"""Group calls: upsert the company, its traits, and the user's membership."""
 
 from __future__ import annotations
 

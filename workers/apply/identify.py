@@ -1,4 +1,4 @@
-"""Identify calls (SPEC 5.3): standard traits to profile fields, context to profile fields, the rest
+"""Identify calls: standard traits to profile fields, context to profile fields, the rest
 to custom user attributes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Page and screen calls (SPEC 5.4): counters, first and last seen, and a recorded page view."""
+"""Page and screen calls: counters, first and last seen, and a recorded page view."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""User resolution (SPEC 5.1): which profile a call applies to, creating and linking as it goes."""
+"""User resolution: which profile a call applies to, creating and linking as it goes."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ ATTR = "a."
 
 @dataclass(slots=True)
 class Record:
-    """A profile or a company: values that remember the event time of their last write (SPEC 5.8)."""
+    """A profile or a company: values that remember the event time of their last write."""
 
     pk: int
     fields: dict[str, Any]
@@ -52,7 +52,7 @@ class Record:
         """Fill this record's empty fields and attributes from `other` (the target side of a merge).
 
         A field this record cleared later than `other` wrote it stays empty: the merge must not
-        bring back what a newer call removed (SPEC 5.8).
+        bring back what a newer call removed.
         """
         for name, value in other.fields.items():
             if self.fields.get(name) is None and value is not None:
@@ -142,7 +142,7 @@ class BatchState:
         return profile
 
     def merge(self, source: Profile, target: Profile) -> None:
-        """Fold `source` into `target` (SPEC 5.7): counters, times, empty fields, ids, history."""
+        """Fold `source` into `target`: counters, times, empty fields, ids, history."""
         target.page_views += source.page_views
         for when in (source.first_seen, source.last_seen):
             if when is not None:

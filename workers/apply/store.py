@@ -426,7 +426,7 @@ def _insert_new_profiles(conn: Connection, state: BatchState) -> dict[int, int]:
 
 
 def _merge_rows(conn: Connection, source: int, target: int) -> None:
-    """Merge an existing profile into `target` (SPEC 5.7) at a cost that does not grow with its
+    """Merge an existing profile into `target` at a cost that does not grow with its
     history: the profile stays as a tombstone naming `target`, its counters and fields are already
     folded into `target` (BatchState.merge), and its page views, events, memberships and
     identities move later, in bounded batches (move_merged). Readers follow `merged_into`."""

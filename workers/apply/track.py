@@ -1,4 +1,4 @@
-"""Track calls (SPEC 5.5): an event occurrence with its properties typed per the event's definitions."""
+"""Track calls: an event occurrence with its properties typed per the event's definitions."""
 
 from __future__ import annotations
 
