@@ -86,7 +86,7 @@ def test_replay_exits_3_when_it_refused_lines_and_0_when_it_did_not(
 CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 ALWAYS_JSON = {("users", "export"), ("deadletters", "export")}
 """Commands whose output is a document (JSON, NDJSON) whatever is asked: no --json to take."""
-VALUES = {"app_name": "shop", "name": "shop", "id": "u1", "revision": "0001", "host": "x.example"}
+VALUES = {"app_name": "shop", "name": "shop", "id": "u1", "revision": "0001"}
 """A value for each required parameter a command may have, naming what `_world` made."""
 
 
