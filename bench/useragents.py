@@ -23,7 +23,7 @@ from bench.stack import recreate_database, target_from_env
 from shared.db import make_engine
 from shared.envelope import Envelope
 from workers.apply.messages import apply_messages, prepare
-from workers.profile import parse_user_agent
+from workers.useragents import parse_user_agent
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -13,7 +13,8 @@ from sqlalchemy import Connection, text
 
 from tests.support.fixtures import fixture
 from workers.apply.messages import Outcome
-from workers.profile import identify_traits, map_context
+from workers.context import map_context
+from workers.traits import identify_traits
 
 Apply = Callable[..., Outcome]
 

@@ -1,6 +1,7 @@
 """Applying calls to Postgres, one module per call type.
 
-identify.py   identify: standard traits, context, custom user attributes
+identify.py   identify: standard traits (workers/traits.py), context (workers/context.py),
+              custom user attributes
 page.py       page and screen: counters, first/last seen, page views
 track.py      track: event occurrences with typed properties
 group.py      group: companies and memberships

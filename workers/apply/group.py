@@ -7,7 +7,7 @@ from shared.timeparse import iso
 from workers.apply.call import Call
 from workers.apply.resolve import resolve
 from workers.apply.state import BatchState
-from workers.profile import map_company_traits
+from workers.traits import map_company_traits
 
 
 def apply_group(state: BatchState, call: Call) -> None:

@@ -7,7 +7,8 @@ from shared.timeparse import iso
 from workers.apply.call import Call
 from workers.apply.resolve import resolve
 from workers.apply.state import BatchState, Profile
-from workers.profile import identify_traits, map_context, map_user_traits
+from workers.context import map_context
+from workers.traits import identify_traits, map_user_traits
 
 
 def apply_identify(state: BatchState, call: Call) -> None:

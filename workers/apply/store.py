@@ -37,7 +37,7 @@ from workers.apply.state import (
     Profile,
 )
 from workers.coerce import clears
-from workers.profile import identify_traits, map_company_traits, map_user_traits
+from workers.traits import identify_traits, map_company_traits, map_user_traits
 
 
 class UnknownApp(LookupError):
