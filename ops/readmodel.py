@@ -19,6 +19,8 @@ from shared.erasure import LETTER_NAMES_PERSON
 from shared.models import (
     CANONICAL_PROFILES,
     COMPANY_FIELDS,
+    FAMILY_PROFILES,
+    MERGED_FAMILY,
     PAGE_FIELDS,
     PROFILE_FIELDS,
     ApiKey,
@@ -246,15 +248,9 @@ def find_user(session: Session, app_id: int, id: str) -> User:
     raise NotFound(f"no user with userId or anonymousId {id!r}")
 
 
-_FAMILY = text(
-    "WITH RECURSIVE family(id) AS (SELECT CAST(:pk AS bigint) UNION "
-    "SELECT u.id FROM users u JOIN family f ON u.merged_into = f.id) SELECT id FROM family"
-)
-
-
 def _family(session: Session, pk: int) -> list[int]:
     """The profile and every profile merged into it whose history has not moved yet."""
-    return list(session.scalars(_FAMILY, {"pk": pk}))
+    return list(session.scalars(FAMILY_PROFILES, {"pks": [pk]}))
 
 
 def _canonical(session: Session, pks: list[int]) -> dict[int, int]:
@@ -377,8 +373,7 @@ def _member_ids(session: Session, pks: list[int]) -> list[tuple[int, str | None,
         return []
     rows = session.execute(
         text(
-            "WITH RECURSIVE family(root, id) AS (SELECT id, id FROM users WHERE id = ANY(:pks) "
-            "UNION SELECT f.root, u.id FROM users u JOIN family f ON u.merged_into = f.id) "
+            f"WITH RECURSIVE {MERGED_FAMILY} "  # noqa: S608 (a constant)
             "SELECT f.root, r.user_id, min(i.value) FILTER (WHERE i.kind = 'anonymous') "
             "FROM family f JOIN users r ON r.id = f.root "
             "LEFT JOIN identities i ON i.user_pk = f.id GROUP BY f.root, r.user_id"

@@ -253,16 +253,18 @@ class Batcher:
         self._calls, self._ids = [], []
 
 
-# Looked up at each use so that tests can replace the clock.
-_clock = time.monotonic
-_sleep = time.sleep
-
-
 class Pacer:
     """Holds a replay to at most `rate` calls a second, counted from its first message."""
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
         self._start: float | None = None
         self._sent = 0
 
@@ -270,12 +272,12 @@ class Pacer:
         """Sleep until `calls` more may go; then count them as sent."""
         if self.rate is None:
             return
-        now = _clock()
+        now = self._clock()
         if self._start is None:
             self._start = now
         delay = self._start + self._sent / self.rate - now
         if delay > 0:
-            _sleep(delay)
+            self._sleep(delay)
         self._sent += calls
 
 
@@ -318,10 +320,12 @@ def replay_lines(
     rate: float | None = None,
     on_reject: Callable[[Rejection], None] = lambda _: None,
     on_line: Callable[[Summary], None] = lambda _: None,
+    pacer: Pacer | None = None,
 ) -> Summary:
-    """Check every line and enqueue its good calls through `send` (None: a dry run)."""
+    """Check every line and enqueue its good calls through `send` (None: a dry run), paced by
+    `pacer` (by default one holding to `rate` on the real clock)."""
     summary = Summary()
-    pacer = Pacer(rate)
+    pacer = pacer if pacer is not None else Pacer(rate)
 
     def deliver(envelope: dict[str, Any]) -> None:
         if send is None:

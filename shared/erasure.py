@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
 
+from shared.models import FAMILY_PROFILES
+
 IdKey = tuple[str, str]
 """(kind, value): ("user", userId) or ("anonymous", anonymousId)."""
 
@@ -26,12 +28,6 @@ LETTER_NAMES_PERSON = (
     "OR call ->> 'anonymousId' = ANY(:v) OR call ->> 'previousId' = ANY(:v))"
 )
 """Which dead letters hold a call naming one of the ids `:v` of app `:app` (erased and exported)."""
-
-
-_FAMILY = text(
-    "WITH RECURSIVE family(id) AS (SELECT unnest(CAST(:pks AS bigint[])) UNION "
-    "SELECT u.id FROM users u JOIN family f ON u.merged_into = f.id) SELECT id FROM family"
-)
 
 
 def suppression_key(app_id: int, kind: str, value: str) -> uuid.UUID:
@@ -56,7 +52,7 @@ def erase(conn: Connection, app_id: int, pks: Iterable[int], named: Iterable[IdK
     pks = sorted(set(pks))
     if pks:
         # The profiles merged into these whose history has not moved yet go with them.
-        pks = sorted(set(conn.scalars(_FAMILY, {"pks": pks})))
+        pks = sorted(set(conn.scalars(FAMILY_PROFILES, {"pks": pks})))
     params = {"app": app_id, "pks": pks}
     if pks:
         found = conn.execute(

@@ -46,9 +46,9 @@ PROFILE_FIELDS = (
 )  # fmt: skip
 """The standard profile columns of `users`, in the order `users show` lists them."""
 COMPANY_FIELDS = ("name", "description", "email", "employees", "phone", "country", "region", "city")
+"""The standard columns of `companies` that group traits map to."""
 PAGE_FIELDS = ("url", "path", "title", "referrer", "search", "name", "category")
 """The columns of `page_views` a page call's properties may carry too; stored once, in the column."""
-"""The standard columns of `companies` that group traits map to."""
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
@@ -237,6 +237,16 @@ CANONICAL_PROFILES = text(
 )
 """(pk, the profile it lives on in now) for each of `:pks`: itself, or the end of its chain of
 `merged_into` (a merged-away profile stays until its history has moved)."""
+
+MERGED_FAMILY = (
+    "family(root, id) AS (SELECT id, id FROM users WHERE id = ANY(:pks) "
+    "UNION SELECT f.root, u.id FROM users u JOIN family f ON u.merged_into = f.id)"
+)
+"""A recursive CTE, to follow `WITH RECURSIVE`: each profile of `:pks` as `root`, with itself and
+every profile merged into it, transitively, whose row is still there (its history not moved yet)."""
+
+FAMILY_PROFILES = text(f"WITH RECURSIVE {MERGED_FAMILY} SELECT DISTINCT id FROM family")  # noqa: S608 (a constant)
+"""The profiles `:pks` and every profile merged into them whose row is still there."""
 
 
 class Identity(Base):

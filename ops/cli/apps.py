@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import already_gone, emit, json_option, require_yes, work
+from ops.cli.common import already_gone, emit, in_transaction, json_option, require_yes
 from shared import tenancy
 from shared.models import App
 from shared.timeparse import iso
@@ -30,14 +30,14 @@ def apps_create(name: str, as_json: bool) -> None:
         app = tenancy.new_app(session, name)
         return {"name": app.name, "created_at": iso(app.created_at)}
 
-    emit(work(unit), as_json, title="app created")
+    emit(in_transaction(unit), as_json, title="app created")
 
 
 @apps.command("list")
 @json_option
 def apps_list(as_json: bool) -> None:
     """List every app with its count of live keys and trusted domains."""
-    emit(work(readmodel.app_list), as_json, title="apps", empty="no apps")
+    emit(in_transaction(readmodel.app_list), as_json, title="apps", empty="no apps")
 
 
 @apps.command("delete")
@@ -58,7 +58,7 @@ def apps_delete(name: str, yes: bool, as_json: bool) -> None:
             return None
         return {"deleted": name, "rows": tenancy.delete_app(session, app)}
 
-    answer = work(unit)
+    answer = in_transaction(unit)
     if answer is None:
         already_gone({"deleted": name, "rows": {}}, as_json, title="app", what=f"the app {name!r}")
         return

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import app_option, emit, in_app, json_option, work
+from ops.cli.common import app_option, emit, in_app, in_transaction, json_option
 from shared import tenancy
 from shared.attributes import NAME_MAX, SCOPES, normalize_type, valid_name
 from shared.models import App, AttributeDefinition, EventDefinition
@@ -158,7 +158,7 @@ def attributes_define(
         app = tenancy.get_app(session, app_name)
         return define_attribute(session, app, scope, event_name, attr, kind, parsed, multiple)
 
-    emit(work(unit), as_json, title="attribute defined")
+    emit(in_transaction(unit), as_json, title="attribute defined")
 
 
 @attributes.command("list")
@@ -167,7 +167,7 @@ def attributes_define(
 def attributes_list(app_name: str, as_json: bool) -> None:
     """List the app's attribute definitions, operator's and those traffic made."""
     emit(
-        work(in_app(app_name, readmodel.attribute_list)),
+        in_transaction(in_app(app_name, readmodel.attribute_list)),
         as_json,
         title=f"attributes of {app_name}",
         empty="no attributes",
@@ -185,7 +185,7 @@ def attributes_ignored(app_name: str, as_json: bool) -> None:
     characters. Senders are never told, so this is where such losses show.
     """
     emit(
-        work(in_app(app_name, readmodel.ignored_list)),
+        in_transaction(in_app(app_name, readmodel.ignored_list)),
         as_json,
         title=f"values ignored in {app_name}",
         empty="nothing ignored",

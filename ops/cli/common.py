@@ -66,7 +66,7 @@ def load_settings() -> Settings:
     return Settings.from_env().verify()
 
 
-def work(unit: Callable[[Session], T]) -> T:
+def in_transaction(unit: Callable[[Session], T]) -> T:
     """Run `unit` in one transaction against DATABASE_URL, commit it, and return its answer."""
     engine = make_engine(load_settings(), connect_args={"connect_timeout": CONNECT_TIMEOUT})
     try:
@@ -77,7 +77,7 @@ def work(unit: Callable[[Session], T]) -> T:
 
 
 def in_app(app_name: str, query: Callable[[Session, int], T]) -> Callable[[Session], T]:
-    """A unit of work for `work()`: `query(session, app_id)` for the app named `app_name`."""
+    """A unit of work for `in_transaction()`: `query(session, app_id)` for the app named `app_name`."""
     return lambda session: query(session, tenancy.get_app(session, app_name).id)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ops import readmodel
-from ops.cli.common import app_option, emit, in_app, json_option, limit_option, work
+from ops.cli.common import app_option, emit, in_app, in_transaction, json_option, limit_option
 
 
 @click.group()
@@ -24,7 +24,7 @@ def companies_show(
 ) -> None:
     """Show the company GROUP_ID and a page of the users linked to it (--limit, then --after the
     answer's next_cursor)."""
-    found = work(
+    found = in_transaction(
         in_app(
             app_name,
             lambda s, app_id: readmodel.company_profile(s, app_id, group_id, limit, after),

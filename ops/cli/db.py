@@ -9,7 +9,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from ops.cli.common import CONNECT_TIMEOUT, emit, json_option, load_settings, require_yes, work
+from ops.cli.common import (
+    CONNECT_TIMEOUT,
+    emit,
+    in_transaction,
+    json_option,
+    load_settings,
+    require_yes,
+)
 from shared import migrate
 from shared.migrate import upgrade
 from shared.settings import Settings
@@ -52,7 +59,7 @@ def db_upgrade(as_json: bool) -> None:
         session.execute(text("ANALYZE"))
         return session.scalar(text("SELECT version_num FROM alembic_version"))
 
-    revision = work(analyze)
+    revision = in_transaction(analyze)
     answer = {
         "database": make_url(settings.sqlalchemy_url).database,
         "created": created,
@@ -70,7 +77,7 @@ def _revision(session: Session) -> str | None:
 def db_current(as_json: bool) -> None:
     """Show the database's schema revision and the newest this release knows."""
     settings = load_settings()
-    revision = work(_revision)
+    revision = in_transaction(_revision)
     newest = migrate.head(settings)
     answer = {
         "database": make_url(settings.sqlalchemy_url).database,
@@ -92,12 +99,12 @@ def db_downgrade(revision: str, yes: bool, as_json: bool) -> None:
     settings = load_settings()
     if not migrate.known(settings, revision):
         raise click.BadParameter(f"no revision {revision!r} in this release", param_hint="REVISION")
-    before = work(_revision)
+    before = in_transaction(_revision)
     require_yes(yes, f"downgrading from {before} to {revision} drops what the newer revisions hold")
     migrate.downgrade(settings, revision)
     answer = {
         "database": make_url(settings.sqlalchemy_url).database,
         "from": before,
-        "revision": work(_revision),
+        "revision": in_transaction(_revision),
     }
     emit(answer, as_json, title="database downgraded")

@@ -15,6 +15,7 @@ from ops.cli.common import (
     broker,
     celery_app,
     emit,
+    in_transaction,
     json_option,
     limit_option,
     load_settings,
@@ -24,7 +25,6 @@ from ops.cli.common import (
     parse_duration_option,
     reason_option,
     require_yes,
-    work,
 )
 from shared.queues import REPLAY
 
@@ -77,7 +77,7 @@ def deadletters_list(
         )
         return dead_letters.list_letters(session, where, limit, after_id)
 
-    letters = work(unit)
+    letters = in_transaction(unit)
     if not as_json:
         # A call can be 32 KB: the table shows its start; `deadletters show ID` shows all of it.
         letters = [{**row, "call": _abbreviated(row["call"])} for row in letters]
@@ -94,7 +94,7 @@ def _abbreviated(value: Any, width: int = 60) -> str:
 @json_option
 def deadletters_show(letter_id: int, as_json: bool) -> None:
     """Show the dead letter ID with its raw call and everything kept about it."""
-    letter = work(lambda session: dead_letters.show_letter(session, letter_id))
+    letter = in_transaction(lambda session: dead_letters.show_letter(session, letter_id))
     emit(letter, as_json, title=f"dead letter {letter_id}")
 
 
@@ -130,7 +130,7 @@ def deadletters_export(
                 written += 1
         return written
 
-    written = work(unit)
+    written = in_transaction(unit)
     click.echo(f"exported {written} dead letters" + (f" to {out}" if out else ""), err=True)
 
 
@@ -203,7 +203,7 @@ def deadletters_replay(
             )
 
         try:
-            answer = work(unit)
+            answer = in_transaction(unit)
         except replay.ReplayError as exc:
             raise click.ClickException(one_line(str(exc))) from None
     emit(answer, as_json, title="dead letters replayed")
@@ -239,4 +239,4 @@ def deadletters_purge(
             require_yes(False, f"this would delete {count} dead letters for good")
         return {"deleted": dead_letters.purge(session, where)}
 
-    emit(work(unit), as_json, title="dead letters purged")
+    emit(in_transaction(unit), as_json, title="dead letters purged")

@@ -8,7 +8,7 @@ import click
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import already_gone, app_option, emit, in_app, json_option, work
+from ops.cli.common import already_gone, app_option, emit, in_app, in_transaction, json_option
 from shared import tenancy
 
 
@@ -31,7 +31,7 @@ def domains_add(app_name: str, host: str, as_json: bool) -> None:
         added = tenancy.add_domain(session, tenancy.get_app(session, app_name), host)
         return {"app": app_name, "host": added}
 
-    emit(work(unit), as_json, title="domain trusted")
+    emit(in_transaction(unit), as_json, title="domain trusted")
 
 
 @domains.command("remove")
@@ -46,7 +46,7 @@ def domains_remove(app_name: str, host: str, as_json: bool) -> None:
         stored, removed = tenancy.remove_domain(session, tenancy.get_app(session, app_name), host)
         return {"app": app_name, "host": stored}, removed
 
-    answer, removed = work(unit)
+    answer, removed = in_transaction(unit)
     if not removed:
         already_gone(answer, as_json, title="domain", what=f"the trusted domain {answer['host']!r}")
         return
@@ -59,7 +59,7 @@ def domains_remove(app_name: str, host: str, as_json: bool) -> None:
 def domains_list(app_name: str, as_json: bool) -> None:
     """List the app's trusted domains; an empty list means every host is trusted."""
     emit(
-        work(in_app(app_name, readmodel.domain_list)),
+        in_transaction(in_app(app_name, readmodel.domain_list)),
         as_json,
         title=f"domains of {app_name}",
         empty="none: every host is trusted",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ops import readmodel
-from ops.cli.common import app_option, emit, in_app, json_option, work
+from ops.cli.common import app_option, emit, in_app, in_transaction, json_option
 
 
 @click.group()
@@ -22,7 +22,7 @@ def events_list(app_name: str, as_json: bool) -> None:
     Names turned away by the app's cap are not events; `attributes ignored` counts them.
     """
     emit(
-        work(in_app(app_name, readmodel.event_list)),
+        in_transaction(in_app(app_name, readmodel.event_list)),
         as_json,
         title=f"events of {app_name}",
         empty="no events",

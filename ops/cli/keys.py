@@ -8,7 +8,7 @@ import click
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import app_option, emit, in_app, json_option, work
+from ops.cli.common import app_option, emit, in_app, in_transaction, json_option
 from shared import tenancy
 from shared.timeparse import iso
 
@@ -33,7 +33,7 @@ def keys_create(app_name: str, label: str | None, as_json: bool) -> None:
         new = tenancy.create_key(session, tenancy.get_app(session, app_name), label)
         return {"key_id": new.key_id, "api_key": new.api_key, "label": label and label.strip()}
 
-    answer = work(unit)
+    answer = in_transaction(unit)
     emit(answer, as_json, title="key created")
     if not as_json:
         click.echo("Copy the api_key now: it cannot be shown again.", err=True)
@@ -49,7 +49,7 @@ def keys_revoke(key_id: str, as_json: bool) -> None:
         key = tenancy.revoke_key(session, key_id)
         return {"key_id": key.id, "revoked_at": iso(key.revoked_at) if key.revoked_at else None}
 
-    emit(work(unit), as_json, title="key revoked")
+    emit(in_transaction(unit), as_json, title="key revoked")
 
 
 @keys.command("list")
@@ -58,7 +58,7 @@ def keys_revoke(key_id: str, as_json: bool) -> None:
 def keys_list(app_name: str, as_json: bool) -> None:
     """List the app's keys: ids, prefixes and times, never a secret."""
     emit(
-        work(in_app(app_name, readmodel.key_list)),
+        in_transaction(in_app(app_name, readmodel.key_list)),
         as_json,
         title=f"keys of {app_name}",
         empty="no keys",

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 import redis
 
-from ops.cli.common import app_option, broker, emit, in_app, json_option, load_settings, work
+from ops.cli.common import (
+    app_option,
+    broker,
+    emit,
+    in_app,
+    in_transaction,
+    json_option,
+    load_settings,
+)
 
 
 @click.group()
@@ -29,7 +37,7 @@ def messages_show(message_id: str, app_name: str, as_json: bool) -> None:
     """
     from ops import messages as where
 
-    found = work(
+    found = in_transaction(
         in_app(app_name, lambda s, app_id: (app_id, where.in_postgres(s, app_id, message_id)))
     )
     app_id, postgres = found

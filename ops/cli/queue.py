@@ -18,13 +18,13 @@ from ops.cli.common import (
     broker,
     database_error,
     emit,
+    in_transaction,
     json_option,
     load_settings,
     one_line,
     optional_app,
     parse_duration_option,
     printable,
-    work,
 )
 from shared import tenancy
 from shared.queues import QUEUES
@@ -50,7 +50,7 @@ def queue_stats(as_json: bool) -> None:
         stats_by_queue = queues.queue_stats(client)
     dead: int | None
     try:
-        dead = work(dead_letters.count_open)
+        dead = in_transaction(dead_letters.count_open)
     except (DBAPIError, psycopg.Error) as exc:
         reason = database_error(exc) if isinstance(exc, DBAPIError) else str(exc)
         click.echo(f"Warning: dead letters not counted: {one_line(reason)}", err=True)
@@ -127,7 +127,7 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
     from ops import queues
 
     settings = load_settings()
-    app_id = None if app_name is None else work(lambda s: tenancy.get_app(s, app_name).id)
+    app_id = None if app_name is None else in_transaction(lambda s: tenancy.get_app(s, app_name).id)
     # One LRANGE answers the whole queue: give it longer than a publish gets.
     with broker(settings, read_timeout=max(60.0, settings.broker_timeout)) as client:
         target: Any

@@ -20,13 +20,13 @@ from ops.cli.common import (
     broker,
     celery_app,
     emit,
+    in_transaction,
     json_option,
     limit_option,
     load_settings,
     one_line,
     optional_app,
     printable,
-    work,
 )
 from shared import tenancy
 from shared.db import make_engine
@@ -152,7 +152,7 @@ def replay_file(
     from shared.publish import HighWater, Publisher
 
     settings = load_settings()
-    app_id = work(lambda session: tenancy.get_app(session, app_name).id)
+    app_id = in_transaction(lambda session: tenancy.get_app(session, app_name).id)
 
     def run(send: Callable[[dict[str, Any]], None] | None) -> Summary:
         try:
@@ -211,7 +211,11 @@ def replay_status(run_id: str, as_json: bool) -> None:
     it (duplicates, skipped), dead-lettered, and still waiting."""
     from ops.replayruns import run_status
 
-    emit(work(lambda session: run_status(session, run_id)), as_json, title=f"replay {run_id}")
+    emit(
+        in_transaction(lambda session: run_status(session, run_id)),
+        as_json,
+        title=f"replay {run_id}",
+    )
 
 
 @replay_group.command("list")
@@ -224,7 +228,9 @@ def replay_list(app_name: str | None, limit: int, after: str | None, as_json: bo
     `userdest replay status RUN` shows how far the workers got with one."""
     from ops.replayruns import list_runs
 
-    runs = work(lambda session: list_runs(session, app_id_of(session, app_name), limit, after))
+    runs = in_transaction(
+        lambda session: list_runs(session, app_id_of(session, app_name), limit, after)
+    )
     emit(runs, as_json, title="replay runs", empty="no replay runs")
 
 

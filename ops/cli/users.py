@@ -10,7 +10,15 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ops import readmodel
-from ops.cli.common import after_option, app_option, emit, in_app, json_option, limit_option, work
+from ops.cli.common import (
+    after_option,
+    app_option,
+    emit,
+    in_app,
+    in_transaction,
+    json_option,
+    limit_option,
+)
 from shared import tenancy
 from shared.erasure import erase
 from shared.ids import lock_key
@@ -27,7 +35,9 @@ def users() -> None:
 @json_option
 def users_show(app_name: str, id: str, as_json: bool) -> None:
     """Show the profile that ID (a userId or an anonymousId) names."""
-    profile = work(in_app(app_name, lambda s, app_id: readmodel.user_profile(s, app_id, id)))
+    profile = in_transaction(
+        in_app(app_name, lambda s, app_id: readmodel.user_profile(s, app_id, id))
+    )
     emit(profile, as_json, title=f"user {id}")
 
 
@@ -39,7 +49,7 @@ def users_show(app_name: str, id: str, as_json: bool) -> None:
 @json_option
 def users_events(app_name: str, id: str, limit: int, after: str | None, as_json: bool) -> None:
     """List the events the profile ID tracked, newest first, a page at a time."""
-    found = work(
+    found = in_transaction(
         in_app(app_name, lambda s, app_id: readmodel.user_events(s, app_id, id, limit, after))
     )
     _emit_page(found, limit, as_json, title=f"events of {id}", empty="no events")
@@ -53,7 +63,7 @@ def users_events(app_name: str, id: str, limit: int, after: str | None, as_json:
 @json_option
 def users_pageviews(app_name: str, id: str, limit: int, after: str | None, as_json: bool) -> None:
     """List the page and screen views of the profile ID, newest first, a page at a time."""
-    found = work(
+    found = in_transaction(
         in_app(app_name, lambda s, app_id: readmodel.user_pageviews(s, app_id, id, limit, after))
     )
     _emit_page(found, limit, as_json, title=f"page views of {id}", empty="no page views")
@@ -82,7 +92,7 @@ def _emit_page(
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
 def users_export(app_name: str, id: str, out: str | None) -> None:
     """Write everything held about the person ID as one JSON document (an access request)."""
-    found = work(in_app(app_name, lambda s, app_id: readmodel.user_export(s, app_id, id)))
+    found = in_transaction(in_app(app_name, lambda s, app_id: readmodel.user_export(s, app_id, id)))
     data = orjson.dumps(found, option=orjson.OPT_INDENT_2)
     if out is None:
         click.echo(data.decode())
@@ -116,4 +126,4 @@ def users_delete(app_name: str, id: str, yes: bool, as_json: bool) -> None:
         erased = erase(conn, app_id, [user.id], ids)
         return {"erased": id, "rows": erased.rows, "suppressed_ids": len(erased.ids)}
 
-    emit(work(unit), as_json, title="erased")
+    emit(in_transaction(unit), as_json, title="erased")

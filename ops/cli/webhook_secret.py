@@ -8,7 +8,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from ops.cli.common import app_option, emit, json_option, work
+from ops.cli.common import app_option, emit, in_transaction, json_option
 from shared import tenancy
 
 
@@ -38,4 +38,4 @@ def webhook_secret_set(app_name: str, value: str | None, clear: bool, as_json: b
         tenancy.get_app(session, app_name).webhook_secret = value
         return {"app": app_name, "webhook_secret_set": value is not None}
 
-    emit(work(unit), as_json, title="webhook secret")
+    emit(in_transaction(unit), as_json, title="webhook secret")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import socket
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ops import replay
 from shared.calls import derived_message_id, message_id_of
+from shared.publish import BrokerUnavailable
 from shared.queues import APPLY_TASK, INGEST, REPLAY
 from shared.settings import Settings
 from shared.tenancy import new_app
@@ -340,30 +342,36 @@ class FakeClock:
         self.now += seconds
 
 
-def test_rate_paces_the_messages(
-    invoke: Invoke,
-    shop: int,
-    redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
-):
+def test_rate_paces_the_messages():
     fake = FakeClock()
-    monkeypatch.setattr(replay, "_clock", fake.clock)
-    monkeypatch.setattr(replay, "_sleep", fake.sleep)
+    sent: list[dict[str, Any]] = []
     calls = [{**TRACK, "messageId": f"m-{i}"} for i in range(25)]
-    result = ok(
-        invoke("replay", "-", "--app", "shop", "--rate", "10", "--json", stdin=ndjson(*calls))
+    summary = replay.replay_lines(
+        enumerate(ndjson(*calls).splitlines(), 1),
+        app_id=1,
+        settings=Settings(),
+        send=sent.append,
+        rate=10,
+        pacer=replay.Pacer(10, clock=fake.clock, sleep=fake.sleep),
     )
-    assert orjson.loads(result.stdout)["accepted"] == 25
+    assert summary.accepted == 25
     # 10 calls a second: messages of 10 calls, the second one second after the first, and so on.
-    assert [len(env["calls"]) for env in envelopes(redis_client)] == [10, 10, 5]
+    assert [len(env["calls"]) for env in sent] == [10, 10, 5]
     assert fake.sleeps == [1.0, 1.0]
 
 
-def test_pacer_never_sends_ahead_of_the_rate(monkeypatch: pytest.MonkeyPatch):
+def test_the_rate_option_sizes_the_messages(invoke: Invoke, shop: int, redis_client: redis.Redis):
+    calls = [{**TRACK, "messageId": f"m-{i}"} for i in range(4)]
+    result = ok(
+        invoke("replay", "-", "--app", "shop", "--rate", "3", "--json", stdin=ndjson(*calls))
+    )
+    assert orjson.loads(result.stdout)["accepted"] == 4
+    assert [len(env["calls"]) for env in envelopes(redis_client)] == [3, 1]
+
+
+def test_pacer_never_sends_ahead_of_the_rate():
     fake = FakeClock()
-    monkeypatch.setattr(replay, "_clock", fake.clock)
-    monkeypatch.setattr(replay, "_sleep", fake.sleep)
-    pacer = replay.Pacer(4)
+    pacer = replay.Pacer(4, clock=fake.clock, sleep=fake.sleep)
     sent = 0
     for size in (4, 4, 4, 2, 4):
         pacer.wait(size)
@@ -441,23 +449,21 @@ def test_redis_down_is_one_line_and_reads_nothing(invoke: Invoke, shop: int, tmp
     assert line.startswith("Error: cannot reach Redis")
 
 
-def test_redis_lost_midway_is_one_line_saying_a_rerun_is_safe(
-    invoke: Invoke, shop: int, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-):
-    from shared.publish import BrokerUnavailable, Publisher
+def test_redis_lost_midway_says_a_rerun_is_safe():
+    sent: list[dict[str, Any]] = []
 
-    sent: list[int] = []
-
-    def flaky(self: Publisher, envelopes: Any, queue: str) -> None:
+    def flaky(envelope: dict[str, Any]) -> None:
         if sent:
             raise BrokerUnavailable("ConnectionError: gone")
-        sent.append(1)
+        sent.append(envelope)
 
-    monkeypatch.setattr(Publisher, "publish_many", flaky)
     calls = [{**TRACK, "messageId": f"m-{i}"} for i in range(250)]
-    line = one_line_error(invoke("replay", "-", "--app", "shop", stdin=ndjson(*calls)))
-    assert "after 100 calls were enqueued" in line
-    assert "again is safe" in line
+    with pytest.raises(replay.ReplayError) as lost:
+        replay.replay_lines(
+            enumerate(ndjson(*calls).splitlines(), 1), app_id=1, settings=Settings(), send=flaky
+        )
+    assert "after 100 calls were enqueued" in str(lost.value)
+    assert "again is safe" in str(lost.value)
 
 
 def test_missing_file_is_a_usage_error(invoke: Invoke, shop: int, tmp_path: Path):
@@ -466,16 +472,13 @@ def test_missing_file_is_a_usage_error(invoke: Invoke, shop: int, tmp_path: Path
     assert "does not exist" in one_line_error(result)
 
 
-def test_an_unreadable_file_is_one_line(
-    invoke: Invoke, shop: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    def refuse(self: replay.Source, path: str, stdin: Any, max_line: int) -> None:
-        raise PermissionError(13, "Permission denied", path)
-
-    monkeypatch.setattr(replay.Source, "__init__", refuse)
-    path = write(tmp_path, "c.ndjson", MIXED)
-    line = one_line_error(invoke("replay", path, "--app", "shop"))
-    assert line == f"Error: cannot read {path}: Permission denied"
+def test_an_unreadable_file_is_one_line(invoke: Invoke, shop: int, tmp_path: Path):
+    # A Unix socket exists and is not a directory, yet open() refuses it, even to root.
+    path = str(tmp_path / "c.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        line = one_line_error(invoke("replay", path, "--app", "shop"))
+    assert line == f"Error: cannot read {path}: No such device or address"
 
 
 def test_the_message_decoder_reads_what_replay_wrote(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from ops import readmodel
 from shared.models import (
     App,
     Company,
@@ -87,6 +89,15 @@ DEFINITION_KEYS = {"scope", "event", "name", "type", "choices", "origin"}
 
 
 KEY_KEYS = {"key_id", "label", "prefix", "created_at", "revoked_at", "last_used_at"}
+
+
+def shown_profile(conn: Connection, app_id: int, id: str) -> dict[str, Any]:
+    """The profile a userId or anonymousId names, as `userdest users show --json` shows it (merged
+    profiles followed), plus its primary key as `pk` for counting the rows it owns."""
+    with Session(bind=conn) as session:
+        shown = readmodel.user_profile(session, app_id, id)
+        shown["pk"] = readmodel.find_user(session, app_id, id).id
+    return shown
 
 
 def make_user(

@@ -12,22 +12,12 @@ import pytest
 from sqlalchemy import Connection, text
 
 from tests.support.fixtures import fixture
+from tests.support.readmodel import shown_profile
 from workers.apply.messages import Outcome
 from workers.context import map_context
 from workers.traits import identify_traits
 
 Apply = Callable[..., Outcome]
-
-
-def profile(conn: Connection, app_id: int, some_id: str) -> dict[str, Any]:
-    pk = conn.scalar(
-        text("SELECT user_pk FROM identities WHERE app_id = :a AND value = :v"),
-        {"a": app_id, "v": some_id},
-    )
-    assert pk is not None, f"no profile for {some_id!r}"
-    return dict(
-        conn.execute(text("SELECT * FROM users WHERE id = :pk"), {"pk": pk}).mappings().one()
-    )
 
 
 def users(conn: Connection, app_id: int) -> int:
@@ -53,7 +43,7 @@ def test_rudderstack_identify_maps_its_context_traits(
     """rudder-sdk-python and RudderStack's JS SDK send identify traits only in context.traits."""
     define(conn, app_id, "custom_integer", "number")
     apply(fixture("rudderstack-identify"))
-    row = profile(conn, app_id, "rudpy-u1")
+    row = shown_profile(conn, app_id, "rudpy-u1")
     assert (row["email"], row["first_name"], row["last_name"], row["gender"]) == (
         "sam@example.com",
         "Sam",
@@ -78,7 +68,7 @@ def test_classic_android_identity_keys_are_not_attributes(
     apply: Apply, conn: Connection, app_id: int
 ) -> None:
     apply(fixture("android-identify"))
-    row = profile(conn, app_id, "97980cfea0067")
+    row = shown_profile(conn, app_id, "97980cfea0067")
     assert row["attributes"] == {"plan": "pro"}
     assert (row["first_name"], row["last_name"]) == ("Ola", "Nordmann")
     assert row["device_name"] == "Pixel 8"  # device.model, not the codename `shiba`
@@ -110,10 +100,10 @@ def test_an_empty_string_clears_standard_fields_and_custom_attributes(
     define(conn, app_id, "seats", "integer")
     first = {"type": "identify", "userId": "u1", "timestamp": "2026-11-28T10:00:00Z"}
     apply({**first, "traits": {"email": "a@example.com", "plan": "pro", "seats": 3}})
-    assert profile(conn, app_id, "u1")["attributes"] == {"plan": "pro", "seats": 3}
+    assert shown_profile(conn, app_id, "u1")["attributes"] == {"plan": "pro", "seats": 3}
     later = {**first, "timestamp": "2026-11-28T11:00:00Z"}
     apply({**later, "traits": {"email": "", "plan": "", "seats": " "}})
-    row = profile(conn, app_id, "u1")
+    row = shown_profile(conn, app_id, "u1")
     assert row["email"] is None
     assert row["attributes"] == {}
 
@@ -122,7 +112,7 @@ def test_an_empty_string_for_an_unknown_name_defines_nothing(
     apply: Apply, conn: Connection, app_id: int
 ) -> None:
     apply({"type": "identify", "userId": "u1", "traits": {"nickname": ""}})
-    assert profile(conn, app_id, "u1")["attributes"] == {}
+    assert shown_profile(conn, app_id, "u1")["attributes"] == {}
     assert not conn.scalar(text("SELECT count(*) FROM attribute_definitions"))
 
 
@@ -152,7 +142,7 @@ def test_a_numeric_id_beyond_64_bits_kept_as_digits_is_its_own_user(
         {"type": "identify", "userId": 18446744073709551615, "traits": {"n": 3}},
     )
     assert users(conn, app_id) == 3
-    assert profile(conn, app_id, "18446744073709551615")["attributes"] == {"n": "3"}
+    assert shown_profile(conn, app_id, "18446744073709551615")["attributes"] == {"n": "3"}
 
 
 # --- context -------------------------------------------------------------------------------------
@@ -301,7 +291,7 @@ def test_ip_address_from_the_request_only_for_direct_senders(
         "context": {"library": {"name": "analytics-python"}},
     }
     apply(call, remote_addr="203.0.113.9", source=source)
-    assert profile(conn, app_id, "u1")["ip_address"] == stored
+    assert shown_profile(conn, app_id, "u1")["ip_address"] == stored
 
 
 def test_direct_referrer_is_no_referrer(apply: Apply, conn: Connection, app_id: int) -> None:
@@ -322,7 +312,7 @@ def test_a_call_routed_away_is_counted_and_not_applied(
     assert outcome.routed_away == {"track": 1}
     assert sum(outcome.applied.values()) == 1
     assert not conn.scalar(text("SELECT count(*) FROM events WHERE app_id = :a"), {"a": app_id})
-    assert profile(conn, app_id, "97980cfea0067")["email"] == "zofia@example.com"
+    assert shown_profile(conn, app_id, "97980cfea0067")["email"] == "zofia@example.com"
 
 
 def test_a_batch_default_integrations_routes_its_calls(

@@ -18,6 +18,7 @@ from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
+from tests.support.readmodel import shown_profile
 from tests.support.tasks import FakeClock, FakeTask, applying
 from workers.applier import MAX_BACKOFF, RETRY_PAUSE, Applier
 from workers.apply.deadletters import keep
@@ -47,7 +48,7 @@ def test_applies_and_commits(applier: Applier, clean_db: Engine, app_id: int) ->
     env = envelope(app_id, [{"type": "page", "userId": "u1"}])
     applier.apply(FakeTask(), env.to_dict())
     with clean_db.connect() as conn:
-        assert conn.scalar(text("SELECT page_views FROM users")) == 1
+        assert shown_profile(conn, app_id, "u1")["page_views"] == 1
 
 
 def test_a_message_that_is_not_an_envelope_is_a_dead_letter(
@@ -76,7 +77,7 @@ def test_transient_errors_retry_in_the_task_with_growing_jittered_waits(
     assert all(0 <= w <= RETRY_PAUSE * 2 ** (i + 1) for i, w in enumerate(clock.sleeps))
     assert dead_letters(clean_db) == []
     with clean_db.connect() as conn:
-        assert conn.scalar(text("SELECT page_views FROM users")) == 1
+        assert shown_profile(conn, app_id, "u1")["page_views"] == 1
 
 
 def test_exhausted_retries_become_dead_letters(
@@ -207,7 +208,7 @@ def test_a_single_call_that_crashes_is_a_dead_letter_and_applies_after_a_fix(
 
     make_applier().apply(FakeTask(), env.to_dict())  # the same message again, after the fix
     with clean_db.connect() as conn:
-        assert conn.scalar(text("SELECT page_views FROM users")) == 1
+        assert shown_profile(conn, app_id, "u1")["page_views"] == 1
 
 
 def test_a_retry_never_logs_the_failing_statement_s_values(

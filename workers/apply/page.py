@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from shared.ids import clean_text
+from shared.models import PAGE_FIELDS
 from shared.timeparse import iso
 from workers.apply.call import Call
 from workers.apply.identify import write_context
 from workers.apply.resolve import resolve
 from workers.apply.state import BatchState
 
-PAGE_KEYS = ("url", "path", "title", "referrer", "search")
 NO_REFERRER = frozenset({"$direct"})
 """Referrers that mean "none": RudderStack's SDKs write `$direct` for a visit with no referrer."""
 
@@ -29,15 +29,14 @@ def apply_page(state: BatchState, call: Call) -> None:
     row: dict[str, Any] = {
         "user_pk": profile.pk,
         "kind": call.type,
-        "name": _text(call.body.get("name")) or _text(properties.get("name")),
-        "category": _text(call.body.get("category")) or _text(properties.get("category")),
         "properties": properties,
         "occurred_at": call.time,
         "message_id": call.message_id,
     }
-    for key in PAGE_KEYS:
-        # The page's own properties describe this view; context.page is the fallback.
-        row[key] = _text(properties.get(key)) or _text(page.get(key))
+    for key in PAGE_FIELDS:
+        # A name and category are the call's own, the rest its page's; the call's properties
+        # describe this view, and context.page (the page the library last saw) is the fallback.
+        row[key] = _text(call.body.get(key)) or _text(properties.get(key)) or _text(page.get(key))
     if row["referrer"] in NO_REFERRER:
         row["referrer"] = None
     state.page_views.append(row)

@@ -13,7 +13,7 @@ from typing import Any
 
 from workers.apply.attributes import Definitions
 
-ATTR = "a."
+ATTRIBUTE_TIME_PREFIX = "a."
 """Prefix of custom attributes in `field_times`, so an attribute never shares a standard field's time."""
 
 
@@ -38,7 +38,7 @@ class Record:
 
     def write_attribute(self, name: str, value: Any, when: str) -> None:
         """Set a custom attribute unless a newer call already wrote it; None clears it."""
-        key = ATTR + name
+        key = ATTRIBUTE_TIME_PREFIX + name
         if self.field_times.get(key, "") > when:
             return
         self.field_times[key] = when
@@ -59,7 +59,7 @@ class Record:
                 self._take(other, name, name, value, self.fields)
         for name, value in other.attributes.items():
             if name not in self.attributes:
-                self._take(other, ATTR + name, name, value, self.attributes)
+                self._take(other, ATTRIBUTE_TIME_PREFIX + name, name, value, self.attributes)
         self.dirty = True
 
     def _take(self, other: Record, key: str, name: str, value: Any, into: dict[str, Any]) -> None:
