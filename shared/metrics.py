@@ -110,8 +110,10 @@ CALLS_APPLIED = Counter(
 )
 COERCIONS_IGNORED = Counter(
     "userdest_coercions_ignored_total",
-    "Values ignored by scope and reason: uncoercible (not convertible to the attribute's type) or "
-    "bad_name (an attribute name out of limits). Which attribute: `ignored_values` in Postgres.",
+    "Values ignored or stored changed, by scope and reason: uncoercible (not convertible to the "
+    "attribute's type), truncated (a string stored cut to 255), json_too_long (an object or array "
+    "too long for a string attribute, not stored) or bad_name (an attribute name out of limits). "
+    "Which attribute: `ignored_values` in Postgres.",
     ["scope", "reason"],
 )
 NAMES_OVER_CAP = Counter(

@@ -9,8 +9,9 @@ Choices taken where more than one answer would do (copied into docs/):
   client sending ``1.0`` and a browser sending ``1`` therefore store the same ``"1"``.
   Integers are written exactly, digit for digit.
 - Strings are stored as sent (no trimming) but without NUL characters, which Postgres text and
-  jsonb cannot hold; then cut to 255 characters. Objects and arrays become compact JSON in the
-  sender's key order, then cut.
+  jsonb cannot hold; then cut to 255 characters, and the cut is counted (``truncated``). Objects
+  and arrays become compact JSON in the sender's key order; one whose JSON is longer than 255
+  characters is not stored at all (``json_too_long``), since a cut would no longer parse.
 - Numeric strings (``"123"``, ``" 42 "``, ``"1e3"``, ``"-0.5"``) are ASCII digits with an optional
   sign, fraction and exponent; thousands separators, underscores, ``NaN`` and ``Infinity`` are not
   numbers.
@@ -52,7 +53,7 @@ import orjson
 from shared.attributes import TYPES, normalize_type
 from shared.timeparse import iso, parse_iso
 
-__all__ = ["IGNORED", "TYPES", "coerce", "normalize_type"]
+__all__ = ["IGNORED", "TYPES", "coerce", "coerce_noting", "normalize_type"]
 
 
 class _Ignored(enum.Enum):
@@ -69,6 +70,15 @@ IGNORED: Final = _Ignored.IGNORED
 
 
 STRING_MAX = 255
+"""Characters a string attribute holds; a longer string is stored cut, and counted (TRUNCATED)."""
+
+UNCOERCIBLE: Final = "uncoercible"
+"""Reason: a value its attribute's type cannot take; the stored value stays."""
+TRUNCATED: Final = "truncated"
+"""Reason: a string longer than STRING_MAX, stored cut to it."""
+JSON_TOO_LONG: Final = "json_too_long"
+"""Reason: an object or array whose JSON is longer than STRING_MAX, sent to a string attribute:
+not stored, since a cut would no longer parse (a `json` attribute keeps it whole)."""
 I64_MIN: Final = -(2**63)
 I64_MAX: Final = 2**63 - 1
 # Unix times above this magnitude are milliseconds: 10^11 seconds is the year 5138.
@@ -129,13 +139,14 @@ def _compact_json(value: Any) -> str | None:
         return None
 
 
-def _to_string(value: Any) -> Any:
+def _string_text(value: Any) -> Any:
+    """The whole text the string type makes of `value`, before any cut; IGNORED if none."""
     if isinstance(value, str):
         text = value
     elif isinstance(value, bool):
         return "true" if value else "false"
     elif isinstance(value, int | float):
-        return number_text(value)[:STRING_MAX]
+        return number_text(value)
     else:
         dumped = _compact_json(value)
         if dumped is None:
@@ -143,7 +154,23 @@ def _to_string(value: Any) -> Any:
         text = dumped
     if "\x00" in text:
         text = text.replace("\x00", "")
-    return text[:STRING_MAX]
+    return text
+
+
+def _to_string(value: Any) -> Any:
+    return _string_noting(value)[0]
+
+
+def _string_noting(value: Any) -> tuple[Any, str | None]:
+    text = _string_text(value)
+    if text is IGNORED:
+        return IGNORED, UNCOERCIBLE
+    if len(text) <= STRING_MAX:
+        return text, None
+    if isinstance(value, dict | list):
+        # A cut would leave a fragment that no longer parses: refused whole, and counted.
+        return IGNORED, JSON_TOO_LONG
+    return text[:STRING_MAX], TRUNCATED
 
 
 def _numeric_string(value: str) -> str | None:
@@ -351,3 +378,17 @@ def coerce(value: Any, type_: str, choices: list[Any] | None = None, multiple: b
     if type_ == "fixed":
         return _to_fixed(value, choices, multiple)
     return _COERCERS[type_](value)
+
+
+def coerce_noting(
+    value: Any, type_: str, choices: list[Any] | None = None, multiple: bool = False
+) -> tuple[Any, str | None]:
+    """`coerce`, and why what is stored is not what was sent: None when it is the value converted
+    to its type; TRUNCATED when a string was stored cut; UNCOERCIBLE or JSON_TOO_LONG when the value
+    was IGNORED. The reasons are counted where operators look (`userdest attributes ignored`)."""
+    if type_ not in TYPES:
+        type_ = normalize_type(type_)
+    if type_ == "string" and value is not None:
+        return _string_noting(value)
+    typed = coerce(value, type_, choices, multiple)
+    return typed, UNCOERCIBLE if typed is IGNORED else None

@@ -68,8 +68,8 @@ def _put(fields: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _gender(value: Any) -> Any:
-    """male, female or unknown; None for null; IGNORED for anything else."""
-    if value is None:
+    """male, female or unknown; None for null or blank; IGNORED for anything else."""
+    if clears(value):
         return None
     if isinstance(value, bool):
         return IGNORED
@@ -94,12 +94,59 @@ def _address(fields: dict[str, Any], traits: dict[str, Any]) -> None:
     if "address" not in traits:
         return
     address = traits["address"]
-    if address is None:
+    if isinstance(address, list):
+        # RudderStack's JS SDK passes a list of addresses through as sent: the first one fills the
+        # fields, and the list is kept whole as a custom attribute (see _kept).
+        address = next((item for item in address if isinstance(item, dict)), IGNORED)
+    if clears(address):
         fields.update(country=None, region=None, city=None)
     elif isinstance(address, dict):
         _put(fields, "country", _first_text(address, "country"))
         _put(fields, "region", _first_text(address, "state", "region"))
         _put(fields, "city", _first_text(address, "city"))
+
+
+_NAME_PARTS = (
+    ("first_name", "firstName", "first", "given_name"),
+    ("last_name", "lastName", "last", "family_name"),
+)
+"""Keys of a name sent as an object, first name then last name (OpenID Connect's claims last)."""
+
+
+def _names(traits: dict[str, Any]) -> tuple[Any, Any]:
+    """(first name, last name) from first_name/firstName, last_name/lastName, else from `name`."""
+    first = _first_text(traits, "first_name", "firstName")
+    last = _first_text(traits, "last_name", "lastName")
+    if isinstance(first, str) or isinstance(last, str) or "name" not in traits:
+        return first, last
+    name = traits["name"]
+    if isinstance(name, dict):
+        parts = _first_text(name, *_NAME_PARTS[0]), _first_text(name, *_NAME_PARTS[1])
+        return (first, last) if parts == (IGNORED, IGNORED) else parts
+    name = _text(name)
+    if isinstance(name, str):
+        first, *rest = name.split()
+        return first, " ".join(rest) if rest else last
+    if name is None:
+        return None, None
+    return first, last
+
+
+def _kept(traits: dict[str, Any], consumed: frozenset[str]) -> dict[str, Any]:
+    """The custom attributes of `traits`: every key no standard field consumes, and every standard
+    trait sent in a shape no field takes (an object or a list where text is expected, an address
+    as text or as a list), under its own name, so that nothing is dropped unseen. A shape the field
+    takes but a value it cannot (a gender of its own) is counted instead (`refused`)."""
+    custom: dict[str, Any] = {}
+    for key, value in traits.items():
+        if key not in consumed:
+            custom[key] = value
+        elif key == "address":
+            if value is not None and not isinstance(value, dict) and not clears(value):
+                custom[key] = value
+        elif isinstance(value, dict | list):
+            custom[key] = value
+    return custom
 
 
 IDENTITY_TRAITS = ("userId", "anonymousId")
@@ -121,46 +168,45 @@ def identify_traits(call: dict[str, Any], user_id: str | None) -> dict[str, Any]
     return traits
 
 
-def map_user_traits(traits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(standard profile fields, custom attributes) from identify traits."""
+def map_user_traits(
+    traits: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(standard profile fields, custom attributes, standard traits whose value no field could
+    take, to count) from identify traits."""
     if not isinstance(traits, dict):
-        return {}, {}
+        return {}, {}, []
     fields: dict[str, Any] = {}
+    refused: list[str] = []
     _put(fields, "email", _first_text(traits, "email"))
-
-    first = _first_text(traits, "first_name", "firstName")
-    last = _first_text(traits, "last_name", "lastName")
-    if not isinstance(first, str) and not isinstance(last, str) and "name" in traits:
-        name = _text(traits["name"])
-        if isinstance(name, str):
-            first, *rest = name.split()
-            if rest:
-                last = " ".join(rest)
-        elif name is None:
-            first = last = None
+    first, last = _names(traits)
     _put(fields, "first_name", first)
     _put(fields, "last_name", last)
-
     _put(fields, "phone", _first_text(traits, "phone"))
     if "gender" in traits:
-        _put(fields, "gender", _gender(traits["gender"]))
+        gender = _gender(traits["gender"])
+        _put(fields, "gender", gender)
+        if gender is IGNORED and not isinstance(traits["gender"], dict | list):
+            refused.append("gender")
     _address(fields, traits)
-
-    custom = {key: value for key, value in traits.items() if key not in _USER_CONSUMED}
-    return fields, custom
+    return fields, _kept(traits, _USER_CONSUMED), refused
 
 
-def map_company_traits(traits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(standard company fields, custom company attributes) from group traits."""
+def map_company_traits(
+    traits: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(standard company fields, custom company attributes, standard traits whose value no field
+    could take, to count) from group traits."""
     if not isinstance(traits, dict):
-        return {}, {}
+        return {}, {}, []
     fields: dict[str, Any] = {}
+    refused: list[str] = []
     for key in ("name", "description", "email", "phone"):
         _put(fields, key, _first_text(traits, key))
     if "employees" in traits:
         employees = coerce(traits["employees"], "integer")
         if employees is None or (employees is not IGNORED and employees >= 0):
             fields["employees"] = employees
+        elif not isinstance(traits["employees"], dict | list):
+            refused.append("employees")
     _address(fields, traits)
-    custom = {key: value for key, value in traits.items() if key not in _COMPANY_CONSUMED}
-    return fields, custom
+    return fields, _kept(traits, _COMPANY_CONSUMED), refused

@@ -178,15 +178,17 @@ def attributes_list(app_name: str, as_json: bool) -> None:
 @app_option
 @json_option
 def attributes_ignored(app_name: str, as_json: bool) -> None:
-    """Values the workers ignored, by attribute and reason, most frequent first.
+    """Values the workers ignored or stored cut, by attribute and reason, most frequent first.
 
     uncoercible: a value its attribute's type could not take (the stored value stayed);
-    over_cap: a new attribute or event name past the app's cap; bad_name: a name over 64
-    characters. Senders are never told, so this is where such losses show.
+    truncated: a string stored cut to 255 characters; json_too_long: an object or array too long
+    for a string attribute, not stored (define the attribute as json to keep it); over_cap: a
+    new attribute or event name past the app's cap; bad_name: a name over 64 characters.
+    Senders are never told, so this is where such losses show.
     """
     emit(
         in_transaction(in_app(app_name, readmodel.ignored_list)),
         as_json,
         title=f"values ignored in {app_name}",
-        empty="nothing ignored",
+        empty="nothing ignored or cut",
     )

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.attributes import TYPES, normalize_type
-from workers.coerce import IGNORED, STRING_MAX, clears, coerce, number_text
+from workers.coerce import IGNORED, STRING_MAX, clears, coerce, coerce_noting, number_text
 
 I64_MAX = 2**63 - 1
 I64_MIN = -(2**63)
@@ -45,7 +45,8 @@ CASES: list[Any] = [
     pytest.param("a\x00b", "string", "ab", id="string-nul-dropped"),
     pytest.param("x" * 300, "string", "x" * 255, id="string-cut-255"),
     pytest.param("ż" * 256, "string", "ż" * 255, id="string-cut-counts-characters"),
-    pytest.param(["y" * 300], "string", ('["' + "y" * 300)[:255], id="string-json-cut-255"),
+    pytest.param(["y" * 300], "string", IGNORED, id="string-json-too-long-is-refused-not-cut"),
+    pytest.param(["y" * 251], "string", '["' + "y" * 251 + '"]', id="string-json-255-kept"),
     # integer
     pytest.param(123, "integer", 123, id="integer-int"),
     pytest.param(0, "integer", 0, id="integer-zero"),
@@ -346,10 +347,16 @@ def test_coerce_never_raises_and_stays_json(
 @given(value=json_values)
 def test_string_coercion_is_idempotent(value: Any) -> None:
     once = coerce(value, "string")
+    if once is IGNORED:
+        # Only an object or array whose JSON would not fit is refused (a cut would not parse).
+        assert isinstance(value, dict | list)
+        return
     assert isinstance(once, str) or once is None
     assert coerce(once, "string") == once
     if once is not None:
         assert len(once) <= STRING_MAX
+    if isinstance(value, dict | list):
+        assert orjson.loads(once) == value  # JSON text that parses back, never a fragment
 
 
 @given(value=st.integers(min_value=I64_MIN, max_value=I64_MAX))
@@ -360,3 +367,27 @@ def test_integer_round_trips_through_its_string(value: int) -> None:
 @given(value=st.floats(allow_nan=False, allow_infinity=False))
 def test_float_round_trips_through_its_string(value: float) -> None:
     assert coerce(coerce(value, "string"), "float") == value
+
+
+@pytest.mark.parametrize(
+    ("value", "type_", "expected"),
+    [
+        pytest.param("x" * 300, "string", ("x" * 255, "truncated"), id="string-cut"),
+        pytest.param("x" * 255, "string", ("x" * 255, None), id="string-fits"),
+        pytest.param(10**300, "string", (number_text(10**300)[:255], "truncated"), id="number-cut"),
+        pytest.param(
+            [{"sku": "A-1", "name": "y" * 300}],
+            "string",
+            (IGNORED, "json_too_long"),
+            id="array-too-long",
+        ),
+        pytest.param({"a": 1}, "string", ('{"a":1}', None), id="object-fits"),
+        pytest.param("12.5", "integer", (IGNORED, "uncoercible"), id="uncoercible"),
+        pytest.param("7", "integer", (7, None), id="converted"),
+        pytest.param(None, "string", (None, None), id="null-clears"),
+    ],
+)
+def test_coerce_noting_says_why_the_stored_value_differs(
+    value: Any, type_: str, expected: tuple[Any, str | None]
+) -> None:
+    assert coerce_noting(value, type_) == expected

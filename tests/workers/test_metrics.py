@@ -84,3 +84,14 @@ def test_ignored_values_are_counted_by_scope_and_reason_not_by_name(
         if s.name.startswith("userdest_coercions_ignored")
     }
     assert names == {None}
+
+
+def test_a_string_stored_cut_is_counted_as_truncated(
+    applier: Applier, app_id: int, clean_db: Engine
+) -> None:
+    before = sample("userdest_coercions_ignored_total", scope="event", reason="truncated")
+    call = {"type": "track", "userId": "u", "event": "Note Left", "properties": {"note": "n" * 400}}
+    applier.apply(FakeTask(queue="ingest"), envelope(app_id, [call]).to_dict())
+    assert (
+        sample("userdest_coercions_ignored_total", scope="event", reason="truncated") == before + 1
+    )

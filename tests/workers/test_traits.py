@@ -33,8 +33,8 @@ USER_TRAITS: list[Any] = [
     pytest.param(
         {"first_name": {"x": 1}, "firstName": "Zofia"},
         {"first_name": "Zofia"},
-        {},
-        id="object-in-one-spelling-does-not-hide-the-other",
+        {"first_name": {"x": 1}},
+        id="object-in-one-spelling-does-not-hide-the-other-and-is-kept",
     ),
     pytest.param(
         {"first_name": None, "firstName": "Zofia"},
@@ -82,7 +82,24 @@ USER_TRAITS: list[Any] = [
     pytest.param(
         {"name": None}, {"first_name": None, "last_name": None}, {}, id="name-null-clears-both"
     ),
-    pytest.param({"name": {"first": "Z"}}, {}, {}, id="name-object-ignored"),
+    pytest.param(
+        {"name": {"first": "Zofia", "last": "Nowak", "title": "Dr"}},
+        {"first_name": "Zofia", "last_name": "Nowak"},
+        {"name": {"first": "Zofia", "last": "Nowak", "title": "Dr"}},
+        id="name-object-mapped-and-kept",
+    ),
+    pytest.param(
+        {"name": {"given_name": "Zofia", "family_name": "Nowak"}},
+        {"first_name": "Zofia", "last_name": "Nowak"},
+        {"name": {"given_name": "Zofia", "family_name": "Nowak"}},
+        id="name-object-openid-claims",
+    ),
+    pytest.param(
+        {"name": {"display": "Z"}, "first_name": None},
+        {"first_name": None},
+        {"name": {"display": "Z"}},
+        id="name-object-without-parts-kept",
+    ),
     pytest.param(
         {"email": None, "phone": None, "firstName": None},
         {"email": None, "phone": None, "first_name": None},
@@ -93,8 +110,18 @@ USER_TRAITS: list[Any] = [
     pytest.param({"email": " a@example.com "}, {"email": "a@example.com"}, {}, id="trimmed"),
     pytest.param({"phone": 48600100200}, {"phone": "48600100200"}, {}, id="number-to-string"),
     pytest.param({"first_name": True}, {"first_name": "true"}, {}, id="boolean-to-string"),
-    pytest.param({"email": ["a@example.com"]}, {}, {}, id="array-where-string-expected-ignored"),
-    pytest.param({"phone": {"mobile": "1"}}, {}, {}, id="object-where-string-expected-ignored"),
+    pytest.param(
+        {"email": ["a@example.com"]},
+        {},
+        {"email": ["a@example.com"]},
+        id="array-where-string-expected-kept-as-custom",
+    ),
+    pytest.param(
+        {"phone": {"mobile": "1"}},
+        {},
+        {"phone": {"mobile": "1"}},
+        id="object-where-string-expected-kept-as-custom",
+    ),
     pytest.param(
         {"address": {"country": "Poland", "state": "Mazowieckie", "city": "Warszawa"}},
         {"country": "Poland", "region": "Mazowieckie", "city": "Warszawa"},
@@ -131,7 +158,27 @@ USER_TRAITS: list[Any] = [
         {},
         id="address-null-clears-all",
     ),
-    pytest.param({"address": "1 Main St, Austin"}, {}, {}, id="address-string-ignored"),
+    pytest.param(
+        {"address": "1 Main St, Austin"},
+        {},
+        {"address": "1 Main St, Austin"},
+        id="address-string-kept-as-custom",
+    ),
+    pytest.param(
+        {"address": [{"city": "Brussels", "country": "Belgium"}, {"city": "Kolkata"}]},
+        {"country": "Belgium", "city": "Brussels"},
+        {"address": [{"city": "Brussels", "country": "Belgium"}, {"city": "Kolkata"}]},
+        id="address-list-first-mapped-list-kept",
+    ),
+    pytest.param(
+        {"address": ["1 Main St"]}, {}, {"address": ["1 Main St"]}, id="address-list-of-text-kept"
+    ),
+    pytest.param(
+        {"address": ""},
+        {"country": None, "region": None, "city": None},
+        {},
+        id="address-blank-clears-all",
+    ),
     pytest.param(
         {"createdAt": "2026-11-28T09:15:00Z", "plan": "trial", "id": 7, "logins": None},
         {},
@@ -151,7 +198,7 @@ USER_TRAITS: list[Any] = [
 def test_map_user_traits(
     traits: dict[str, Any], fields: dict[str, Any], custom: dict[str, Any]
 ) -> None:
-    assert map_user_traits(traits) == (fields, custom)
+    assert map_user_traits(traits)[:2] == (fields, custom)
 
 
 @pytest.mark.parametrize(
@@ -178,10 +225,11 @@ def test_map_user_traits(
         pytest.param(" 3 ", "female", id="code-string-3"),
         pytest.param(2.0, "male", id="code-integral-float"),
         pytest.param(None, None, id="null-clears"),
+        pytest.param(" ", None, id="blank-clears"),
     ],
 )
 def test_gender(value: Any, expected: str | None) -> None:
-    assert map_user_traits({"gender": value}) == ({"gender": expected}, {})
+    assert map_user_traits({"gender": value}) == ({"gender": expected}, {}, [])
 
 
 @pytest.mark.parametrize(
@@ -189,31 +237,40 @@ def test_gender(value: Any, expected: str | None) -> None:
     [
         pytest.param("other", id="other"),
         pytest.param("x", id="x"),
-        pytest.param("", id="empty"),
         pytest.param(0, id="code-0"),
         pytest.param(4, id="code-4"),
         pytest.param(2.5, id="fraction"),
         pytest.param(True, id="boolean"),
         pytest.param("males", id="males"),
-        pytest.param(["male"], id="array"),
-        pytest.param({"g": "f"}, id="object"),
     ],
 )
-def test_gender_anything_else_not_written(value: Any) -> None:
-    assert map_user_traits({"gender": value}) == ({}, {})
+def test_gender_anything_else_is_not_written_and_counted(value: Any) -> None:
+    assert map_user_traits({"gender": value}) == ({}, {}, ["gender"])
+
+
+@pytest.mark.parametrize("value", [["male"], {"g": "f"}], ids=["array", "object"])
+def test_gender_in_a_shape_no_field_takes_is_kept_as_custom(value: Any) -> None:
+    assert map_user_traits({"gender": value}) == ({}, {"gender": value}, [])
 
 
 CONSUMED = ["email", "first_name", "firstName", "last_name", "lastName", "name", "phone", "gender"]
 
 
-@pytest.mark.parametrize("value", [None, "x", {"x": 1}, 5], ids=["null", "string", "object", "int"])
-def test_consumed_keys_never_custom(value: Any) -> None:
-    traits = dict.fromkeys([*CONSUMED, "address"], value)
-    assert map_user_traits({**traits, "plan": "pro"})[1] == {"plan": "pro"}
+@pytest.mark.parametrize("value", [None, "x", 5], ids=["null", "string", "int"])
+def test_consumed_keys_in_a_shape_their_field_takes_are_never_custom(value: Any) -> None:
+    traits = dict.fromkeys(CONSUMED, value)
+    address = {"city": "Austin"}
+    assert map_user_traits({**traits, "address": address, "plan": "pro"})[1] == {"plan": "pro"}
+
+
+@pytest.mark.parametrize("value", [{"x": 1}, ["x"]], ids=["object", "array"])
+def test_consumed_keys_in_a_shape_no_field_takes_are_kept_as_custom(value: Any) -> None:
+    traits = dict.fromkeys(CONSUMED, value)
+    assert map_user_traits({**traits, "plan": "pro"})[1] == {**traits, "plan": "pro"}
 
 
 def test_browser_identify_fixture() -> None:
-    fields, custom = map_user_traits(fixture("browser-identify.json")["traits"])
+    fields, custom, _ = map_user_traits(fixture("browser-identify.json")["traits"])
     assert fields == {
         "email": "zofia@example.com",
         "first_name": "Zofia",
@@ -233,7 +290,7 @@ def test_browser_identify_fixture() -> None:
 
 
 def test_engage_audience_identify_fixture() -> None:
-    fields, custom = map_user_traits(fixture("engage-audience-identify.json")["traits"])
+    fields, custom, _ = map_user_traits(fixture("engage-audience-identify.json")["traits"])
     assert fields == {"email": "zofia@example.com"}
     assert custom == {"order_completed_last_30days": True}
 
@@ -277,7 +334,13 @@ COMPANY_TRAITS: list[Any] = [
         id="user-fields-are-company-custom",
     ),
     pytest.param({"name": 42}, {"name": "42"}, {}, id="number-to-string"),
-    pytest.param({"name": ["Initech"]}, {}, {}, id="array-ignored"),
+    pytest.param({"name": ["Initech"]}, {}, {"name": ["Initech"]}, id="array-kept-as-custom"),
+    pytest.param(
+        {"address": "Hauptstr. 1, Berlin"},
+        {},
+        {"address": "Hauptstr. 1, Berlin"},
+        id="address-string-kept-as-custom",
+    ),
 ]
 
 
@@ -285,11 +348,11 @@ COMPANY_TRAITS: list[Any] = [
 def test_map_company_traits(
     traits: dict[str, Any], fields: dict[str, Any], custom: dict[str, Any]
 ) -> None:
-    assert map_company_traits(traits) == (fields, custom)
+    assert map_company_traits(traits)[:2] == (fields, custom)
 
 
 def test_group_fixture() -> None:
-    fields, custom = map_company_traits(fixture("group.json")["traits"])
+    fields, custom, _ = map_company_traits(fixture("group.json")["traits"])
     assert fields == {
         "name": "Initech",
         "description": "Software for banks",

@@ -2,7 +2,7 @@
 
 A name seen for the first time is defined as `string` unless the scope's cap is reached,
 in which case the value is dropped and counted. Values a definition cannot take are dropped and
-counted too; neither is ever an error for the sender.
+counted too, and so are strings stored cut; none of it is ever an error for the sender.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.attributes import NAME_MAX, Caps, valid_name
-from workers.coerce import IGNORED, clears, coerce
+from workers.coerce import IGNORED, UNCOERCIBLE, clears, coerce_noting
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,8 @@ class Definitions:
     """(scope, event, name) defined by this message's traffic, to insert."""
     new_events: list[str] = field(default_factory=list)
     ignored: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
-    """(scope, event, name, reason) -> how many values were dropped."""
+    """(scope, event, name, reason) -> how many values were dropped, or stored changed
+    (`truncated`)."""
 
     def add(self, scope: str, event: str, name: str, definition: Definition) -> None:
         """Register a definition loaded from the database."""
@@ -63,6 +64,11 @@ class Definitions:
         self.new_events.append(name)
         return True
 
+    def count_refused(self, scope: str, names: list[str]) -> None:
+        """Count standard traits (gender, employees) whose value their field could not take."""
+        for name in names:
+            self.ignored[scope, "", name, UNCOERCIBLE] += 1
+
     def coerce(self, scope: str, values: dict[str, Any], event: str = "") -> dict[str, Any]:
         """The values this scope's definitions take, typed; None means "clear this attribute"."""
         defs = self._scope(scope, event)
@@ -83,9 +89,11 @@ class Definitions:
                     continue
                 definition = defs[name] = STRING
                 self.new_attributes.append((scope, event, name))
-            typed = coerce(value, definition.type, definition.choices, definition.multiple)
-            if typed is IGNORED:
-                self.ignored[scope, event, name, "uncoercible"] += 1
-                continue
-            out[name] = typed
+            typed, reason = coerce_noting(
+                value, definition.type, definition.choices, definition.multiple
+            )
+            if reason is not None:
+                self.ignored[scope, event, name, reason] += 1
+            if typed is not IGNORED:
+                out[name] = typed
         return out

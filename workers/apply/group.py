@@ -15,9 +15,10 @@ def apply_group(state: BatchState, call: Call) -> None:
     group_id = normalize_id(call.body.get("groupId"))
     company = state.companies[group_id or ""]  # the store loaded or created every groupId
     when = iso(call.time)
-    standard, custom = map_company_traits(call.obj("traits"))
+    standard, custom, refused = map_company_traits(call.obj("traits"))
     for name, value in standard.items():
         company.write(name, value, when)
+    state.definitions.count_refused("company", refused)
     for name, value in state.definitions.coerce("company", custom).items():
         company.write_attribute(name, value, when)
     key = (company.pk, profile.pk)

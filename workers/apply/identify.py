@@ -14,9 +14,10 @@ from workers.traits import identify_traits, map_user_traits
 def apply_identify(state: BatchState, call: Call) -> None:
     profile = resolve(state, call)
     when = iso(call.time)
-    standard, custom = map_user_traits(identify_traits(call.body, call.user_id))
+    standard, custom, refused = map_user_traits(identify_traits(call.body, call.user_id))
     for name, value in standard.items():
         profile.write(name, value, when)
+    state.definitions.count_refused("user", refused)
     write_context(profile, call, when)
     for name, value in state.definitions.coerce("user", custom).items():
         profile.write_attribute(name, value, when)
