@@ -112,7 +112,8 @@ COERCIONS_IGNORED = Counter(
     "userdest_coercions_ignored_total",
     "Values ignored or stored changed, by scope and reason: uncoercible (not convertible to the "
     "attribute's type), truncated (a string stored cut to 255), json_too_long (an object or array "
-    "too long for a string attribute, not stored) or bad_name (an attribute name out of limits). "
+    "too long for a string attribute, not stored), unknown_choices (a list stored without members "
+    "that are not choices) or bad_name (an attribute name out of limits). "
     "Which attribute: `ignored_values` in Postgres.",
     ["scope", "reason"],
 )

@@ -27,7 +27,8 @@ Choices taken where more than one answer would do (copied into docs/):
   match, a case-insensitive match with surrounding blanks removed (``" gold "`` matches
   ``"Gold"``). The stored value is the choice as defined, never the sender's spelling. Objects
   and arrays never match. A fixed definition without choices ignores every value.
-- fixed multiple: a list keeps its known members, deduplicated, in the sender's order; an empty
+- fixed multiple: a list keeps its known members, deduplicated, in the sender's order (a list that
+  lost an unknown member is counted, ``unknown_choices``); an empty
   list is stored as ``[]`` (the sender says "none of them"); a non-empty list with no known member
   is ignored (storing ``[]`` would wipe the profile on garbage); a scalar that is a choice becomes
   a one-element list; a string is never split on commas (a choice may contain one).
@@ -76,6 +77,9 @@ UNCOERCIBLE: Final = "uncoercible"
 """Reason: a value its attribute's type cannot take; the stored value stays."""
 TRUNCATED: Final = "truncated"
 """Reason: a string longer than STRING_MAX, stored cut to it."""
+UNKNOWN_CHOICES: Final = "unknown_choices"
+"""Reason: a list sent to a multiple-choice `fixed` attribute, stored without its members that are
+not choices."""
 JSON_TOO_LONG: Final = "json_too_long"
 """Reason: an object or array whose JSON is longer than STRING_MAX, sent to a string attribute:
 not stored, since a cut would no longer parse (a `json` attribute keeps it whole)."""
@@ -384,11 +388,19 @@ def coerce_noting(
     value: Any, type_: str, choices: list[Any] | None = None, multiple: bool = False
 ) -> tuple[Any, str | None]:
     """`coerce`, and why what is stored is not what was sent: None when it is the value converted
-    to its type; TRUNCATED when a string was stored cut; UNCOERCIBLE or JSON_TOO_LONG when the value
-    was IGNORED. The reasons are counted where operators look (`userdest attributes ignored`)."""
+    to its type; TRUNCATED when a string was stored cut, UNKNOWN_CHOICES when a list lost members;
+    UNCOERCIBLE or JSON_TOO_LONG when the value was IGNORED. The reasons are counted where operators look (`userdest attributes ignored`)."""
     if type_ not in TYPES:
         type_ = normalize_type(type_)
     if type_ == "string" and value is not None:
         return _string_noting(value)
     typed = coerce(value, type_, choices, multiple)
-    return typed, UNCOERCIBLE if typed is IGNORED else None
+    if typed is IGNORED:
+        return typed, UNCOERCIBLE
+    if type_ == "fixed" and isinstance(value, list) and _has_unknown_member(value, choices):
+        return typed, UNKNOWN_CHOICES
+    return typed, None
+
+
+def _has_unknown_member(values: list[Any], choices: list[Any] | None) -> bool:
+    return any(_to_fixed(item, choices, multiple=False) is IGNORED for item in values)

@@ -182,7 +182,8 @@ def attributes_ignored(app_name: str, as_json: bool) -> None:
 
     uncoercible: a value its attribute's type could not take (the stored value stayed);
     truncated: a string stored cut to 255 characters; json_too_long: an object or array too long
-    for a string attribute, not stored (define the attribute as json to keep it); over_cap: a
+    for a string attribute, not stored (define the attribute as json to keep it);
+    unknown_choices: a list stored without its members that are not choices; over_cap: a
     new attribute or event name past the app's cap; bad_name: a name over 64 characters.
     Senders are never told, so this is where such losses show.
     """

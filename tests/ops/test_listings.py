@@ -98,3 +98,22 @@ def test_attributes_ignored_lists_values_by_attribute_and_reason(
     assert "uncoercible" in table and "seats" in table
     make_app(clean_db, "empty")
     assert "nothing ignored" in ok(run("attributes", "ignored", "--app", "empty")).stdout
+
+
+def test_attributes_ignored_shows_values_stored_cut_and_refused(
+    clean_db: Engine, settings: Settings
+) -> None:
+    """A 400-character note and a products list on a track: before, the note was cut and the list
+    became a fragment of JSON while this listing said "nothing ignored"."""
+    app_id = make_app(clean_db, "shop")
+    products = [
+        {"product_id": f"p-{i}", "name": "Monopoly: 3rd Edition", "price": 19} for i in range(5)
+    ]
+    apply(clean_db, app_id, track("Order Completed", 1, note="n" * 400, products=products))
+    listed = orjson.loads(
+        ok(invoker(settings)("attributes", "ignored", "--app", "shop", "--json")).stdout
+    )
+    assert sorted((r["scope"], r["event"], r["name"], r["reason"], r["count"]) for r in listed) == [
+        ("event", "Order Completed", "note", "truncated", 1),
+        ("event", "Order Completed", "products", "json_too_long", 1),
+    ]

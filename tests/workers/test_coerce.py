@@ -369,6 +369,15 @@ def test_float_round_trips_through_its_string(value: float) -> None:
     assert coerce(coerce(value, "string"), "float") == value
 
 
+def test_a_multiple_choice_list_that_lost_members_is_noted() -> None:
+    assert coerce_noting(["gold", "bronze"], "fixed", CHOICES, True) == (
+        ["gold"],
+        "unknown_choices",
+    )
+    assert coerce_noting(["gold", "GOLD"], "fixed", CHOICES, True) == (["gold"], None)
+    assert coerce_noting(["bronze"], "fixed", CHOICES, True) == (IGNORED, "uncoercible")
+
+
 @pytest.mark.parametrize(
     ("value", "type_", "expected"),
     [
