@@ -142,7 +142,7 @@ def _kept(traits: dict[str, Any], consumed: frozenset[str]) -> dict[str, Any]:
         if key not in consumed:
             custom[key] = value
         elif key == "address":
-            if value is not None and not isinstance(value, dict) and not clears(value):
+            if not isinstance(value, dict) and not clears(value):
                 custom[key] = value
         elif isinstance(value, dict | list):
             custom[key] = value
