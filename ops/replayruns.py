@@ -91,15 +91,8 @@ _PROGRESS = text(
 )
 
 
-def run_status(session: Session, run_id: str) -> dict[str, Any]:
-    """A run's file counts and how many of its calls the workers applied, skipped as already
-    applied, dead-lettered, or have still to apply."""
-    run = session.get(ReplayRun, run_id)
-    if run is None:
-        raise NotFound(f"no replay run {run_id!r}")
-    app = session.scalar(select(App.name).where(App.id == run.app_id))
-    row = session.execute(_PROGRESS, {"run": run_id}).one()
-    calls, applied, duplicates, dead = (int(v) for v in row)
+def _described(run: ReplayRun, app: str | None) -> dict[str, Any]:
+    """What a run read and enqueued, as `replay list` and `replay status` show it."""
     return {
         "run": run.id,
         "app": app,
@@ -110,6 +103,20 @@ def run_status(session: Session, run_id: str) -> dict[str, Any]:
         "lines": run.lines,
         "accepted": run.accepted,
         "rejected": run.rejected,
+    }
+
+
+def run_status(session: Session, run_id: str) -> dict[str, Any]:
+    """A run's file counts and how many of its calls the workers applied, skipped as already
+    applied, dead-lettered, or have still to apply."""
+    run = session.get(ReplayRun, run_id)
+    if run is None:
+        raise NotFound(f"no replay run {run_id!r}")
+    app = session.scalar(select(App.name).where(App.id == run.app_id))
+    row = session.execute(_PROGRESS, {"run": run_id}).one()
+    calls, applied, duplicates, dead = (int(v) for v in row)
+    return {
+        **_described(run, app),
         "calls": calls,
         "applied": applied,
         "duplicates": duplicates,
@@ -138,17 +145,4 @@ def list_runs(
         query = query.where(
             tuple_(ReplayRun.started_at, ReplayRun.id) < tuple_(last.started_at, last.id)
         )
-    return [
-        {
-            "run": run.id,
-            "app": app,
-            "queue": run.queue,
-            "source": run.source,
-            "started_at": iso(run.started_at),
-            "finished_at": iso(run.finished_at) if run.finished_at else None,
-            "lines": run.lines,
-            "accepted": run.accepted,
-            "rejected": run.rejected,
-        }
-        for run, app in session.execute(query)
-    ]
+    return [_described(run, app) for run, app in session.execute(query)]

@@ -1,42 +1,8 @@
 """Attribute type coercion: a JSON value to the typed value stored, or IGNORED.
 
-Choices taken where more than one answer would do (copied into docs/):
-
-- Numbers as strings are written as JavaScript writes them (``JSON.stringify``, ECMAScript
-  Number::toString), the shortest form that reads back as the same number: ``999`` -> ``"999"``,
-  ``1.0`` -> ``"1"``, ``12.5`` -> ``"12.5"``, ``1e21`` -> ``"1e+21"``, ``1e-7`` -> ``"1e-7"``.
-  Most Segment traffic comes from JavaScript, which cannot tell ``1.0`` from ``1``; a Python
-  client sending ``1.0`` and a browser sending ``1`` therefore store the same ``"1"``.
-  Integers are written exactly, digit for digit.
-- Strings are stored as sent (no trimming) but without NUL characters, which Postgres text and
-  jsonb cannot hold; then cut to 255 characters, and the cut is counted (``truncated``). Objects
-  and arrays become compact JSON in the sender's key order; one whose JSON is longer than 255
-  characters is not stored at all (``json_too_long``), since a cut would no longer parse.
-- Numeric strings (``"123"``, ``" 42 "``, ``"1e3"``, ``"-0.5"``) are ASCII digits with an optional
-  sign, fraction and exponent; thousands separators, underscores, ``NaN`` and ``Infinity`` are not
-  numbers.
-- boolean also takes the numbers ``1.0`` and ``0.0`` (JSON does not tell them from ``1`` and ``0``).
-- datetime and date take numeric strings as Unix times with the same seconds/milliseconds rule as
-  numbers, because server-side libraries send numbers as strings. The milliseconds rule looks at
-  the magnitude: above 10^11 (or below -10^11) it is milliseconds. A time outside years 1-9999
-  is ignored. datetime values are written ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (sub-millisecond digits
-  are cut). A ``YYYY-MM-DD`` string is that calendar date; anything with a time of day gives
-  its UTC date.
-- fixed compares each value with the choices by its string form (as the string type writes it),
-  so ``2`` matches ``"2"``, ``"2"`` matches ``2``, ``true`` matches ``"true"``; failing an exact
-  match, a case-insensitive match with surrounding blanks removed (``" gold "`` matches
-  ``"Gold"``). The stored value is the choice as defined, never the sender's spelling. Objects
-  and arrays never match. A fixed definition without choices ignores every value.
-- fixed multiple: a list keeps its known members, deduplicated, in the sender's order (a list that
-  lost an unknown member is counted, ``unknown_choices``); an empty
-  list is stored as ``[]`` (the sender says "none of them"); a non-empty list with no known member
-  is ignored (storing ``[]`` would wipe the profile on garbage); a scalar that is a choice becomes
-  a one-element list; a string is never split on commas (a choice may contain one).
-- json stores the value as is.
-- ``null`` clears for every type: ``coerce(None, ...)`` is ``None``. On profiles and companies an
-  empty or blank string clears too (``clears()``); event properties keep it.
-- number takes what float takes; an integral value within signed 64 bits is stored as
-  an integer (``"123"`` -> ``123``, ``1e3`` -> ``1000``), a fraction as a float.
+The choices behind each type's rules (numbers written as JavaScript writes them, strings cut and
+counted, JSON stored only whole, dates from Unix times, choices matched by string form) are
+described in docs/workers.md, "Attribute types".
 """
 
 from __future__ import annotations
