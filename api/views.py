@@ -60,7 +60,7 @@ from shared.calls import (
 from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.envelope import DIRECT_SOURCE, Envelope
-from shared.models import DeadLetter
+from shared.models import DeadLetter, MaintenanceRun
 from shared.queues import INGEST
 from shared.queuestate import read_queues
 from shared.settings import Settings
@@ -189,7 +189,10 @@ class Receiver:
         self._accepted = {r.endpoint: metrics.CALLS_ACCEPTED.labels(r.endpoint) for r in ROUTES}
         # Queue and dead-letter gauges, read when scraped: every receiver can answer them.
         self.state = metrics.StateCollector(
-            lambda: read_queues(self.redis), self._open_dead_letters
+            lambda: read_queues(self.redis),
+            self._open_dead_letters,
+            read_redis_memory=self._redis_memory,
+            read_maintenance=self._maintenance,
         )
 
     @classmethod
@@ -206,6 +209,16 @@ class Receiver:
             },
         )
         return cls(settings, engine, make_redis(settings))
+
+    def _redis_memory(self) -> dict[str, int]:
+        used, limit = self.publisher.high_water.reading()
+        return {"used_memory": used, "maxmemory": limit}
+
+    def _maintenance(self) -> dict[str, float | None]:
+        """When the newest maintenance run finished (seconds since the epoch), or None."""
+        with self.engine.connect() as conn:
+            finished = conn.scalar(select(func.max(MaintenanceRun.finished_at)))
+        return {"finished_at": finished.timestamp() if finished is not None else None}
 
     def _open_dead_letters(self) -> dict[str, int]:
         """Open dead letters by reason (a read, bounded by the engine's statement_timeout)."""

@@ -17,12 +17,15 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from shared import dedupe, partitions
+from shared.db import json_dumps
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 LOCK = 0x75736572_6D61696E  # "usermain": one maintenance run at a time
 """The advisory-lock key a run holds for its whole length."""
+RUNS_KEPT = 100
+"""How many finished runs `maintenance_runs` keeps (the newest)."""
 
 
 @dataclass
@@ -69,6 +72,7 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
             with conn.begin():
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK})
     report.seconds = round((datetime.now(UTC) - started).total_seconds(), 3)
+    _record(engine, started, report)
     logger.info(
         "maintenance",
         extra={
@@ -78,3 +82,22 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
         },
     )
     return report
+
+
+def _record(engine: Engine, started: datetime, report: Report) -> None:
+    """Keep the finished run (and the newest RUNS_KEPT only): /metrics reports the newest's time."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO maintenance_runs (started_at, report) "
+                "VALUES (:started, CAST(:report AS jsonb))"
+            ),
+            {"started": started, "report": json_dumps(report.to_dict())},
+        )
+        conn.execute(
+            text(
+                "DELETE FROM maintenance_runs WHERE id NOT IN "
+                "(SELECT id FROM maintenance_runs ORDER BY id DESC LIMIT :kept)"
+            ),
+            {"kept": RUNS_KEPT},
+        )

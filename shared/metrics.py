@@ -224,11 +224,17 @@ class StateCollector(Collector):
         read_queues: Callable[[], Mapping[str, QueueState]],
         read_dead_letters: Callable[[], Mapping[str, int]],
         ttl: float = 5.0,
+        read_redis_memory: Callable[[], Mapping[str, int]] | None = None,
+        read_maintenance: Callable[[], Mapping[str, float | None]] | None = None,
     ) -> None:
         self._readers: dict[str, Callable[[], Mapping[str, object]]] = {
             "redis": read_queues,
             "postgres": read_dead_letters,
         }
+        if read_redis_memory is not None:
+            self._readers["redis_memory"] = read_redis_memory
+        if read_maintenance is not None:
+            self._readers["maintenance"] = read_maintenance
         self._ttl = ttl
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Mapping[str, object] | None]] = {}
@@ -295,7 +301,44 @@ class StateCollector(Collector):
             for reason, count in sorted(letters.items()):
                 open_letters.add_metric([reason], float(count))  # type: ignore[arg-type]
             yield open_letters
+        if "redis_memory" in self._readers:
+            memory = self._read("redis_memory")
+            up.add_metric(["redis_memory"], 0 if memory is None else 1)
+            if memory is not None:
+                yield from _memory_families(memory)
+        if "maintenance" in self._readers:
+            maintenance = self._read("maintenance")
+            up.add_metric(["maintenance"], 0 if maintenance is None else 1)
+            if maintenance is not None:
+                yield _maintenance_family(maintenance)
         yield up
+
+
+def _memory_families(memory: Mapping[str, object]) -> Iterator[GaugeMetricFamily]:
+    """Redis's memory as INFO reports it, so an alert fires before the receivers' high-water mark
+    (REDIS_HIGH_WATER of maxmemory) turns calls away."""
+    yield GaugeMetricFamily(
+        "userdest_redis_used_memory_bytes",
+        "Memory the Redis of REDIS_URL uses (INFO memory used_memory).",
+        value=float(memory["used_memory"]),  # type: ignore[arg-type]
+    )
+    yield GaugeMetricFamily(
+        "userdest_redis_maxmemory_bytes",
+        "The memory limit of the Redis of REDIS_URL (INFO memory maxmemory; 0: none).",
+        value=float(memory["maxmemory"]),  # type: ignore[arg-type]
+    )
+
+
+def _maintenance_family(maintenance: Mapping[str, object]) -> GaugeMetricFamily:
+    """When the newest `userdest maintenance run` finished (no sample until one has)."""
+    family = GaugeMetricFamily(
+        "userdest_maintenance_last_success_timestamp_seconds",
+        "When the newest maintenance run finished its work, in seconds since the epoch.",
+    )
+    finished = maintenance.get("finished_at")
+    if finished is not None:
+        family.add_metric([], float(finished))  # type: ignore[arg-type]
+    return family
 
 
 class BuildInfo(Collector):

@@ -493,3 +493,15 @@ class ReplayRunMessage(Base):
         String(40), ForeignKey("replay_runs.id", ondelete="CASCADE"), primary_key=True
     )
     message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
+class MaintenanceRun(Base):
+    """A `userdest maintenance run` that finished its work: when, and what it did. The newest one's
+    time is a gauge of /metrics, so an alert can say when maintenance stopped succeeding."""
+
+    __tablename__ = "maintenance_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = _now()
+    report: Mapped[dict[str, Any]] = mapped_column(comment="what the run did, as its --json answer")

@@ -197,6 +197,29 @@ def test_open_dead_letters_are_counted_by_reason(client, tenant: Tenant, clean_d
     assert value(samples, "userdest_scrape_source_up", source="postgres") == 1
 
 
+def test_redis_memory_is_reported_so_an_alert_can_fire_before_the_high_water_mark(
+    client, redis_client
+) -> None:
+    info = redis_client.info("memory")
+    samples = scrape(client)
+    assert value(samples, "userdest_redis_used_memory_bytes") > 0
+    assert value(samples, "userdest_redis_maxmemory_bytes") == int(info.get("maxmemory") or 0)
+    assert value(samples, "userdest_scrape_source_up", source="redis_memory") == 1
+
+
+def test_the_last_successful_maintenance_run_is_a_gauge(client, clean_db, settings) -> None:
+    from ops import maintenance
+
+    report = maintenance.run(clean_db, settings)
+    assert report.ran
+    with clean_db.connect() as conn:
+        finished = conn.scalar(text("SELECT max(finished_at) FROM maintenance_runs"))
+    samples = scrape(client)
+    gauge = value(samples, "userdest_maintenance_last_success_timestamp_seconds")
+    assert gauge == finished.timestamp()
+    assert value(samples, "userdest_scrape_source_up", source="maintenance") == 1
+
+
 def test_a_store_that_does_not_answer_leaves_its_gauges_out(make_receiver, redis_client) -> None:
     client = make_receiver(redis_url="redis://127.0.0.1:1/0", broker_timeout=0.2).test_client()
     samples = scrape(client)

@@ -232,12 +232,39 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_that_exists() -> Non
     }
     rules = alert_rules()
     assert len({r["alert"] for r in rules}) == len(rules)
+    base = runbook_base()
+    assert base.startswith("https://") and base.endswith("/operations.md")
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical")
         assert rule["annotations"]["summary"]
-        page, anchor = rule["annotations"]["runbook"].split("#")
-        assert page == "docs/operations.md"
+        assert "runbook" not in rule["annotations"], "runbook_url only, a full URL"
+        url, anchor = rule["annotations"]["runbook_url"].split("#")
+        assert url == base, rule["alert"]
         assert anchor == rule["alert"].lower() and anchor in headings, rule["alert"]
+
+
+def runbook_base() -> str:
+    """The one base address of every runbook link, named in alerts.yaml's header."""
+    [base] = re.findall(
+        r"^# runbook base: (\S+)$", (DEPLOY / "prometheus" / "alerts.yaml").read_text(), re.M
+    )
+    return str(base)
+
+
+def test_redis_memory_alerts_before_the_receivers_turn_calls_away() -> None:
+    [rule] = [r for r in alert_rules() if r["alert"] == "UserdestRedisNearlyFull"]
+    threshold = float(re.findall(r">\s*([0-9.]+)\s*$", rule["expr"].strip())[0])
+    assert 0 < threshold < DEFAULTS["REDIS_HIGH_WATER"]
+
+
+def test_the_alerts_cover_maintenance_and_a_receiver_target_down() -> None:
+    exprs = {r["alert"]: r["expr"] for r in alert_rules()}
+    assert (
+        "userdest_maintenance_last_success_timestamp_seconds" in exprs["UserdestMaintenanceFailing"]
+    )
+    scraped = documents(DEPLOY / "prometheus" / "prometheus.yml")[0]["scrape_configs"]
+    receiver_job = next(c["job_name"] for c in scraped if "receiver" in c["job_name"])
+    assert f'up{{job="{receiver_job}"}} == 0' in exprs["UserdestReceiverDown"]
 
 
 def test_the_dashboard_draws_every_panel_from_prometheus() -> None:
