@@ -1,6 +1,23 @@
 # One image for every userdest process: the receiver, the workers, the migration step and the CLI.
-# compose.yaml picks the process by its command; alone it serves the receiver on port 8000.
-FROM python:3.11-slim
+# compose.yaml and deploy/kubernetes pick the process by its command; alone it serves the receiver
+# on port 8000. `make image` builds it as userdest:<version>, with the labels below filled in.
+
+# The base, pinned by digest so that a rebuild of the same release gets the same system. To move to
+# a newer python:3.11-slim: `docker buildx imagetools inspect python:3.11-slim` gives the digest.
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+FROM ${PYTHON_IMAGE}
+
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="userdest" \
+      org.opencontainers.image.description="A User.com-style CRM ingestion service for Segment calls" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.base.name="python:3.11-slim"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,19 +26,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them: the
-# packages are empty stand-ins here and the project itself is installed over them below. Their
-# versions are the ones constraints.txt pins (`make lock` writes it), so every build gets the
-# packages the tests ran with.
-COPY pyproject.toml README.md constraints.txt ./
-RUN mkdir -p api workers shared \
-    && touch api/__init__.py workers/__init__.py shared/__init__.py \
+# Dependencies first, from pyproject.toml and the pins alone, so a code or docs change does not
+# reinstall them: the packages and the README are empty stand-ins here, and the project itself is
+# installed over them below. Their versions are the ones constraints.txt pins (`make lock` writes
+# it), so every build gets the packages the tests ran with.
+COPY pyproject.toml constraints.txt ./
+RUN mkdir -p api workers shared ops \
+    && touch README.md api/__init__.py workers/__init__.py shared/__init__.py ops/__init__.py \
     && pip install --constraint constraints.txt . \
     && pip uninstall --yes userdest \
-    && rm -rf api workers shared build *.egg-info
+    && rm -rf api workers shared ops README.md build *.egg-info
 
 # The project, installed (not run from the source tree) so the image proves the packaging: the
 # `userdest` console script and the migrations shipped as package data.
+COPY README.md ./
 COPY api ./api
 COPY workers ./workers
 COPY shared ./shared

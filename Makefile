@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/userdest
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 PORT ?= 8000
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= userdest
+CONTAINER ?= docker
 TEST_JOBS ?= 2
 
-.PHONY: help install run test test-fast lint migrate bench bench-scale lock clean
+.PHONY: help install run test test-fast lint migrate bench bench-scale lock image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +52,14 @@ bench-scale: install ## a batch of 100 at an empty and a ~10M-call database, sto
 
 lock: install ## pin the image's runtime packages in constraints.txt, from pyproject.toml
 	$(BIN)/python scripts/lock.py
+
+image: ## build the labelled image userdest:<version of pyproject.toml> (CONTAINER=podman works too)
+	$(CONTAINER) build \
+	  --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+	  --build-arg SOURCE=$$(git remote get-url origin 2>/dev/null || echo unknown) \
+	  -t $(IMAGE):$(VERSION) .
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

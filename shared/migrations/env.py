@@ -12,6 +12,7 @@ from shared.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata
+MIGRATION_LOCK = 0x75736572_6D696772  # "usermigr": one migration at a time
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -24,6 +25,9 @@ def run_migrations_online() -> None:
     url = config.attributes.get("database_url") or Settings.from_env().database_url
     engine = make_engine(Settings(database_url=url))
     with engine.connect() as connection:
+        # Every new pod of a release migrates before it starts: one at a time, the others wait
+        # here and then find the schema current. A session lock, held until this connection closes.
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
         # A migration waiting behind live traffic should fail fast, not queue every writer behind it.
         connection.execute(text("SET lock_timeout = '10s'"))
         connection.commit()  # SET is per session; end its implicit transaction before Alembic's

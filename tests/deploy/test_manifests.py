@@ -32,7 +32,7 @@ COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings)}
 DEFAULTS = {f.name.upper(): f.default for f in dataclasses.fields(Settings)}
 # Read by the tools around userdest (README, second configuration table).
-TOOL_VARS = {"WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"}
+TOOL_VARS = {"WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR", "REDIS_PASSWORD"}
 # ConfigMap values that differ from the defaults, each explained beside it in config.yaml.
 OVERRIDES = {"TRUSTED_PROXIES", "WORKER_METRICS_PORT"}
 
@@ -139,11 +139,18 @@ def test_each_worker_pool_consumes_its_queue_and_serves_metrics(queue: str) -> N
     assert annotations["prometheus.io/port"] == str(settings.worker_metrics_port)
 
 
-def test_the_migration_job_runs_db_upgrade_once() -> None:
-    job = find("Job", "userdest-migrate")
-    [migrate] = job["spec"]["template"]["spec"]["containers"]
+@pytest.mark.parametrize(
+    "name", ["userdest-receiver", "userdest-worker-ingest", "userdest-worker-replay"]
+)
+def test_every_pod_migrates_before_it_starts(name: str) -> None:
+    """An init container runs compose's migration step with the pod's image and settings, so no
+    pod of a release runs against an older schema, and a re-apply needs nothing deleted first."""
+    spec = find("Deployment", name)["spec"]["template"]["spec"]
+    [migrate] = spec["initContainers"]
     assert migrate["command"] == compose_command("migrate") == ["userdest", "db", "upgrade"]
-    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert migrate["image"] == container(find("Deployment", name))["image"]
+    assert migrate["envFrom"] == container(find("Deployment", name))["envFrom"]
+    assert not [o for o in k8s_objects() if o["kind"] == "Job"], "a Job's template is immutable"
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +197,7 @@ def test_every_userdest_container_reads_config_and_secret() -> None:
     for obj in k8s_objects():
         if obj["kind"] not in ("Deployment", "Job", "CronJob"):
             continue
-        for item in pod_spec(obj)["containers"]:
+        for item in pod_spec(obj)["containers"] + pod_spec(obj).get("initContainers", []):
             refs = {next(iter(r.values()))["name"] for r in item["envFrom"]}
             assert refs == {"userdest-config", "userdest-secrets"}
             assert item["resources"]["limits"] and item["resources"]["requests"]

@@ -292,7 +292,8 @@ def test_dockerfile_installs_the_project_as_a_user() -> None:
         for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert lines[0] == "FROM python:3.11-slim"
+    assert lines[0].startswith("ARG PYTHON_IMAGE=python:3.11-slim@sha256:")
+    assert lines[1] == "FROM ${PYTHON_IMAGE}"
     copied = {
         part.rstrip("/") for line in lines if line.startswith("COPY") for part in line.split()
     }

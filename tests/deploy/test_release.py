@@ -1,0 +1,290 @@
+"""A release an operator can apply: one version everywhere, replicas owned by the autoscalers,
+disruption budgets, and every manifest valid against its schema (Kubernetes' own, and KEDA's
+documented fields) when applied in the kustomization's order."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "kubernetes"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+KUBERNETES = "1.30.0"
+"""The Kubernetes version whose schemas the manifests must pass (kubernetes-validate ships them)."""
+
+
+def kustomization() -> dict[str, Any]:
+    return dict(yaml.safe_load((K8S / "kustomization.yaml").read_text()))
+
+
+def applied_in_order() -> list[dict[str, Any]]:
+    """Every object, in the order `kubectl apply -k` is given them."""
+    return [
+        doc
+        for name in kustomization()["resources"]
+        for doc in yaml.safe_load_all((K8S / name).read_text())
+        if doc
+    ]
+
+
+def pods(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec", {})
+    if obj["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return dict(spec.get("template", {}).get("spec", {}))
+
+
+def images() -> list[str]:
+    return [
+        item["image"]
+        for obj in applied_in_order()
+        for item in pods(obj).get("containers", []) + pods(obj).get("initContainers", [])
+    ]
+
+
+def test_one_version_everywhere() -> None:
+    """pyproject's version is the CLI's, the image tag of every container, kustomize's tag and the
+    version `make image` builds and labels; never `latest`."""
+    assert metadata.version("userdest") == VERSION
+    cli = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "userdest"), "--version"], capture_output=True, text=True
+    )
+    assert cli.stdout.strip() == f"userdest {VERSION}"
+    assert images() and set(images()) == {f"userdest:{VERSION}"}
+    assert kustomization()["images"] == [{"name": "userdest", "newTag": VERSION}]
+    dry_run = subprocess.run(
+        ["make", "-n", "image"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert f"--build-arg VERSION={VERSION}" in dry_run and f"-t userdest:{VERSION}" in dry_run
+    assert "latest" not in " ".join(images()) + dry_run
+    assert f"## {VERSION}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_the_image_is_labelled_pinned_and_keeps_docs_out_of_the_dependency_layer() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim@sha256:[0-9a-f]{64}$", dockerfile, re.M)
+    for label in ("version", "revision", "created", "title", "source"):
+        assert f"org.opencontainers.image.{label}=" in dockerfile
+    dependencies, _, project = dockerfile.partition("pip install --no-deps")
+    assert "COPY pyproject.toml constraints.txt ./" in dependencies
+    assert "README.md ./" not in dependencies.split("RUN", 1)[0], "a docs edit would reinstall"
+    assert "README.md" in project.split("COPY", 1)[0] or "COPY README.md" in dockerfile
+    ignore = (ROOT / ".dockerignore").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.M))
+    assert copied == {"api", "workers", "shared", "ops"}
+    assert "three packages" not in ignore
+
+
+def scaled_targets() -> set[str]:
+    names = set()
+    for obj in applied_in_order():
+        if obj["kind"] in ("ScaledObject", "HorizontalPodAutoscaler"):
+            names.add(obj["spec"]["scaleTargetRef"]["name"])
+    return names
+
+
+def test_the_autoscalers_own_every_deployment_s_replicas() -> None:
+    deployments = [o for o in applied_in_order() if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == scaled_targets()
+    for deployment in deployments:
+        assert "replicas" not in deployment["spec"], deployment["metadata"]["name"]
+
+
+def test_every_deployment_has_a_disruption_budget() -> None:
+    budgets = [o for o in applied_in_order() if o["kind"] == "PodDisruptionBudget"]
+    for deployment in (o for o in applied_in_order() if o["kind"] == "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        [budget] = [
+            b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert budget["spec"].get("minAvailable", 0) < 2 or budget["spec"].get("maxUnavailable")
+
+
+def test_keda_reads_the_password_redis_url_carries() -> None:
+    [secret] = [o for o in applied_in_order() if o["kind"] == "Secret"]
+    data = secret["stringData"]
+    [auth] = [o for o in applied_in_order() if o["kind"] == "TriggerAuthentication"]
+    [ref] = auth["spec"]["secretTargetRef"]
+    assert (ref["parameter"], ref["name"]) == ("password", secret["metadata"]["name"])
+    assert urlsplit(data["REDIS_URL"]).password == data[ref["key"]]
+    for scaled in (o for o in applied_in_order() if o["kind"] == "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert "sslmode=" in urlsplit(data["DATABASE_URL"]).query
+
+
+# --- schemas, applied in order ---------------------------------------------------------------------
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "namespace": {"type": "string"},
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+    "additionalProperties": False,
+}
+KEDA_SCHEMAS: dict[str, dict[str, Any]] = {
+    # The fields KEDA documents for keda.sh/v1alpha1 (its ScaledObject and TriggerAuthentication
+    # specifications); anything else is a mistake the cluster would reject or ignore.
+    "ScaledObject": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "kind": {"const": "ScaledObject"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["scaleTargetRef", "triggers"],
+                "additionalProperties": False,
+                "properties": {
+                    "scaleTargetRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "apiVersion": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "name": {"type": "string"},
+                            "envSourceContainerName": {"type": "string"},
+                        },
+                    },
+                    "pollingInterval": {"type": "integer", "minimum": 1},
+                    "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "initialCooldownPeriod": {"type": "integer", "minimum": 0},
+                    "idleReplicaCount": {"type": "integer", "minimum": 0},
+                    "minReplicaCount": {"type": "integer", "minimum": 0},
+                    "maxReplicaCount": {"type": "integer", "minimum": 1},
+                    "fallback": {"type": "object"},
+                    "advanced": {"type": "object"},
+                    "triggers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "metadata"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {"type": "string"},
+                                "name": {"type": "string"},
+                                "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                                "useCachedMetrics": {"type": "boolean"},
+                                "metadata": _STRING_MAP,
+                                "authenticationRef": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "kind": {
+                                            "enum": [
+                                                "TriggerAuthentication",
+                                                "ClusterTriggerAuthentication",
+                                            ]
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "TriggerAuthentication": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "kind": {"const": "TriggerAuthentication"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "secretTargetRef": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["parameter", "name", "key"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "parameter": {"type": "string"},
+                                "name": {"type": "string"},
+                                "key": {"type": "string"},
+                            },
+                        },
+                    },
+                    "env": {"type": "array"},
+                    "podIdentity": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+
+
+def references(obj: dict[str, Any]) -> set[tuple[str, str]]:
+    """(kind, name) of the objects `obj` needs to exist first."""
+    needed: set[tuple[str, str]] = set()
+    spec = pods(obj)
+    for item in spec.get("containers", []) + spec.get("initContainers", []):
+        for source in item.get("envFrom", []):
+            kind = "ConfigMap" if "configMapRef" in source else "Secret"
+            needed.add((kind, next(iter(source.values()))["name"]))
+    if obj["kind"] in ("ScaledObject", "HorizontalPodAutoscaler"):
+        needed.add(("Deployment", obj["spec"]["scaleTargetRef"]["name"]))
+    for trigger in obj.get("spec", {}).get("triggers", []) if obj["kind"] == "ScaledObject" else []:
+        if "authenticationRef" in trigger:
+            needed.add(("TriggerAuthentication", trigger["authenticationRef"]["name"]))
+    if obj["kind"] == "TriggerAuthentication":
+        needed |= {("Secret", ref["name"]) for ref in obj["spec"].get("secretTargetRef", [])}
+    if obj["kind"] == "Ingress":
+        for rule in obj["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                needed.add(("Service", path["backend"]["service"]["name"]))
+    return needed
+
+
+def test_the_manifests_apply_in_order_and_pass_their_schemas() -> None:
+    """Each object, in kustomization order, passes kubernetes-validate --strict (or KEDA's schema)
+    and finds what it refers to already applied."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    applied: set[tuple[str, str]] = set()
+    for obj in applied_in_order():
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind in KEDA_SCHEMAS:
+            jsonschema.validate(obj, KEDA_SCHEMAS[kind])
+        else:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        missing = references(obj) - applied
+        assert not missing, f"{kind}/{name} comes before {sorted(missing)}"
+        applied.add((kind, name))
+
+
+def test_the_schema_check_can_fail() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    [deployment] = [o for o in applied_in_order() if o["kind"] == "Deployment"][:1]
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES, strict=True)
+    [scaled] = [o for o in applied_in_order() if o["kind"] == "ScaledObject"][:1]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**scaled, "spec": {**scaled["spec"], "maxReplicas": 3}},
+                            KEDA_SCHEMAS["ScaledObject"])  # fmt: skip
