@@ -188,7 +188,8 @@ def test_prometheus_grafana_and_flower_are_optional_and_use_deploy() -> None:
 @pytest.mark.parametrize(("name", "queue"), [("worker", "ingest"), ("worker-replay", "replay")])
 def test_workers_run_celery_on_their_queue(name: str, queue: str) -> None:
     tokens = command(name)
-    assert tokens[:4] == ["celery", "-A", "workers", "worker"]
+    # --quiet: no banner, so a start prints only JSON lines (the logs' format).
+    assert tokens[:5] == ["celery", "--quiet", "-A", "workers", "worker"]
     assert option(tokens, "-Q") == queue
 
 
