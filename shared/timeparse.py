@@ -15,6 +15,29 @@ _HOUR_OFFSET = re.compile(r"[+-]\d{2}$")
 
 def parse_iso(value: object) -> datetime | None:
     """An aware UTC datetime from an ISO-8601 string (no offset means UTC), else None."""
+    if isinstance(value, str) and _canonical(value):
+        # What most libraries send (`2026-11-28T09:15:01.031Z`, JavaScript's toISOString): a third
+        # of the general path's cost. A string of that shape that still fails takes the general path.
+        try:
+            return datetime.fromisoformat(value[:23]).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return _parse_general(value)
+
+
+def _canonical(value: str) -> bool:
+    """Whether `value` has the shape of `YYYY-MM-DDTHH:MM:SS.mmmZ`, digits aside."""
+    return (
+        len(value) == 24
+        and value[23] in "Zz"
+        and value[19] == "."
+        and value[10] in "Tt "
+        and value[4] == value[7] == "-"
+        and value[13] == value[16] == ":"
+    )
+
+
+def _parse_general(value: object) -> datetime | None:
     if not isinstance(value, str) or not _ISO.match(value.strip()):
         return None
     text = value.strip().replace("z", "Z")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from shared import timeparse
 from shared.calls import (
     Refusal,
     check_batch,
@@ -211,3 +215,20 @@ def test_parse_json_keeps_integer_ids_beyond_64_bits_exact():
     assert parse_json(b'{"userId": 1.5}') == {"userId": 1.5}  # left for check_call to refuse
     assert codes({"type": "track", "event": "e", "userId": 1.5}) == ["inexact_id"]
     assert codes({"type": "track", "event": "e", "userId": 7.0}) == []
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+def test_the_canonical_time_parses_as_the_general_path_parses_it(moment: datetime) -> None:
+    written = moment.isoformat(timespec="milliseconds") + "Z"
+    assert timeparse.parse_iso(written) == timeparse._parse_general(written)
+    assert timeparse.parse_iso(written.replace("T", " ")) == timeparse._parse_general(written)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-28T09:15:01.031Z", "2026-11-28t09:15:01.031z", "2026-13-28T09:15:01.031Z",
+     "2026-11-28X09:15:01.031Z", "2026-11-28T09:15:01,031Z", "2026-11-28T09:15:0x.031Z",
+     "\uff12\uff10\uff12\uff16-11-28T09:15:01.031Z", "2026-02-30T09:15:01.031Z"],
+)  # fmt: skip
+def test_the_fast_path_agrees_with_the_general_one_on_odd_strings(value: str) -> None:
+    assert timeparse.parse_iso(value) == timeparse._parse_general(value)

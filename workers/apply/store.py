@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import Connection, text
 
 from shared import dedupe, erasure
 from shared.attributes import IGNORED_NAMES_KEPT, SENDER_NAMED_REASONS, Caps
@@ -25,8 +25,6 @@ from shared.models import (
     COMPANY_FIELDS,
     PAGE_FIELDS,
     PROFILE_FIELDS,
-    EventOccurrence,
-    PageView,
 )
 from workers.apply.attributes import Definition, Definitions
 from workers.apply.call import Call
@@ -320,6 +318,33 @@ def _update_rows(
     )
 
 
+_PAGE_COLUMNS = ", ".join(PAGE_FIELDS)
+_INSERT_PAGE_VIEWS = (
+    f"INSERT INTO page_views (app_id, user_pk, kind, {_PAGE_COLUMNS}, properties, occurred_at, "  # noqa: S608 (fixed column names)
+    f"message_id) SELECT :app, r.user_pk, r.kind, {', '.join(f'r.{c}' for c in PAGE_FIELDS)}, "
+    "r.properties, r.occurred_at, r.message_id FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r("
+    f"user_pk bigint, kind text, {', '.join(f'{c} text' for c in PAGE_FIELDS)}, "
+    "properties jsonb, occurred_at timestamptz, message_id text)"
+)
+"""Every page view of a flush in one statement (STYLE 10), not one INSERT per row."""
+_INSERT_EVENTS = (
+    "INSERT INTO events (app_id, user_pk, event_id, properties, occurred_at, message_id) "
+    "SELECT :app, r.user_pk, r.event_id, r.properties, r.occurred_at, r.message_id "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(user_pk bigint, event_id bigint, "
+    "properties jsonb, occurred_at timestamptz, message_id text)"
+)
+"""Every event occurrence of a flush in one statement."""
+
+
+def write_history(
+    conn: Connection, app_id: int, page_views: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> None:
+    """A flush's page views and events, one statement per table: `python -m bench.history`
+    measures it against one INSERT per row."""
+    _write_rows(conn, _INSERT_PAGE_VIEWS, page_views, app=app_id)
+    _write_rows(conn, _INSERT_EVENTS, events, app=app_id)
+
+
 def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = ()) -> None:
     """Write the state back: new profiles, merges, profile and company updates, new rows."""
     real = _insert_new_profiles(conn, state)
@@ -335,23 +360,15 @@ def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = (
     _update_companies(conn, state)
     _write_memberships(conn, state, pk)
     event_ids = _write_definitions(conn, state)
-    if state.page_views:
-        rows = [
-            {
-                **r,
-                "app_id": state.app_id,
-                "user_pk": pk(r["user_pk"]),
-                "properties": lean_properties(r),
-            }
+    write_history(
+        conn,
+        state.app_id,
+        [
+            {**r, "user_pk": pk(r["user_pk"]), "properties": lean_properties(r)}
             for r in state.page_views
-        ]
-        conn.execute(insert(PageView), rows)
-    if state.events:
-        rows = [
-            {**r, "app_id": state.app_id, "user_pk": pk(r["user_pk"]), "event_id": event_ids[name]}
-            for name, r in state.events
-        ]
-        conn.execute(insert(EventOccurrence), rows)
+        ],
+        [{**r, "user_pk": pk(r["user_pk"]), "event_id": event_ids[n]} for n, r in state.events],
+    )
     _count_ignored(conn, state)
     due = sorted({k for k in key_ids if k is not None and _key_use_due(k)})
     if due:
