@@ -16,7 +16,30 @@ Its root handler carries the name of `shared.logs.configure_logging`'s, so that 
 sets up logging it replaces this handler instead of adding a second one: every line once.
 """
 
+import logging
+from typing import Any
+
+from gunicorn import glogging
+
 from shared.logs import HANDLER_NAME
+
+
+class Logger(glogging.Logger):
+    """gunicorn's logger, minus the access-log line nobody keeps.
+
+    gunicorn builds every request's access-log fields (a dozen atoms, the headers read) whenever a
+    logging configuration is given, then hands them to `gunicorn.access`, which drops them at
+    WARNING below. This turns the work off when that logger would drop the line anyway; turn
+    access logs on by lowering the logger's level in `logconfig_dict`.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if not self.access_log.isEnabledFor(logging.INFO):
+            self._access_log_enabled = False
+
+
+logger_class = "api.gunicorn_conf.Logger"
 
 worker_class = "gevent"
 worker_connections = 1000

@@ -105,3 +105,19 @@ def test_the_receiver_never_logs_a_key_or_a_trait_value(
     for secret in (key, wrong_key, TRAIT, PROPERTY, "webhook-secret-value"):
         assert secret not in output, secret
     assert key[:12] not in output
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_gunicorn_builds_no_access_line_its_configuration_drops(quiet: bool) -> None:
+    """The receiver's gunicorn settings drop access lines; building them cost a share of every
+    request, so the logger must not build them at all (gunicorn's own does)."""
+    from gunicorn import glogging
+    from gunicorn.config import Config
+
+    from api import gunicorn_conf
+
+    cfg = Config()
+    cfg.set("logconfig_dict", gunicorn_conf.logconfig_dict)
+    logger = gunicorn_conf.Logger(cfg) if quiet else glogging.Logger(cfg)
+    assert logger.access_log_enabled is not quiet
+    assert gunicorn_conf.logger_class == "api.gunicorn_conf.Logger"
