@@ -288,3 +288,67 @@ def test_the_schema_check_can_fail() -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**scaled, "spec": {**scaled["spec"], "maxReplicas": 3}},
                             KEDA_SCHEMAS["ScaledObject"])  # fmt: skip
+
+
+# --- hardening ------------------------------------------------------------------------------------
+
+
+def test_every_pod_runs_under_the_restricted_security_profile() -> None:
+    """Kubernetes' restricted Pod Security Standard, plus a read-only root and no API token."""
+    for obj in applied_in_order():
+        spec = pods(obj)
+        if not spec:
+            continue
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert spec["automountServiceAccountToken"] is False, where
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        mounted = {v["name"] for v in spec["volumes"]}
+        for item in spec["containers"] + spec.get("initContainers", []):
+            context = item["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, (where, item["name"])
+            assert context["capabilities"]["drop"] == ["ALL"], (where, item["name"])
+            assert context["readOnlyRootFilesystem"] is True, (where, item["name"])
+            assert {"name": "tmp", "mountPath": "/tmp"} in item["volumeMounts"], (
+                where,
+                item["name"],
+            )
+            assert {m["name"] for m in item["volumeMounts"]} <= mounted
+
+
+def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    return policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_network_policies_let_only_the_receiver_be_reached_from_outside() -> None:
+    policies = [o for o in applied_in_order() if o["kind"] == "NetworkPolicy"]
+    for obj in applied_in_order():
+        if obj["kind"] not in ("Deployment", "CronJob"):
+            continue
+        template = (
+            obj["spec"]["template"]
+            if obj["kind"] == "Deployment"
+            else (obj["spec"]["jobTemplate"]["spec"]["template"])
+        )
+        labels = template["metadata"]["labels"]
+        mine = [p for p in policies if _selects(p, labels)]
+        assert any("Egress" in p["spec"]["policyTypes"] and "Ingress" in p["spec"]["policyTypes"]
+                   for p in mine), obj["metadata"]["name"]  # fmt: skip
+        open_rules = [
+            rule
+            for p in mine
+            for rule in p["spec"].get("ingress", [])
+            if "from" not in rule  # from anywhere
+        ]
+        if labels.get("app.kubernetes.io/component") == "receiver":
+            assert [r["ports"] for r in open_rules] == [[{"protocol": "TCP", "port": 8000}]]
+        else:
+            assert open_rules == [], obj["metadata"]["name"]
+    for store, port in (("redis", 6379), ("postgres", 5432)):
+        [guard] = [p for p in policies if _selects(p, {"app.kubernetes.io/name": store})]
+        [rule] = guard["spec"]["ingress"]
+        assert rule["from"] == [
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "userdest"}}}
+        ]
+        assert {"protocol": "TCP", "port": port} in rule["ports"]
