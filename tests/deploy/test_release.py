@@ -61,6 +61,8 @@ def test_one_version_everywhere() -> None:
     )
     assert cli.stdout.strip() == f"userdest {VERSION}"
     assert images() and set(images()) == {f"userdest:{VERSION}"}
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    assert compose["x-userdest"]["image"] == f"userdest:{VERSION}"
     assert kustomization()["images"] == [{"name": "userdest", "newTag": VERSION}]
     dry_run = subprocess.run(
         ["make", "-n", "image"], cwd=ROOT, capture_output=True, text=True, check=True
