@@ -34,8 +34,11 @@ TOOL_VARS = {
     "PORT": "the receiver's published port",
     "WEB_CONCURRENCY": "gunicorn's process count",
     "PROMETHEUS_MULTIPROC_DIR": "prometheus_client's multiprocess directory",
-    "POSTGRES_PASSWORD": "the password of compose's Postgres",
+    "POSTGRES_PASSWORD": "the password of compose's Postgres superuser",
+    "USERDEST_DB_PASSWORD": "the password of compose's Postgres role for userdest",
     "REDIS_PASSWORD": "the password of compose's Redis",
+    "ENVELOPE_SECRET": "the key of the envelopes' MACs",
+    "SUPPRESSION_SECRET": "the key of the suppressed ids' hashes",
     "REDIS_MAXMEMORY": "compose's Redis memory limit",
 }
 # Documented variables of the official postgres and redis images.
@@ -46,6 +49,15 @@ IMAGE_VARS = {
     "POSTGRES_INITDB_ARGS",
     "POSTGRES_HOST_AUTH_METHOD",
     "PGDATA",
+    "USERDEST_DB_PASSWORD",  # read by deploy/compose/postgres-init.sh, which the image runs
+}
+# No default: compose refuses to start without them (a stack never runs on a published password).
+REQUIRED = {
+    "POSTGRES_PASSWORD": "pg-super",
+    "USERDEST_DB_PASSWORD": "pg-app",
+    "REDIS_PASSWORD": "redis-pass",
+    "ENVELOPE_SECRET": "envelope-key",
+    "SUPPRESSION_SECRET": "suppression-key",
 }
 USERDEST_SERVICES = ("migrate", "receiver", "worker", "worker-replay")
 AFTER_MIGRATE = ("receiver", "worker", "worker-replay")
@@ -70,8 +82,24 @@ def environment(name: str) -> dict[str, str | None]:
 
 
 def interpolate(value: str) -> str:
-    """compose's `${NAME:-default}` and `${NAME}` with nothing set in the shell."""
-    return re.sub(r"\$\{[A-Z0-9_]+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
+    """compose's `${NAME:-default}`, `${NAME}` and `${NAME:?error}` with only REQUIRED set."""
+
+    def one(match: re.Match[str]) -> str:
+        name, how, default = match.groups()
+        if how == ":?":
+            assert name in REQUIRED, f"compose requires {name}, which REQUIRED does not list"
+            return REQUIRED[name]
+        return default or ""
+
+    return re.sub(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}", one, value)
+
+
+def redis_conf() -> dict[str, str]:
+    """compose's Redis settings: the file its command reads, as compose writes it."""
+    [mount] = SERVICES["redis"]["configs"]
+    assert command("redis") == ["redis-server", mount["target"]]
+    lines = interpolate(COMPOSE["configs"][mount["source"]]["content"]).splitlines()
+    return dict(line.split(" ", 1) for line in lines if line and not line.startswith("#"))
 
 
 def test_the_stack_has_its_services() -> None:
@@ -80,25 +108,67 @@ def test_the_stack_has_its_services() -> None:
 
 def test_redis_persists_appends_and_never_evicts() -> None:
     redis = SERVICES["redis"]
-    tokens = command("redis")
-    assert tokens[0] == "redis-server"
-    assert option(tokens, "--appendonly") == "yes"
-    assert option(tokens, "--maxmemory-policy") == "noeviction"
+    conf = redis_conf()
+    assert conf["appendonly"] == "yes"
+    assert conf["maxmemory-policy"] == "noeviction"
     # noeviction without a maxmemory never refuses anything: Redis grows until it is killed.
-    assert interpolate(option(tokens, "--maxmemory")) == "1gb"
+    assert conf["maxmemory"] == "1gb"
     volume = redis["volumes"][0]
     assert volume.split(":")[0] in COMPOSE["volumes"] and volume.endswith(":/data")
     assert "redis-cli" in redis["healthcheck"]["test"]
 
 
 def test_redis_has_a_password_and_a_memory_limit_the_stack_uses() -> None:
-    tokens = command("redis")
-    password = interpolate(option(tokens, "--requirepass"))
-    assert password
-    assert interpolate(option(tokens, "--maxmemory"))
+    conf = redis_conf()
+    assert conf["requirepass"] == REQUIRED["REDIS_PASSWORD"]
     url = interpolate(COMPOSE["x-userdest"]["environment"]["REDIS_URL"])
-    assert url.startswith(f"redis://:{password}@redis:6379/")
-    assert password in [interpolate(t) for t in SERVICES["redis"]["healthcheck"]["test"]]
+    assert url.startswith(f"redis://:{conf['requirepass']}@redis:6379/")
+    # The healthcheck authenticates through the environment, not its arguments.
+    assert interpolate(environment("redis")["REDISCLI_AUTH"] or "") == conf["requirepass"]
+
+
+def test_every_password_and_secret_must_be_set() -> None:
+    """No default a stack could run on: each is `${NAME:?...}` wherever compose uses it."""
+    for name in REQUIRED:
+        uses = re.findall(rf"\$\{{{name}(:?[-?]?)", COMPOSE_TEXT)
+        assert uses and set(uses) == {":?"}, f"{name} must be required everywhere, not {uses}"
+    shared = COMPOSE["x-userdest"]["environment"]
+    for name in ("ENVELOPE_SECRET", "SUPPRESSION_SECRET"):
+        assert interpolate(shared[name]) == REQUIRED[name]
+    for name in USERDEST_SERVICES + ("cli",):
+        assert {"ENVELOPE_SECRET", "SUPPRESSION_SECRET"} <= set(environment(name)), name
+
+
+def _commands() -> dict[str, str]:
+    """Every service's command, entrypoint and healthcheck, as one line each."""
+    found = {}
+    for name, service in SERVICES.items():
+        for key in ("command", "entrypoint"):
+            value = service.get(key, [])
+            found[f"{name} {key}"] = value if isinstance(value, str) else " ".join(map(str, value))
+        found[f"{name} healthcheck"] = " ".join(service.get("healthcheck", {}).get("test", []))
+    return found
+
+
+def test_no_password_is_in_a_process_s_arguments() -> None:
+    """Arguments are visible to anyone on the host (`ps`); environment and files are not."""
+    for where, raw in _commands().items():
+        line = interpolate(raw)
+        for name, value in REQUIRED.items():
+            assert f"${{{name}" not in raw and value not in line, f"{where} has {name} in its arguments"
+        assert not re.search(r"://[^/@\s]*:[^/@\s]+@", line), f"{where} has a URL with a password"
+
+
+def test_userdest_connects_to_postgres_as_its_own_role_not_the_superuser() -> None:
+    url = urlsplit(interpolate(COMPOSE["x-userdest"]["environment"]["DATABASE_URL"]))
+    assert (url.username, url.password) == ("userdest", REQUIRED["USERDEST_DB_PASSWORD"])
+    script = "./deploy/compose/postgres-init.sh"
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in SERVICES["postgres"]["volumes"]}
+    assert mounts[script].startswith("/docker-entrypoint-initdb.d/")
+    code = [line for line in (ROOT / script).read_text().splitlines() if not line.startswith("#")]
+    assert "\\getenv password USERDEST_DB_PASSWORD" in code
+    assert "  CREATE ROLE userdest LOGIN PASSWORD :'password';" in code
+    assert not [line for line in code if "SUPERUSER" in line.upper()]
 
 
 def test_postgres_16_keeps_its_data_and_reports_health() -> None:
@@ -162,7 +232,7 @@ def test_every_long_running_service_has_a_memory_limit() -> None:
         assert limits["memory"], name
     redis_limit = _bytes(SERVICES["redis"]["deploy"]["resources"]["limits"]["memory"])
     # Room beside maxmemory for the fork that rewrites the append-only file.
-    assert redis_limit >= 1.5 * _bytes(interpolate(option(command("redis"), "--maxmemory")))
+    assert redis_limit >= 1.5 * _bytes(redis_conf()["maxmemory"])
 
 
 def test_prometheus_grafana_and_flower_are_optional_and_use_deploy() -> None:
@@ -179,7 +249,7 @@ def test_prometheus_grafana_and_flower_are_optional_and_use_deploy() -> None:
     }
     assert names == {"receiver", "worker", "worker-replay"}
     assert "alerts.yaml" in " ".join(scraped["rule_files"])
-    broker = next(t.split("=", 1)[1] for t in command("flower") if t.startswith("--broker="))
+    broker = environment("flower")["CELERY_BROKER_URL"]
     assert broker == COMPOSE["x-userdest"]["environment"]["REDIS_URL"], (
         "Flower watches another Redis"
     )
@@ -214,13 +284,13 @@ def test_userdest_services_share_one_image_built_from_the_dockerfile() -> None:
 def test_every_setting_reaches_the_userdest_containers() -> None:
     """Each Settings field passes through from the shell; unset, it arrives empty (the default)."""
     shared = COMPOSE["x-userdest"]["environment"]
-    for var in SETTINGS_VARS - {"DATABASE_URL", "REDIS_URL"}:
+    for var in SETTINGS_VARS - {"DATABASE_URL", "REDIS_URL"} - set(REQUIRED):
         assert shared.get(var) == f"${{{var}:-}}", f"x-userdest: {var} should be ${{{var}:-}}"
     for name in USERDEST_SERVICES:
         env = environment(name)
         missing = SETTINGS_VARS - set(env)
         assert not missing, f"{name} does not pass {sorted(missing)}"
-        for var in SETTINGS_VARS - {"DATABASE_URL", "REDIS_URL", "WORKER_QUEUES"}:
+        for var in SETTINGS_VARS - {"DATABASE_URL", "REDIS_URL", "WORKER_QUEUES"} - set(REQUIRED):
             assert str(env[var]).startswith(f"${{{var}:-"), (
                 f"{name}: {var} must come from the shell"
             )
@@ -253,7 +323,7 @@ def test_every_variable_in_compose_is_read_by_something() -> None:
     for var in named & set(TOOL_VARS):
         assert f"`{var}`" in readme, f"{var} ({TOOL_VARS[var]}) is not documented in README.md"
     assert set(environment("postgres")) <= IMAGE_VARS
-    assert "environment" not in SERVICES["redis"]
+    assert set(environment("redis")) == {"REDISCLI_AUTH"}
 
 
 def test_userdest_console_script_is_declared() -> None:
