@@ -24,6 +24,7 @@ import yaml
 
 from shared.queues import QUEUES
 from shared.settings import Settings
+from tests.shared.test_compose import SETTINGS_AHEAD
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -106,13 +107,15 @@ def test_the_receiver_runs_what_compose_runs_with_probes_the_app_has(settings: S
     receiver = container(deployment)
     assert receiver["command"] == compose_command("receiver")
     routes = {rule.rule for rule in create_app(settings).url_map.iter_rules()}
-    assert receiver["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert receiver["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {"/healthz", "/readyz", "/metrics"} <= routes
-    port = receiver["ports"][0]["containerPort"]
-    assert receiver["command"][receiver["command"].index("--bind") + 1].endswith(f":{port}")
+    ports = {p["name"]: p["containerPort"] for p in receiver["ports"]}
+    assert receiver["command"][receiver["command"].index("--bind") + 1].endswith(f":{ports['http']}")
+    # Liveness on the public port; readiness and metrics on the private one, which no Service has.
+    assert receiver["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert receiver["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert env_of(receiver)["ADMIN_PORT"] == str(ports["admin"]) != str(ports["http"])
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/port"] == str(ports["admin"])
     # gunicorn's graceful timeout and the preStop pause fit in the grace period.
     graceful = int(receiver["command"][receiver["command"].index("--graceful-timeout") + 1])
     pause = int(receiver["lifecycle"]["preStop"]["exec"]["command"][-1])
@@ -121,6 +124,7 @@ def test_the_receiver_runs_what_compose_runs_with_probes_the_app_has(settings: S
     )
     service = find("Service", "userdest-receiver")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"], "only ingestion is public"
 
 
 @pytest.mark.parametrize("queue", QUEUES)
@@ -176,8 +180,8 @@ def test_every_variable_is_a_setting_or_a_tool_s_and_is_documented() -> None:
     for obj in k8s_objects():
         for item in pod_spec(obj).get("containers", []):
             named |= set(env_of(item))
-    assert named - SETTINGS_VARS - TOOL_VARS == set()
-    for var in named:
+    assert named - SETTINGS_VARS - TOOL_VARS - SETTINGS_AHEAD == set()
+    for var in named - (SETTINGS_AHEAD - SETTINGS_VARS):
         assert f"| `{var}` |" in readme, f"{var} is not in README's configuration tables"
 
 

@@ -123,6 +123,8 @@ def test_keda_reads_the_password_redis_url_carries() -> None:
         for trigger in scaled["spec"]["triggers"]:
             assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     assert "sslmode=" in urlsplit(data["DATABASE_URL"]).query
+    # Every pod reads the Secret whole (envFrom), so the secrets reach the receiver, workers and CLI.
+    assert {"ENVELOPE_SECRET", "SUPPRESSION_SECRET"} <= set(data)
 
 
 # --- schemas, applied in order ---------------------------------------------------------------------
@@ -347,6 +349,9 @@ def test_network_policies_let_only_the_receiver_be_reached_from_outside() -> Non
             assert [r["ports"] for r in open_rules] == [[{"protocol": "TCP", "port": 8000}]]
         else:
             assert open_rules == [], obj["metadata"]["name"]
+        # Prometheus reaches only the admin port (ADMIN_PORT, WORKER_METRICS_PORT): 9100.
+        for rule in (r for p in mine for r in p["spec"].get("ingress", []) if "from" in r):
+            assert rule["ports"] == [{"protocol": "TCP", "port": 9100}], obj["metadata"]["name"]
     for store, port in (("redis", 6379), ("postgres", 5432)):
         [guard] = [p for p in policies if _selects(p, {"app.kubernetes.io/name": store})]
         [rule] = guard["spec"]["ingress"]

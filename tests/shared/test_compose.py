@@ -41,6 +41,10 @@ TOOL_VARS = {
     "SUPPRESSION_SECRET": "the key of the suppressed ids' hashes",
     "REDIS_MAXMEMORY": "compose's Redis memory limit",
 }
+# Settings the deployment files set before shared/settings.py reads them (the receiver's private
+# port, the secrets, Sentinel's master name): checked as settings, and for their README row, as soon
+# as Settings has them.
+SETTINGS_AHEAD = {"ADMIN_PORT", "ENVELOPE_SECRET", "SUPPRESSION_SECRET", "REDIS_SENTINEL_MASTER"}
 # Documented variables of the official postgres and redis images.
 IMAGE_VARS = {
     "POSTGRES_PASSWORD",
@@ -318,7 +322,7 @@ def test_every_variable_in_compose_is_read_by_something() -> None:
     named = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE_TEXT))
     for name in USERDEST_SERVICES:
         named |= set(environment(name))
-    unknown = named - SETTINGS_VARS - set(TOOL_VARS)
+    unknown = named - SETTINGS_VARS - set(TOOL_VARS) - SETTINGS_AHEAD
     assert not unknown, f"compose names variables nothing reads: {sorted(unknown)}"
     for var in named & set(TOOL_VARS):
         assert f"`{var}`" in readme, f"{var} ({TOOL_VARS[var]}) is not documented in README.md"
@@ -376,3 +380,13 @@ def test_dockerfile_installs_the_project_as_a_user() -> None:
     assert users and users[-1] not in ("root", "0")
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def test_the_receiver_publishes_only_ingestion_and_prometheus_scrapes_its_admin_port() -> None:
+    receiver = SERVICES["receiver"]
+    admin = interpolate(environment("receiver")["ADMIN_PORT"] or "")
+    assert [str(p) for p in receiver["expose"]] == [admin]
+    assert [p.rsplit(":", 1)[1] for p in receiver["ports"]] == ["8000"] != [admin]
+    scraped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [job] = [j for j in scraped["scrape_configs"] if j["job_name"] == "userdest-receiver"]
+    assert [str(sd["port"]) for sd in job["dns_sd_configs"]] == [admin]
