@@ -152,9 +152,7 @@ def rendered() -> list[dict[str, Any]]:
 
 
 def one(kind: str, name: str | None = None) -> dict[str, Any]:
-    [found] = [
-        o for o in rendered() if o["kind"] == kind and name in (None, o["metadata"]["name"])
-    ]
+    [found] = [o for o in rendered() if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     return found
 
 
@@ -227,4 +225,6 @@ def test_network_policies_let_userdest_and_the_instances_reach_postgres() -> Non
     ]
     sources = [source for p in policies for rule in p["spec"]["ingress"] for source in rule["from"]]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "userdest"}}} in sources
-    assert {"podSelector": {"matchLabels": {"cnpg.io/cluster": labels["cnpg.io/cluster"]}}} in sources
+    assert {
+        "podSelector": {"matchLabels": {"cnpg.io/cluster": labels["cnpg.io/cluster"]}}
+    } in sources

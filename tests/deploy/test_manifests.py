@@ -109,7 +109,9 @@ def test_the_receiver_runs_what_compose_runs_with_probes_the_app_has(settings: S
     routes = {rule.rule for rule in create_app(settings).url_map.iter_rules()}
     assert {"/healthz", "/readyz", "/metrics"} <= routes
     ports = {p["name"]: p["containerPort"] for p in receiver["ports"]}
-    assert receiver["command"][receiver["command"].index("--bind") + 1].endswith(f":{ports['http']}")
+    assert receiver["command"][receiver["command"].index("--bind") + 1].endswith(
+        f":{ports['http']}"
+    )
     # Liveness on the public port; readiness and metrics on the private one, which no Service has.
     assert receiver["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert receiver["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
@@ -124,7 +126,9 @@ def test_the_receiver_runs_what_compose_runs_with_probes_the_app_has(settings: S
     )
     service = find("Service", "userdest-receiver")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"], "only ingestion is public"
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"], (
+        "only ingestion is public"
+    )
 
 
 @pytest.mark.parametrize("queue", QUEUES)

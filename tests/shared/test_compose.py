@@ -139,7 +139,7 @@ def test_every_password_and_secret_must_be_set() -> None:
     shared = COMPOSE["x-userdest"]["environment"]
     for name in ("ENVELOPE_SECRET", "SUPPRESSION_SECRET"):
         assert interpolate(shared[name]) == REQUIRED[name]
-    for name in USERDEST_SERVICES + ("cli",):
+    for name in (*USERDEST_SERVICES, "cli"):
         assert {"ENVELOPE_SECRET", "SUPPRESSION_SECRET"} <= set(environment(name)), name
 
 
@@ -159,7 +159,9 @@ def test_no_password_is_in_a_process_s_arguments() -> None:
     for where, raw in _commands().items():
         line = interpolate(raw)
         for name, value in REQUIRED.items():
-            assert f"${{{name}" not in raw and value not in line, f"{where} has {name} in its arguments"
+            assert f"${{{name}" not in raw and value not in line, (
+                f"{where} has {name} in its arguments"
+            )
         assert not re.search(r"://[^/@\s]*:[^/@\s]+@", line), f"{where} has a URL with a password"
 
 
