@@ -21,3 +21,7 @@ SELECT format('ALTER TABLE %s OWNER TO userdest', c.oid::regclass)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm') \gexec
 SQL
+# The `ha` profile's standby copies and follows this server as the superuser (a replication
+# connection, which "host all all all" does not cover), with its password.
+grep -q '^host replication all all scram-sha-256' "$PGDATA/pg_hba.conf" \
+  || echo 'host replication all all scram-sha-256' >> "$PGDATA/pg_hba.conf"

@@ -8,8 +8,11 @@ environment variable compose sets is one that something reads.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import importlib
+import importlib.resources
+import json
 import re
 import shlex
 import tomllib
@@ -40,11 +43,20 @@ TOOL_VARS = {
     "ENVELOPE_SECRET": "the key of the envelopes' MACs",
     "SUPPRESSION_SECRET": "the key of the suppressed ids' hashes",
     "REDIS_MAXMEMORY": "compose's Redis memory limit",
+    "STACK_REDIS_URL": "the userdest containers' REDIS_URL instead of compose's one Redis",
 }
 # Settings the deployment files set before shared/settings.py reads them (the receiver's private
 # port, the secrets, Sentinel's master name): checked as settings, and for their README row, as soon
 # as Settings has them.
-SETTINGS_AHEAD = {"ADMIN_PORT", "ENVELOPE_SECRET", "SUPPRESSION_SECRET", "REDIS_SENTINEL_MASTER"}
+SETTINGS_AHEAD = {
+    "ADMIN_PORT",
+    "ENVELOPE_SECRET",
+    "SUPPRESSION_SECRET",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_WAIT_REPLICAS",
+    "REDIS_WAIT_TIMEOUT_MS",
+}
 # Documented variables of the official postgres and redis images.
 IMAGE_VARS = {
     "POSTGRES_PASSWORD",
@@ -95,13 +107,17 @@ def interpolate(value: str) -> str:
             return REQUIRED[name]
         return default or ""
 
-    return re.sub(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}", one, value)
+    while True:  # innermost first: `${A:-${B}}` is nested
+        done = re.sub(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^{}]*))?\}", one, value)
+        if done == value:
+            return done
+        value = done
 
 
 def redis_conf() -> dict[str, str]:
     """compose's Redis settings: the file its command reads, as compose writes it."""
     [mount] = SERVICES["redis"]["configs"]
-    assert command("redis") == ["redis-server", mount["target"]]
+    assert command("redis")[:2] == ["redis-server", mount["target"]]
     lines = interpolate(COMPOSE["configs"][mount["source"]]["content"]).splitlines()
     return dict(line.split(" ", 1) for line in lines if line and not line.startswith("#"))
 
@@ -255,8 +271,8 @@ def test_prometheus_grafana_and_flower_are_optional_and_use_deploy() -> None:
     }
     assert names == {"receiver", "worker", "worker-replay"}
     assert "alerts.yaml" in " ".join(scraped["rule_files"])
-    broker = environment("flower")["CELERY_BROKER_URL"]
-    assert broker == COMPOSE["x-userdest"]["environment"]["REDIS_URL"], (
+    broker = interpolate(environment("flower")["CELERY_BROKER_URL"] or "")
+    assert broker == interpolate(COMPOSE["x-userdest"]["environment"]["REDIS_URL"]), (
         "Flower watches another Redis"
     )
 
@@ -392,3 +408,64 @@ def test_the_receiver_publishes_only_ingestion_and_prometheus_scrapes_its_admin_
     scraped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     [job] = [j for j in scraped["scrape_configs"] if j["job_name"] == "userdest-receiver"]
     assert [str(sd["port"]) for sd in job["dns_sd_configs"]] == [admin]
+
+
+def _ha_services() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in SERVICES.items() if s.get("profiles") == ["ha"]}
+
+
+def test_the_ha_profile_runs_three_redis_and_three_sentinels_that_agree_by_two() -> None:
+    ha = _ha_services()
+    replicas = [n for n in ha if n.startswith("redis-")]
+    sentinels = [n for n in ha if n.startswith("sentinel-")]
+    assert len(replicas) == 2 and len(sentinels) == 3
+    conf = redis_conf()
+    assert conf["masterauth"] == conf["requirepass"], "a returning master must rejoin"
+    assert option(command("redis"), "--replica-announce-ip") == "redis"
+    for name in replicas:
+        assert option(command(name), "--replicaof") == "redis"
+        assert option(command(name), "--replica-announce-ip") == name
+        assert SERVICES[name]["configs"] == SERVICES["redis"]["configs"]
+    [mount] = {m["source"]: m for n in sentinels for m in SERVICES[n]["configs"]}.values()
+    lines = interpolate(COMPOSE["configs"][mount["source"]]["content"]).splitlines()
+    # The master's name userdest asks for by default (REDIS_SENTINEL_MASTER, SETTINGS_AHEAD).
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    master = defaults.get("redis_sentinel_master", "userdest")
+    assert f"sentinel monitor {master} redis 6379 2" in lines
+    assert f"sentinel auth-pass {master} {conf['requirepass']}" in lines
+    # The URL README gives for STACK_REDIS_URL names exactly these Sentinels.
+    readme = (ROOT / "README.md").read_text()
+    [example] = re.findall(r"\(`(sentinel://[^`]+)`\)", readme)
+    parts = [urlsplit(p) for p in example.split(";")]
+    assert [(p.hostname, p.port) for p in parts] == [(n, 26379) for n in sentinels]
+
+
+def test_the_ha_profile_s_standby_copies_postgres_with_the_password_from_the_environment() -> None:
+    standby = SERVICES["postgres-standby"]
+    line = " ".join(command("postgres-standby"))
+    assert "pg_basebackup --host postgres --username postgres" in line
+    assert "--write-recovery-conf" in line and line.endswith("exec postgres")
+    assert (
+        interpolate(environment("postgres-standby")["PGPASSWORD"] or "")
+        == REQUIRED["POSTGRES_PASSWORD"]
+    )
+    assert standby["depends_on"]["postgres"]["condition"] == "service_healthy"
+    script = (ROOT / "deploy" / "compose" / "postgres-init.sh").read_text()
+    assert "host replication all all scram-sha-256" in script
+
+
+def _compose_spec() -> dict[str, Any]:
+    """The Compose Specification's JSON schema, as check-jsonschema ships it."""
+    pytest.importorskip("check_jsonschema")
+    schemas = importlib.resources.files("check_jsonschema") / "builtin_schemas" / "vendor"
+    return dict(json.loads((schemas / "compose-spec.json").read_text()))
+
+
+def test_compose_passes_the_compose_specification_s_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = _compose_spec()
+    jsonschema.validators.validator_for(schema)(schema).validate(COMPOSE)
+    broken = copy.deepcopy(COMPOSE)
+    broken["services"]["redis"]["comand"] = broken["services"]["redis"].pop("command")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validators.validator_for(schema)(schema).validate(broken)
