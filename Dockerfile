@@ -26,16 +26,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml and the pins alone, so a code or docs change does not
-# reinstall them: the packages and the README are empty stand-ins here, and the project itself is
-# installed over them below. Their versions are the ones constraints.txt pins (`make lock` writes
-# it), so every build gets the packages the tests ran with.
+# Dependencies first, from the lock alone, so a code or docs change does not reinstall them:
+# exactly the files constraints.txt names, each checked against its sha256 (`make lock` writes it;
+# `make install` installs the same files, so the tests ran with these packages).
 COPY pyproject.toml constraints.txt ./
-RUN mkdir -p api workers shared ops \
-    && touch README.md api/__init__.py workers/__init__.py shared/__init__.py ops/__init__.py \
-    && pip install --constraint constraints.txt . \
-    && pip uninstall --yes userdest \
-    && rm -rf api workers shared ops README.md build *.egg-info
+RUN pip install --require-hashes --no-deps -r constraints.txt
 
 # The project, installed (not run from the source tree) so the image proves the packaging: the
 # `userdest` console script and the migrations shipped as package data.
@@ -45,6 +40,7 @@ COPY workers ./workers
 COPY shared ./shared
 COPY ops ./ops
 RUN pip install --no-deps . \
+    && pip check \
     && rm -rf /src \
     && useradd --system --user-group --uid 10001 --create-home --home-dir /home/userdest \
        --shell /usr/sbin/nologin userdest

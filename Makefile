@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/userdest
 export REDIS_URL ?= redis://127.0.0.1:6379/0
@@ -18,10 +18,14 @@ TEST_JOBS ?= 2
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The runtime packages first, exactly the files constraints.txt names (versions and hashes, as the
+# image installs them), so the tests run what ships; then userdest itself, editable (a source tree
+# has no hash to check), with its test and dev tools, which pip resolves around those pins.
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "userdest needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r constraints.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -50,8 +54,8 @@ bench: install ## run the seeded bench workload on the real stack; writes bench-
 bench-scale: install ## a batch of 100 at an empty and a ~10M-call database, storage per call, a month of dedupe
 	$(BIN)/python -m bench.scale $(BENCH_SCALE_ARGS)
 
-lock: install ## pin the image's runtime packages in constraints.txt, from pyproject.toml
-	$(BIN)/python scripts/lock.py
+lock: install ## pin the runtime packages with their hashes in constraints.txt (LOCK_ARGS=--upgrade: newest)
+	$(BIN)/python scripts/lock.py $(LOCK_ARGS)
 
 image: ## build the labelled image userdest:<version of pyproject.toml> (CONTAINER=podman works too)
 	$(CONTAINER) build \

@@ -1,42 +1,37 @@
-"""`make lock`: write constraints.txt, the exact runtime packages the image installs.
+"""`make lock`: write constraints.txt, the exact runtime packages with their hashes.
 
-pip resolves pyproject.toml's dependencies afresh (`pip install --dry-run --report`, nothing is
-installed) and every resolved package but userdest itself is pinned. The Dockerfile installs with
-`-c constraints.txt`, so an image built next month has the packages this one was tested with;
-`make install` still resolves from pyproject.toml (a developer sees new releases first), and a test
-checks that every dependency of pyproject.toml is pinned here.
+pip-tools resolves pyproject.toml's runtime dependencies afresh and writes every resolved package
+(userdest itself aside) as `name==version` with the sha256 of each of its published files
+(`--generate-hashes`), so the image and `make install` install exactly these files
+(`pip install --require-hashes --no-deps -r constraints.txt`): a package replaced on the index, or
+a download altered on the way, is refused. No index or find-links line is written, so the file
+does not depend on where it was made. The versions already in constraints.txt are kept while they
+still satisfy pyproject.toml; `make lock LOCK_ARGS=--upgrade` moves every package to its newest.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HEADER = (
+    "# The runtime packages the image and `make install` install, with the sha256 of each of\n"
+    "# their files (pip install --require-hashes --no-deps -r constraints.txt). Made by `make lock`\n"
+    "# (scripts/lock.py, pip-compile --generate-hashes) from pyproject.toml for CPython 3.11.\n"
+)
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed",
-             "--report", str(report), str(ROOT)],
-            check=True,
-        )  # fmt: skip
-        resolved = json.loads(report.read_text())["install"]
-    pins = sorted(
-        f"{item['metadata']['name'].lower().replace('_', '-')}=={item['metadata']['version']}"
-        for item in resolved
-        if item["metadata"]["name"].lower() != "userdest"
-    )
-    header = (
-        "# The runtime packages the image installs (Dockerfile: pip install -c constraints.txt).\n"
-        "# Made by `make lock` (scripts/lock.py) from pyproject.toml for CPython 3.11 on Linux.\n"
-    )
-    (ROOT / "constraints.txt").write_text(header + "\n".join(pins) + "\n")
+    output = ROOT / "constraints.txt"
+    subprocess.run(
+        [sys.executable, "-m", "piptools", "compile", "--quiet", "--generate-hashes",
+         "--strip-extras", "--no-emit-index-url", "--no-emit-find-links", "--no-header",
+         f"--output-file={output.name}", *sys.argv[1:], "pyproject.toml"],
+        cwd=ROOT, check=True,
+    )  # fmt: skip
+    output.write_text(HEADER + output.read_text())
 
 
 if __name__ == "__main__":
