@@ -75,9 +75,10 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
     _record(engine, started, report)
     logger.info(
         "maintenance",
+        # Not `created`: a LogRecord has that attribute, and logging refuses to overwrite it.
         extra={
-            "created": len(report.partitions_created),
-            "dropped": len(report.partitions_dropped),
+            "partitions_created": len(report.partitions_created),
+            "partitions_dropped": len(report.partitions_dropped),
             "pruned": report.dedupe_pruned,
         },
     )

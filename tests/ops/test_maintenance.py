@@ -152,3 +152,15 @@ def test_only_one_run_works_at_a_time(db: tuple[Settings, Engine]) -> None:
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": maintenance.LOCK})
         conn.commit()
     assert maintenance.run(engine, settings).ran is True
+
+
+def test_a_run_logs_its_counts_at_info(
+    db: tuple[Settings, Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The summary line's fields must not collide with a LogRecord's own (`created` did: the run
+    raised KeyError after its work, so every scheduled run exited as failed)."""
+    settings, engine = db
+    with caplog.at_level("INFO", logger=maintenance.logger.name):
+        maintenance.run(engine, settings, now=NOW)
+    [line] = [r for r in caplog.records if r.getMessage() == "maintenance"]
+    assert isinstance(line.__dict__["partitions_created"], int)
