@@ -40,8 +40,8 @@ test-fast: install ## the inner loop: every test but those that start processes 
 	$(BIN)/pytest -n $(TEST_JOBS) -m "not e2e"
 
 lint: install ## ruff and mypy on the packages
-	$(BIN)/ruff check api workers shared ops bench tests
-	$(BIN)/ruff format --check api workers shared ops bench tests
+	$(BIN)/ruff check api readapi workers shared ops bench tests
+	$(BIN)/ruff format --check api readapi workers shared ops bench tests
 	$(BIN)/mypy
 
 bench: install ## run the seeded bench workload on the real stack; writes bench-results/latest.json

@@ -32,7 +32,7 @@ from ops.cli import (
     webhook_secret,
 )
 from ops.cli.common import EXIT_USAGE, database_error, one_line
-from ops.readmodel import NotFound
+from shared.readmodel import NotFound
 from shared.settings import SettingsError
 from shared.tenancy import TenancyError
 

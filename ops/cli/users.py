@@ -9,7 +9,6 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.cli.common import (
     after_option,
     app_option,
@@ -19,7 +18,7 @@ from ops.cli.common import (
     json_option,
     limit_option,
 )
-from shared import tenancy
+from shared import readmodel, tenancy
 from shared.erasure import erase
 from shared.ids import lock_key
 

@@ -18,7 +18,7 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from ops import readmodel
+from shared import readmodel
 from ops.queues import export_lines
 from shared.celery_app import make_celery
 from shared.envelope import Envelope

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
-from ops import readmodel
-from ops.readmodel import NotFound
+from shared import readmodel
+from shared.readmodel import NotFound
 from shared.models import (
     ApiKey,
     AttributeDefinition,

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from ops import readmodel
+from shared import readmodel
 from shared.models import (
     App,
     Company,

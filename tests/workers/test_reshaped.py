@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from ops import readmodel
+from shared import readmodel
 from ops.cli.attributes import define_attribute
 from shared.models import App
 from tests.support.fixtures import fixture
