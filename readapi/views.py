@@ -80,6 +80,10 @@ class ReadApi:
         self._lag: tuple[float, float | None] = (-LAG_EVERY, None)
         self._lag_lock = threading.Lock()
 
+    def close(self) -> None:
+        self.engine.dispose()
+        self.redis.close()
+
     def lag_seconds(self) -> float | None:
         """The age of the oldest call still waiting in a queue (0 when none waits; None when
         Redis cannot say): a call sent less than this ago may not be visible yet."""
@@ -208,6 +212,9 @@ def register_routes(app: Flask, api: ReadApi) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         status = error.code or 500
+        if status == 500:
+            cause = getattr(error, "original_exception", None) or error
+            logger.error("read failed", exc_info=cause)
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
         return _refusal(Refusal(status, code, error.name))
 

@@ -66,13 +66,12 @@ def condition(session: Session, app_id: int, tree: Any) -> ColumnElement[bool]:
     or names an attribute the app has not defined."""
     if _count(tree, 0) > MAX_CONDITIONS:
         raise BadFilter("too_many_filters", f"a filter holds at most {MAX_CONDITIONS} comparisons")
-    types = dict(
-        session.execute(
-            select(AttributeDefinition.name, AttributeDefinition.type).where(
-                AttributeDefinition.app_id == app_id, AttributeDefinition.scope == "user"
-            )
-        ).tuples()
+    rows = session.execute(
+        select(AttributeDefinition.name, AttributeDefinition.type).where(
+            AttributeDefinition.app_id == app_id, AttributeDefinition.scope == "user"
+        )
     )
+    types = {str(name): str(kind) for name, kind in rows}
     return _build(tree, types, app_id)
 
 
@@ -149,7 +148,7 @@ def _attribute(name: str, op: str, value: Any, types: dict[str, str]) -> ColumnE
     if op == "contains":
         if not isinstance(value, str):
             raise BadFilter("bad_filter", "contains takes a string")
-        return User.attributes[name].astext.ilike(_like(value))
+        return User.attributes.op("->>")(name).ilike(_like(value))
     if kind in _NUMERIC and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise BadFilter("bad_filter", f"attributes.{name} is a {kind}: compare it with a number")
     if kind == "boolean" and type(value) is not bool:
@@ -160,7 +159,7 @@ def _attribute(name: str, op: str, value: Any, types: dict[str, str]) -> ColumnE
         raise BadFilter("bad_filter", f"attributes.{name} is json: only =, !=, contains, exists")
     # jsonb compares numbers as numbers and strings as strings, so a stored value of the
     # attribute's type orders as that type (ISO dates and times sort as they compare).
-    stored = User.attributes[name]
+    stored = User.attributes.op("->")(name)
     given = cast(literal(orjson.dumps(value).decode()), JSONB)
     return {
         "=": stored == given,

@@ -72,7 +72,10 @@ def upgrade() -> None:
         postgresql_where=sa.text("email IS NOT NULL"),
     )
     op.create_index(
-        "ix_users_phone", "users", ["app_id", "phone"], postgresql_where=sa.text("phone IS NOT NULL")
+        "ix_users_phone",
+        "users",
+        ["app_id", "phone"],
+        postgresql_where=sa.text("phone IS NOT NULL"),
     )
     op.create_index("ix_changes_app_xid", "changes", ["app_id", "xid", "id"])
     op.create_index("ix_changes_at", "changes", ["at"], postgresql_using="brin")
