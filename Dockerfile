@@ -41,6 +41,7 @@ RUN mkdir -p api workers shared ops \
 # `userdest` console script and the migrations shipped as package data.
 COPY README.md ./
 COPY api ./api
+COPY readapi ./readapi
 COPY workers ./workers
 COPY shared ./shared
 COPY ops ./ops

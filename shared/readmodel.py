@@ -155,8 +155,8 @@ def key_list(session: Session, app_id: int) -> list[dict[str, Any]]:
         {
             "key_id": key.id,
             "label": key.label,
-            "scope": key.scope,
             "prefix": key.prefix,
+            "scope": key.scope,
             "created_at": iso(key.created_at),
             "revoked_at": _iso(key.revoked_at),
             "last_used_at": _iso(key.last_used_at),
