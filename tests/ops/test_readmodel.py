@@ -10,7 +10,6 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from shared import readmodel
-from shared.readmodel import NotFound
 from shared.models import (
     ApiKey,
     AttributeDefinition,
@@ -19,6 +18,7 @@ from shared.models import (
     Membership,
     TrustedDomain,
 )
+from shared.readmodel import NotFound
 from tests.support.readmodel import (
     COMPANY_KEYS,
     DEFINITION_KEYS,
