@@ -441,8 +441,10 @@ def _record_changes(conn: Connection, state: BatchState, pk: Any) -> None:
         conn,
         "INSERT INTO changes (app_id, entity, entity_pk, kind, fields, into_pk) "
         "SELECT :app, r.entity, r.entity_pk, r.kind, r.fields, r.into_pk "
-        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-        "AS r(entity text, entity_pk bigint, kind text, fields jsonb, into_pk bigint) ORDER BY r.entity_pk",
+        # In the list's order (merges first), so ids follow what the message did.
+        "FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        "AS (entity text, entity_pk bigint, kind text, fields jsonb, into_pk bigint)) "
+        "WITH ORDINALITY AS r(entity, entity_pk, kind, fields, into_pk, n) ORDER BY r.n",
         rows,
         app=state.app_id,
     )
