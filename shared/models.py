@@ -189,13 +189,18 @@ class User(Base):
             postgresql_where=text("merged_into IS NOT NULL"),
         ),
         # Lookups by email and phone (the read API); an update that leaves both alone stays HOT.
+        # `id` last: the matches come in page order, so the planner never walks the primary key
+        # instead (it did, 40 ms at 100k profiles, misjudging how many share an address).
         Index(
             "ix_users_email",
             "app_id",
             func.lower(text("email")),
+            "id",
             postgresql_where=text("email IS NOT NULL"),
         ),
-        Index("ix_users_phone", "app_id", "phone", postgresql_where=text("phone IS NOT NULL")),
+        Index(
+            "ix_users_phone", "app_id", "phone", "id", postgresql_where=text("phone IS NOT NULL")
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -68,13 +68,13 @@ def upgrade() -> None:
     op.create_index(
         "ix_users_email",
         "users",
-        ["app_id", sa.text("lower(email)")],
+        ["app_id", sa.text("lower(email)"), "id"],
         postgresql_where=sa.text("email IS NOT NULL"),
     )
     op.create_index(
         "ix_users_phone",
         "users",
-        ["app_id", "phone"],
+        ["app_id", "phone", "id"],
         postgresql_where=sa.text("phone IS NOT NULL"),
     )
     op.create_index("ix_changes_app_xid", "changes", ["app_id", "xid", "id"])
