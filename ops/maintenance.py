@@ -79,9 +79,10 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
     logger.info(
         "maintenance",
         extra={
-            "created": len(report.partitions_created),
-            "dropped": len(report.partitions_dropped),
-            "pruned": report.dedupe_pruned,
+            "partitions_created": len(report.partitions_created),
+            "partitions_dropped": len(report.partitions_dropped),
+            "dedupe_pruned": report.dedupe_pruned,
+            "changes_pruned": report.changes_pruned,
         },
     )
     return report

@@ -3,6 +3,7 @@ ahead and dropped past retention, rows the DEFAULT partition caught moved into t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -152,3 +153,15 @@ def test_only_one_run_works_at_a_time(db: tuple[Settings, Engine]) -> None:
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": maintenance.LOCK})
         conn.commit()
     assert maintenance.run(engine, settings).ran is True
+
+
+def test_a_run_logs_its_summary_at_info(
+    db: tuple[Settings, Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Production logs at INFO: the summary line must not name a LogRecord attribute."""
+    settings, engine = db
+    caplog.set_level(logging.INFO, logger="ops.maintenance")
+    assert maintenance.run(engine, settings).ran is True
+    assert [r.getMessage() for r in caplog.records if r.name == "ops.maintenance"] == [
+        "maintenance"
+    ]
