@@ -36,6 +36,7 @@ RUN pip install --require-hashes --no-deps -r constraints.txt
 # `userdest` console script and the migrations shipped as package data.
 COPY README.md ./
 COPY api ./api
+COPY readapi ./readapi
 COPY workers ./workers
 COPY shared ./shared
 COPY ops ./ops

@@ -13,7 +13,7 @@ IMAGE ?= userdest
 CONTAINER ?= docker
 TEST_JOBS ?= 2
 
-.PHONY: help install run test test-fast lint migrate bench bench-scale lock image clean
+.PHONY: help install run run-readapi test test-fast lint migrate bench bench-scale lock image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ migrate: install ## create the database if needed and migrate it to the newest s
 run: migrate ## start the receiver (gunicorn) and a worker, and print how to send a first call
 	@bash scripts/run.sh
 
+run-readapi: migrate ## start the read API (gunicorn) on 127.0.0.1:$$READ_API_PORT (default 8001)
+	$(BIN)/gunicorn -c python:api.gunicorn_conf --bind 127.0.0.1:$${READ_API_PORT:-8001} "readapi:create_app()"
+
 test: install ## run the whole test suite against local Postgres and Redis, in TEST_JOBS processes
 	$(BIN)/pytest -n $(TEST_JOBS)
 
@@ -44,8 +47,8 @@ test-fast: install ## the inner loop: every test but those that start processes 
 	$(BIN)/pytest -n $(TEST_JOBS) -m "not e2e"
 
 lint: install ## ruff and mypy on the packages
-	$(BIN)/ruff check api workers shared ops bench tests
-	$(BIN)/ruff format --check api workers shared ops bench tests
+	$(BIN)/ruff check api readapi workers shared ops bench tests
+	$(BIN)/ruff format --check api readapi workers shared ops bench tests
 	$(BIN)/mypy
 
 bench: install ## run the seeded bench workload on the real stack; writes bench-results/latest.json

@@ -45,7 +45,7 @@ ERROR_CODES = {
         *(c for c in CALL_ERROR_CODES if c != "call_too_large"),
     ],
     401: ["missing_api_key", "missing_signature", "bad_signature"],
-    403: ["invalid_api_key", "untrusted_domain"],
+    403: ["invalid_api_key", "untrusted_domain", "wrong_scope"],
     415: ["unsupported_encoding"],
     429: ["rate_limited"],
     503: ["broker_unavailable", "broker_full", "auth_unavailable", "auth_busy"],

@@ -32,19 +32,16 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import (
-    AuthCache,
     check_domains,
     check_signature,
     first_element,
     header_host,
-    key_from_authorization,
     key_from_body,
 )
 from api.body import read_body
 from api.errors import APP_LABEL, JSON
 from api.openapi import document
 from api.publish import HighWater, Publisher, make_redis
-from api.ratelimit import RateLimiter
 from shared import metrics
 from shared.calls import (
     CALL_TYPES,
@@ -60,9 +57,11 @@ from shared.calls import (
 from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.envelope import DIRECT_SOURCE, Envelope
+from shared.keycache import AuthCache, key_from_authorization
 from shared.models import DeadLetter, MaintenanceRun
 from shared.queues import INGEST
 from shared.queuestate import read_queues
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 from shared.tenancy import AuthView
 from shared.timeparse import iso, utcnow
@@ -238,6 +237,9 @@ class Receiver:
         view = self.auth.authenticate(key)
         # From here a refusal is the app's: the error handler counts it under the app's label.
         request.environ[APP_LABEL] = metrics.app_label(view.app_name)
+        if view.scope != "write":
+            # A read key is a server's secret; it never belongs in a sender.
+            raise Refusal(403, "wrong_scope", "this API key reads; sending calls needs a write key")
         self.limiter.check(view.key_id)
         return view
 

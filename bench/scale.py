@@ -22,19 +22,24 @@ import os
 import statistics
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 from bench.workload import DEFINED, generate
 from shared import dedupe
 from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.migrate import upgrade
+from shared.models import App
+from shared.readmodel import encode_cursor
 from shared.settings import Settings
+from workers.apply import store
 from workers.apply.messages import apply_messages, prepare
 
 TABLES = ("processed_messages", "events", "page_views", "users", "identities", "memberships")
@@ -49,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=40, help="timed batches of 100 per phase")
     parser.add_argument("--rate", type=int, default=100, help="calls/s of the dedupe simulation")
     parser.add_argument("--dedupe-scale", type=int, default=100, help="calls one record stands for")
+    parser.add_argument("--reads", type=int, default=300, help="timed requests per read kind")
     parser.add_argument("--out", default="bench-results/scale.json")
     args = parser.parse_args(argv)
 
-    _, engine = _fresh_database()
+    settings, engine = _fresh_database()
     app_id = app_with_definitions(engine)
     report: dict[str, Any] = {"calls_loaded": args.calls, "started": datetime.now(UTC).isoformat()}
     # Warm up: every user exists before anything is timed (creating a profile costs more than
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     report["ratio_empty_to_loaded_before_analyze"] = round(
         empty["median"] / unanalyzed["median"], 3
     )
+    report["drain_with_change_feed"] = _feed_cost(engine, app_id, args.users, args.batches)
+    report["reads_ms"] = _reads(settings, engine, app_id, args.calls, args.reads)
     report["bytes_per_call"] = _storage(engine, args.calls)
     report["dedupe_month"] = _dedupe_month(engine, args.rate, args.dedupe_scale)
     engine.dispose()
@@ -213,6 +221,84 @@ def _bulk_load(engine: Engine, app_id: int, calls: int) -> None:
         conn.commit()
 
 
+def _feed_cost(engine: Engine, app_id: int, users: int, count: int) -> dict[str, Any]:
+    """Batches of 100 with the change feed written and without, alternating in one run: the
+    ratio without/with (target >= 0.9)."""
+    record = store._record_changes
+    with_feed: list[float] = []
+    without: list[float] = []
+    for i in range(count):
+        calls = generate(100 + i, users, 100)
+        # Off: the flush skips its one INSERT of changes (a bench-only switch).
+        store._record_changes = record
+        with_feed += _apply_calls(engine, app_id, calls)
+        store._record_changes = lambda *_: None
+        try:
+            without += _apply_calls(engine, app_id, generate(10_000 + i, users, 100))
+        finally:
+            store._record_changes = record
+    on, off = statistics.median(with_feed), statistics.median(without)
+    return {"median_ms_with": round(on, 2), "median_ms_without": round(off, 2),
+            "ratio_without_to_with": round(off / on, 3)}  # fmt: skip
+
+
+def _reads(settings: Settings, engine: Engine, app_id: int, calls: int, n: int) -> dict[str, Any]:
+    """p50/p99 of read API requests (Flask's test client: the whole app and its SQL, no network)
+    against the loaded database: a profile by id, by email, a page of 100 of a person's events,
+    a filtered list page and a change-feed page from a cursor inside 1M changes."""
+    import random
+
+    import readapi
+    from shared.tenancy import create_key
+
+    users = max(calls // 100, 1)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO changes (app_id, entity, entity_pk, kind, fields) SELECT :a, "
+                 "'profile', g % :u + 1, 'updated', '[\"email\"]' FROM generate_series(1, 1000000) g"),
+            {"a": app_id, "u": users},
+        )  # fmt: skip
+        conn.execute(text("ANALYZE changes"))
+        xid, last = conn.execute(text("SELECT xid, max(id) FROM changes GROUP BY xid")).first()  # type: ignore[misc]
+    with Session(engine) as session:
+        key = create_key(session, session.get_one(App, app_id), scope="read").api_key
+        session.commit()
+    # REDIS_URL from the environment: the answers' lag is read from the queues there.
+    read_settings = replace(
+        settings, read_rate_limit_per_second=0.0, redis_url=Settings.from_env().redis_url
+    )
+    client = readapi.create_app(read_settings).test_client()
+    auth = {"Authorization": f"Bearer {key}"}
+    rng = random.Random(7)  # noqa: S311 (which bulk profiles to ask for)
+    cursor = encode_cursor(int(xid), int(last) // 2)
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    kinds: dict[str, Any] = {
+        "profile_by_id": lambda g: client.get(f"/v1/users/bulk-{g}", headers=auth),
+        "profile_by_email": lambda g: client.post(
+            "/v1/users/lookup", json={"email": f"bulk-{g}@example.com"}, headers=auth),
+        "events_page_100": lambda g: client.get(f"/v1/users/bulk-{g}/timeline?limit=100", headers=auth),
+        "filtered_list_page": lambda g: client.post("/v1/users/search", headers=auth, json={
+            "limit": 100, "filter": {"and": [{"field": "email", "op": "contains", "value": f"bulk-{g % 97}"},
+                                             {"field": "last_seen", "op": ">", "value": since}]}}),
+        "change_feed_page": lambda g: client.get(f"/v1/changes?limit=100&cursor={cursor}", headers=auth),
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, request in kinds.items():
+        times = []
+        for _ in range(n):
+            g = rng.randrange(users)
+            started = time.perf_counter()
+            answer = request(g)
+            times.append((time.perf_counter() - started) * 1000)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{name}: {answer.get_json()}")
+        times.sort()
+        out[name] = {"p50": round(times[len(times) // 2], 2),
+                     "p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2)}  # fmt: skip
+    client.application.extensions["userdest-read"].close()
+    return out
+
+
 def _storage(engine: Engine, calls: int) -> dict[str, float]:
     """Bytes per call of each table (heap, indexes, TOAST; partitions added up)."""
     out = {}
@@ -283,6 +369,11 @@ def _print(report: dict[str, Any]) -> None:
     print(f"  ratio empty/loaded: {report['ratio_empty_to_loaded']} (target >= 0.8); before "
           f"ANALYZE: {report['ratio_empty_to_loaded_before_analyze']}")  # fmt: skip
     print("  bytes per call: " + ", ".join(f"{k} {v}" for k, v in report["bytes_per_call"].items()))
+    f = report["drain_with_change_feed"]
+    print(f"  batch with the change feed {f['median_ms_with']} ms, without {f['median_ms_without']} ms: "
+          f"ratio {f['ratio_without_to_with']} (target >= 0.9)")  # fmt: skip
+    for name, r in report["reads_ms"].items():
+        print(f"  read {name:<20} p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms")
     d = report["dedupe_month"]
     print(f"  dedupe after 31 days at {d['calls_per_second']} calls/s (1 record = "
           f"{d['calls_per_record']} calls): {d['records_left']:,} left, oldest "

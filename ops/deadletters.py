@@ -19,8 +19,8 @@ import orjson
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
-from ops.readmodel import NotFound
 from shared.models import App, DeadLetter, DeadLetterDefaults
+from shared.readmodel import NotFound
 from shared.timeparse import iso
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")

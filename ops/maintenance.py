@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from shared import dedupe, partitions
+from shared import changefeed, dedupe, partitions
 from shared.db import json_dumps
 from shared.settings import Settings
 
@@ -35,6 +35,8 @@ class Report:
     partitions_dropped: list[str] = field(default_factory=list)
     rows_moved_from_default: int = 0
     dedupe_pruned: int = 0
+    changes_pruned: int = 0
+    """Change feed rows older than RETENTION_DAYS deleted."""
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
             report.partitions_dropped = changes.dropped
             report.rows_moved_from_default = changes.moved
             report.dedupe_pruned = dedupe.prune(conn, settings.dedupe_days)
+            report.changes_pruned = changefeed.prune(conn, now, settings.retention_days)
             if report.dedupe_pruned:
                 with conn.begin():
                     conn.execute(text("ANALYZE processed_messages"))
@@ -79,7 +82,8 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Repo
         extra={
             "partitions_created": len(report.partitions_created),
             "partitions_dropped": len(report.partitions_dropped),
-            "pruned": report.dedupe_pruned,
+            "dedupe_pruned": report.dedupe_pruned,
+            "changes_pruned": report.changes_pruned,
         },
     )
     return report

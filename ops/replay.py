@@ -27,7 +27,6 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from ops.deadletters import is_open, metas
-from ops.readmodel import NotFound
 from shared.calls import (
     Refusal,
     check_batch,
@@ -40,6 +39,7 @@ from shared.calls import (
 from shared.envelope import REPLAY_SOURCE, Envelope, merge_defaults
 from shared.models import DeadLetter
 from shared.publish import MEMORY_CHECK_SECONDS, BrokerUnavailable, HighWater, Publisher
+from shared.readmodel import NotFound
 from shared.settings import Settings
 from shared.timeparse import iso, utcnow
 

@@ -17,10 +17,10 @@ from sqlalchemy import Engine, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from ops.readmodel import NotFound
 from ops.replay import Send, Summary
 from shared import dedupe
 from shared.models import App, ReplayRun, ReplayRunMessage
+from shared.readmodel import NotFound
 from shared.timeparse import iso
 
 

@@ -75,6 +75,14 @@ def erase(conn: Connection, app_id: int, pks: Iterable[int], named: Iterable[IdK
         out.rows["users"] = conn.execute(
             text("DELETE FROM users WHERE app_id = :app AND id = ANY(:pks)"), params
         ).rowcount
+        # The change feed hears of it by the profile's number only: nothing of the person.
+        conn.execute(
+            text(
+                "INSERT INTO changes (app_id, entity, entity_pk, kind) "
+                "SELECT :app, 'profile', p, 'erased' FROM unnest(CAST(:pks AS bigint[])) AS p"
+            ),
+            params,
+        )
     values = sorted({value for _, value in out.ids})
     out.rows["dead_letters"] = (
         conn.execute(

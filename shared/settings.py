@@ -99,6 +99,13 @@ class Settings:
     worker_metrics_port: int = 0
     """WORKER_METRICS_PORT: where a worker serves Prometheus metrics (0 turns it off)."""
 
+    read_api_port: int = 8001
+    """READ_API_PORT: where `make run-readapi` serves the read API (its gunicorn command's --bind wins)."""
+    read_rate_limit_per_second: float = 100.0
+    """READ_RATE_LIMIT_PER_SECOND: read API requests a read key may make a second before 429 (0 turns it off)."""
+    read_statement_timeout_ms: int = 2000
+    """READ_STATEMENT_TIMEOUT_MS: the longest a read API query may run before it is cancelled (503; 400 for a filter)."""
+
     log_level: str = "INFO"
     """LOG_LEVEL: the lowest level logged (DEBUG, INFO, WARNING, ERROR)."""
 

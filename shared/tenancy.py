@@ -140,12 +140,20 @@ class NewKey:
     """The secret: shown once, never stored."""
 
 
+KEY_SCOPES = ("write", "read")
+"""What a key may do: `write` keys (public in browsers) send calls to the receiver, `read` keys read
+profiles through the read API. A key has one scope, so a leaked write key reads nothing."""
+
 KEY_LABEL_MAX = 200
 """The longest key label (the column's width)."""
 
 
-def create_key(session: Session, app: App, label: str | None = None) -> NewKey:
-    """A new key of the app, with an optional label saying what it is for (a source's name)."""
+def create_key(
+    session: Session, app: App, label: str | None = None, scope: str = "write"
+) -> NewKey:
+    """A new key of the app with its scope, and an optional label saying what it is for."""
+    if scope not in KEY_SCOPES:
+        raise TenancyError(f"a key's scope is one of {', '.join(KEY_SCOPES)}")
     if label is not None:
         label = label.strip()
         if not label or len(label) > KEY_LABEL_MAX:
@@ -157,6 +165,7 @@ def create_key(session: Session, app: App, label: str | None = None) -> NewKey:
         key_hash=hash_key(secret),
         prefix=secret[:10],
         label=label,
+        scope=scope,
     )
     session.add(key)
     session.flush()
@@ -210,6 +219,7 @@ class AuthView:
     webhook_secret: str | None
     domains: tuple[str, ...]
     app_name: str = ""
+    scope: str = "write"
 
 
 def load_auth_view(session: Session, key_hash: str) -> AuthView | None:
@@ -220,6 +230,7 @@ def load_auth_view(session: Session, key_hash: str) -> AuthView | None:
             ApiKey.key_hash,
             ApiKey.app_id,
             ApiKey.revoked_at,
+            ApiKey.scope,
             App.webhook_secret,
             App.name,
         )
@@ -242,6 +253,7 @@ def load_auth_view(session: Session, key_hash: str) -> AuthView | None:
         webhook_secret=row.webhook_secret,
         domains=tuple(domains),
         app_name=row.name,
+        scope=row.scope,
     )
 
 

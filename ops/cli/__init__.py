@@ -32,7 +32,8 @@ from ops.cli import (
     webhook_secret,
 )
 from ops.cli.common import EXIT_USAGE, database_error, one_line
-from ops.readmodel import NotFound
+from shared.readmodel import NotFound
+from shared.search import BadFilter
 from shared.settings import SettingsError
 from shared.tenancy import TenancyError
 
@@ -64,7 +65,7 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (SettingsError, TenancyError, NotFound) as exc:
+        except (SettingsError, TenancyError, NotFound, BadFilter) as exc:
             raise click.ClickException(one_line(str(exc))) from None
         except DBAPIError as exc:
             raise click.ClickException(one_line(database_error(exc))) from None

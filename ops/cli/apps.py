@@ -8,9 +8,8 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.cli.common import already_gone, emit, in_transaction, json_option, require_yes
-from shared import tenancy
+from shared import readmodel, tenancy
 from shared.models import App
 from shared.timeparse import iso
 

@@ -9,9 +9,8 @@ from sqlalchemy import func, null, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.cli.common import app_option, emit, in_app, in_transaction, json_option
-from shared import tenancy
+from shared import readmodel, tenancy
 from shared.attributes import NAME_MAX, SCOPES, normalize_type, valid_name
 from shared.models import App, AttributeDefinition, EventDefinition
 

@@ -18,9 +18,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from ops import deadletters as dead_letters
-from ops.readmodel import DEFAULT_LIMIT
 from shared import tenancy
 from shared.db import make_engine, make_sessionmaker
+from shared.readmodel import DEFAULT_LIMIT
 from shared.settings import Settings
 
 if TYPE_CHECKING:

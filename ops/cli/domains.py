@@ -7,9 +7,8 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.cli.common import already_gone, app_option, emit, in_app, in_transaction, json_option
-from shared import tenancy
+from shared import readmodel, tenancy
 
 
 @click.group()

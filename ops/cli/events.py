@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ops import readmodel
 from ops.cli.common import app_option, emit, in_app, in_transaction, json_option
+from shared import readmodel
 
 
 @click.group()

@@ -7,15 +7,14 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.cli.common import app_option, emit, in_app, in_transaction, json_option
-from shared import tenancy
+from shared import readmodel, tenancy
 from shared.timeparse import iso
 
 
 @click.group()
 def keys() -> None:
-    """API keys: the write keys Segment sources send."""
+    """API keys: write keys Segment sources send, read keys the read API takes."""
 
 
 @keys.command("create")
@@ -25,13 +24,25 @@ def keys() -> None:
     metavar="TEXT",
     help="What the key is for (the source that sends with it), shown by `keys list`.",
 )
+@click.option(
+    "--scope",
+    type=click.Choice(tenancy.KEY_SCOPES),
+    default="write",
+    show_default=True,
+    help="write: senders send calls with it; read: a server reads through the read API.",
+)
 @json_option
-def keys_create(app_name: str, label: str | None, as_json: bool) -> None:
+def keys_create(app_name: str, label: str | None, scope: str, as_json: bool) -> None:
     """Create an API key for the app; its secret is shown this once and never stored."""
 
     def unit(session: Session) -> dict[str, Any]:
-        new = tenancy.create_key(session, tenancy.get_app(session, app_name), label)
-        return {"key_id": new.key_id, "api_key": new.api_key, "label": label and label.strip()}
+        new = tenancy.create_key(session, tenancy.get_app(session, app_name), label, scope)
+        return {
+            "key_id": new.key_id,
+            "api_key": new.api_key,
+            "label": label and label.strip(),
+            "scope": scope,
+        }
 
     answer = in_transaction(unit)
     emit(answer, as_json, title="key created")

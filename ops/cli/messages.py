@@ -35,7 +35,7 @@ def messages_show(message_id: str, app_name: str, as_json: bool) -> None:
     DEDUPE_DAYS). Redis is read only when Postgres does not settle it; without Redis then, the
     command fails (exit 1) rather than answer unknown.
     """
-    from ops import messages as where
+    from shared import messages as where
 
     found = in_transaction(
         in_app(app_name, lambda s, app_id: (app_id, where.in_postgres(s, app_id, message_id)))

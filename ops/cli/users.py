@@ -9,7 +9,6 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.cli.common import (
     after_option,
     app_option,
@@ -19,7 +18,7 @@ from ops.cli.common import (
     json_option,
     limit_option,
 )
-from shared import tenancy
+from shared import readmodel, search, tenancy
 from shared.erasure import erase
 from shared.ids import lock_key
 
@@ -39,6 +38,64 @@ def users_show(app_name: str, id: str, as_json: bool) -> None:
         in_app(app_name, lambda s, app_id: readmodel.user_profile(s, app_id, id))
     )
     emit(profile, as_json, title=f"user {id}")
+
+
+@users.command("find")
+@app_option
+@click.option("--email", metavar="ADDRESS", help="Profiles with this email address (any case).")
+@click.option("--phone", metavar="NUMBER", help="Profiles with this phone number.")
+@limit_option
+@after_option
+@json_option
+def users_find(
+    app_name: str,
+    email: str | None,
+    phone: str | None,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """List the profiles with an email address or a phone number (several people may share one)."""
+    if (email is None) == (phone is None):
+        raise click.UsageError("give one of --email or --phone")
+    field, value = ("email", email) if email is not None else ("phone", phone or "")
+    found = in_transaction(
+        in_app(
+            app_name,
+            lambda s, app_id: readmodel.users_by_contact(s, app_id, field, value, limit, after),
+        )
+    )
+    _emit_page(found, limit, as_json, title=f"users with {field} {value}", empty="nobody")
+
+
+@users.command("list")
+@app_option
+@click.option(
+    "--where",
+    "wheres",
+    multiple=True,
+    metavar="COMPARISON",
+    help="field=value, !=, <, >, ~ (contains) or field? (set); fields: standard ones, "
+    "first_seen, last_seen, updated_at, page_views, company, attributes.NAME. Repeat to combine.",
+)
+@click.option("--any", "any_", is_flag=True, help="Match any --where instead of all of them.")
+@limit_option
+@after_option
+@json_option
+def users_list(
+    app_name: str,
+    wheres: tuple[str, ...],
+    any_: bool,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """List the app's profiles, those matching --where only, a page at a time."""
+    where = {"or" if any_ else "and": [search.parse_where(w) for w in wheres]} if wheres else None
+    found = in_transaction(
+        in_app(app_name, lambda s, app_id: readmodel.user_list(s, app_id, where, limit, after))
+    )
+    _emit_page(found, limit, as_json, title="users", empty="nobody")
 
 
 @users.command("events")

@@ -13,9 +13,9 @@ from unittest.mock import ANY
 import pytest
 from sqlalchemy import Engine
 
-from api.auth import AuthCache, key_from_authorization
 from shared.calls import Refusal
 from shared.db import make_engine
+from shared.keycache import AuthCache, key_from_authorization
 from shared.settings import Settings
 from shared.tenancy import hash_key, url_host
 from tests.support.fixtures import fixture

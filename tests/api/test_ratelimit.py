@@ -6,8 +6,8 @@ import fakeredis
 import pytest
 import redis
 
-from api.ratelimit import RateLimiter
 from shared.calls import Refusal
+from shared.ratelimit import RateLimiter
 from tests.support.receiver import Tenant, basic, jdump
 
 CALL = {"type": "track", "event": "Clicked", "userId": "u1"}

@@ -83,7 +83,7 @@ def test_the_image_is_labelled_pinned_and_keeps_docs_out_of_the_dependency_layer
     assert "README.md" in project.split("COPY", 1)[0] or "COPY README.md" in dockerfile
     ignore = (ROOT / ".dockerignore").read_text()
     copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.M))
-    assert copied == {"api", "workers", "shared", "ops"}
+    assert copied == {"api", "readapi", "workers", "shared", "ops"}
     assert "three packages" not in ignore
 
 

@@ -176,7 +176,7 @@ def test_duplicate_or_empty_app(fail: Run, shop: str) -> None:
 
 def test_keys_create_list_revoke(run: Run, shop: str) -> None:
     created = as_json(run("keys", "create", "--app", shop, "--json"))
-    assert set(created) == {"key_id", "api_key", "label"}
+    assert set(created) == {"key_id", "api_key", "label", "scope"}
     assert created["label"] is None
     secret = created["api_key"]
     readable = run("keys", "create", "--app", shop)

@@ -11,7 +11,7 @@ from click.testing import Result
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from ops import readmodel
+from shared import readmodel
 from shared.envelope import Envelope
 from shared.settings import Settings
 from tests.support.apply import apply_envelope

@@ -18,8 +18,8 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.queues import export_lines
+from shared import readmodel
 from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.publish import Publisher, make_redis

@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
-from ops import readmodel
-from ops.readmodel import NotFound
+from shared import readmodel
 from shared.models import (
     ApiKey,
     AttributeDefinition,
@@ -19,6 +18,7 @@ from shared.models import (
     Membership,
     TrustedDomain,
 )
+from shared.readmodel import NotFound
 from tests.support.readmodel import (
     COMPANY_KEYS,
     DEFINITION_KEYS,

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from ops import readmodel
+from shared import readmodel
 from shared.models import (
     App,
     Company,
@@ -88,7 +88,7 @@ COMPANY_KEYS = {
 DEFINITION_KEYS = {"scope", "event", "name", "type", "choices", "origin"}
 
 
-KEY_KEYS = {"key_id", "label", "prefix", "created_at", "revoked_at", "last_used_at"}
+KEY_KEYS = {"key_id", "label", "prefix", "scope", "created_at", "revoked_at", "last_used_at"}
 
 
 def shown_profile(conn: Connection, app_id: int, id: str) -> dict[str, Any]:

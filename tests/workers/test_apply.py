@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from ops import readmodel
+from shared import readmodel
 from shared.attributes import IGNORED_NAMES_KEPT
 from shared.calls import check_call
 from shared.envelope import Envelope

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session
 
-from ops import readmodel
+from shared import readmodel
 from shared.attributes import Caps
 from shared.timeparse import utcnow
 from tests.support.envelopes import envelope

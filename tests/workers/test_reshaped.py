@@ -11,8 +11,8 @@ import orjson
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from ops import readmodel
 from ops.cli.attributes import define_attribute
+from shared import readmodel
 from shared.models import App
 from tests.support.fixtures import fixture
 from tests.support.readmodel import shown_profile

@@ -112,6 +112,10 @@ class BatchState:
     applied: dict[str, int] = field(default_factory=dict)
     suppressed: set[IdKey] = field(default_factory=set)
     """Ids of erased people (shared/erasure.py): calls naming any of them are skipped."""
+    before: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    """What each loaded profile and company held, by (entity, pk), as `store.snapshot` writes it:
+    the change feed names the fields the message changed."""
+    new_companies: set[int] = field(default_factory=set)
     _next_temp: int = -1
 
     def find(self, pk: int) -> int:

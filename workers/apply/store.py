@@ -33,6 +33,7 @@ from workers.apply.state import (
     CompanyState,
     IdKey,
     Profile,
+    Record,
 )
 from workers.coerce import clears
 from workers.traits import identify_traits, map_company_traits, map_user_traits
@@ -180,7 +181,7 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
     for row in found:
         if row["merged_into"] is not None:
             raise ProfileVanished("a profile was merged away between reading and locking it")
-        state.profiles[row["id"]] = Profile(
+        profile = state.profiles[row["id"]] = Profile(
             pk=row["id"],
             fields={name: row[name] for name in PROFILE_FIELDS},
             attributes=dict(row["attributes"]),
@@ -190,6 +191,7 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
             first_seen=row["first_seen"],
             last_seen=row["last_seen"],
         )
+        state.before["profile", profile.pk] = snapshot(profile)
     if len(state.profiles) != len(pks):
         raise ProfileVanished("an identity pointed at a profile merged away meanwhile")
 
@@ -231,13 +233,14 @@ def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> N
     if not group_ids:
         return
     params = {"app": state.app_id, "gids": group_ids}
-    conn.execute(
+    created = conn.scalars(
         text(
             "INSERT INTO companies (app_id, group_id) SELECT :app, g "
-            "FROM unnest(CAST(:gids AS text[])) AS g ORDER BY g ON CONFLICT DO NOTHING"
+            "FROM unnest(CAST(:gids AS text[])) AS g ORDER BY g ON CONFLICT DO NOTHING RETURNING id"
         ),
         params,
     )
+    state.new_companies.update(created)
     columns = ", ".join(COMPANY_FIELDS)
     rows = conn.execute(
         text(
@@ -247,13 +250,14 @@ def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> N
         params,
     ).mappings()
     for row in rows:
-        state.companies[row["group_id"]] = CompanyState(
+        company = state.companies[row["group_id"]] = CompanyState(
             pk=row["id"],
             fields={name: row[name] for name in COMPANY_FIELDS},
             attributes=dict(row["attributes"]),
             field_times=unpack_times(row["field_times"]),
             group_id=row["group_id"],
         )
+        state.before["company", company.pk] = snapshot(company)
 
 
 def app_caps(conn: Connection, app_id: int) -> Caps:
@@ -370,11 +374,80 @@ def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = (
         [{**r, "user_pk": pk(r["user_pk"]), "event_id": event_ids[n]} for n, r in state.events],
     )
     _count_ignored(conn, state)
+    _record_changes(conn, state, pk)
     due = sorted({k for k in key_ids if k is not None and _key_use_due(k)})
     if due:
         conn.execute(
             text("UPDATE api_keys SET last_used_at = now() WHERE id = ANY(:keys)"), {"keys": due}
         )
+
+
+def snapshot(record: Record) -> dict[str, Any]:
+    """A profile's or company's values by the names the change feed gives them (custom attributes
+    as `attributes.<name>`)."""
+    values = {**record.fields}
+    values.update((f"attributes.{k}", v) for k, v in record.attributes.items())
+    if isinstance(record, Profile):
+        values.update(
+            user_id=record.user_id,
+            page_views=record.page_views,
+            first_seen=record.first_seen,
+            last_seen=record.last_seen,
+        )
+    return values
+
+
+def _changed(state: BatchState, entity: str, record: Record, new: bool) -> list[str] | None:
+    """The names of the values the message changed (set ones, for a new record); None if none."""
+    after = snapshot(record)
+    if new:
+        names = [k for k, v in after.items() if v is not None]
+    else:
+        before = state.before.get((entity, record.pk), {})
+        names = [k for k in after.keys() | before.keys() if after.get(k) != before.get(k)]
+    return sorted(names) if names or new else None
+
+
+def _record_changes(conn: Connection, state: BatchState, pk: Any) -> None:
+    """The message's profile and company changes into the change feed: one INSERT, in the flush's
+    transaction, so a change is in the feed exactly when it is in the tables."""
+    rows: list[dict[str, Any]] = [
+        {"entity": "profile", "entity_pk": source, "kind": "merged", "into_pk": pk(target)}
+        for source, target in state.merges
+    ]
+    for profile in state.profiles.values():
+        if profile.dirty or profile.new:
+            fields = _changed(state, "profile", profile, profile.new)
+            if fields is not None:
+                kind = "created" if profile.new else "updated"
+                rows.append(
+                    {
+                        "entity": "profile",
+                        "entity_pk": pk(profile.pk),
+                        "kind": kind,
+                        "fields": fields,
+                    }
+                )
+    for company in state.companies.values():
+        new = company.pk in state.new_companies
+        if company.dirty or new:
+            fields = _changed(state, "company", company, new)
+            if fields is not None:
+                kind = "created" if new else "updated"
+                rows.append(
+                    {"entity": "company", "entity_pk": company.pk, "kind": kind, "fields": fields}
+                )
+    _write_rows(
+        conn,
+        "INSERT INTO changes (app_id, entity, entity_pk, kind, fields, into_pk) "
+        "SELECT :app, r.entity, r.entity_pk, r.kind, r.fields, r.into_pk "
+        # In the list's order (merges first), so ids follow what the message did.
+        "FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        "AS (entity text, entity_pk bigint, kind text, fields jsonb, into_pk bigint)) "
+        "WITH ORDINALITY AS r(entity, entity_pk, kind, fields, into_pk, n) ORDER BY r.n",
+        rows,
+        app=state.app_id,
+    )
 
 
 def pack_times(field_times: dict[str, str]) -> dict[str, list[str]]:

@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Select, case, func, select, text, tuple_
+from sqlalchemy import Select, and_, case, func, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
+from shared import search
 from shared.erasure import LETTER_NAMES_PERSON
 from shared.models import (
     CANONICAL_PROFILES,
@@ -84,9 +85,20 @@ def _bad() -> Any:
 
 
 def _time_page(
-    stmt: Select[Any], time: Any, id_: Any, limit: int | None, after: str | None
+    stmt: Select[Any],
+    time: Any,
+    id_: Any,
+    limit: int | None,
+    after: str | None,
+    span: tuple[datetime | None, datetime | None] = (None, None),
 ) -> Select[Any]:
-    """`stmt` newest first from just after the row `after` names, at most `limit` rows."""
+    """`stmt` newest first from just after the row `after` names, at most `limit` rows, within
+    `span` (since, until; either end open)."""
+    since, until = span
+    if since is not None:
+        stmt = stmt.where(time >= since)
+    if until is not None:
+        stmt = stmt.where(time < until)
     if after is not None:
         when, row_id = decode_cursor(after, datetime, int)
         stmt = stmt.where(tuple_(time, id_) < tuple_(when, row_id))
@@ -144,6 +156,7 @@ def key_list(session: Session, app_id: int) -> list[dict[str, Any]]:
             "key_id": key.id,
             "label": key.label,
             "prefix": key.prefix,
+            "scope": key.scope,
             "created_at": iso(key.created_at),
             "revoked_at": _iso(key.revoked_at),
             "last_used_at": _iso(key.last_used_at),
@@ -233,15 +246,23 @@ def ignored_list(session: Session, app_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def find_user(session: Session, app_id: int, id: str) -> User:
-    """The profile answering to `id` as a userId, else as an anonymousId; NotFound if none."""
+ID_KINDS = {"userId": "user", "anonymousId": "anonymous", "profileId": None}
+"""What names a profile: its userId, one of its anonymous ids, or its number (`profile_id`, what
+the change feed gives)."""
+
+
+def find_user(session: Session, app_id: int, id: str, kind: str | None = None) -> User:
+    """The profile answering to `id` as a userId, else as an anonymousId (or only as the `kind` of
+    ID_KINDS given); NotFound if none. Erased people are not found: their rows are gone."""
+    if kind == "profileId":
+        return _by_number(session, app_id, id)
     # A value can name one profile as its userId and another as an anonymous id; the userId wins.
     # One primary-key probe per kind: without the kind, the lookup reads all the app's identities.
-    for kind in ("user", "anonymous"):
+    for stored in ("user", "anonymous") if kind is None else (ID_KINDS[kind],):
         user = session.scalar(
             select(User)
             .join(Identity, Identity.user_pk == User.id)
-            .where(Identity.app_id == app_id, Identity.kind == kind, Identity.value == id)
+            .where(Identity.app_id == app_id, Identity.kind == stored, Identity.value == id)
         )
         if user is not None:
             if user.merged_into is not None:
@@ -249,6 +270,15 @@ def find_user(session: Session, app_id: int, id: str) -> User:
                 user = session.get_one(User, _canonical(session, [user.id])[user.id])
             return user
     raise NotFound(f"no user with userId or anonymousId {id!r}")
+
+
+def _by_number(session: Session, app_id: int, id: str) -> User:
+    user = session.get(User, int(id)) if id.isdigit() and len(id) < 19 else None
+    if user is None or user.app_id != app_id:
+        raise NotFound(f"no profile number {id!r}")
+    if user.merged_into is not None:
+        user = session.get_one(User, _canonical(session, [user.id])[user.id])
+    return user
 
 
 def _family(session: Session, pk: int) -> list[int]:
@@ -273,7 +303,11 @@ def identities_of(session: Session, app_id: int, user_pk: int) -> list[tuple[str
 
 def user_profile(session: Session, app_id: int, id: str) -> dict[str, Any]:
     """The profile `id` names, with its anonymous ids and companies: three statements."""
-    user = find_user(session, app_id, id)
+    return user_document(session, app_id, find_user(session, app_id, id))
+
+
+def user_document(session: Session, app_id: int, user: User) -> dict[str, Any]:
+    """The profile `user`, with its anonymous ids and companies (what `users show --json` gives)."""
     family = _family(session, user.id)
     anonymous_ids = session.scalars(
         select(Identity.value).where(
@@ -309,9 +343,11 @@ def user_events(
     id: str,
     limit: int | None = DEFAULT_LIMIT,
     after: str | None = None,
+    event: str | None = None,
+    span: tuple[datetime | None, datetime | None] = (None, None),
 ) -> list[dict[str, Any]]:
-    """The profile's tracked events, newest first, from after the cursor `after`; each carries
-    the `cursor` that continues after it."""
+    """The profile's tracked events (of the name `event` only, if given), newest first, from after
+    the cursor `after`, within `span`; each carries the `cursor` that continues after it."""
     user = find_user(session, app_id, id)
     stmt = (
         select(
@@ -324,7 +360,9 @@ def user_events(
         .join(EventDefinition, EventDefinition.id == EventOccurrence.event_id)
         .where(EventOccurrence.user_pk.in_(_family(session, user.id)))
     )
-    stmt = _time_page(stmt, EventOccurrence.occurred_at, EventOccurrence.id, limit, after)
+    if event is not None:
+        stmt = stmt.where(EventDefinition.app_id == app_id, EventDefinition.name == event)
+    stmt = _time_page(stmt, EventOccurrence.occurred_at, EventOccurrence.id, limit, after, span)
     return [
         {
             "event": row.name,
@@ -343,9 +381,10 @@ def user_pageviews(
     id: str,
     limit: int | None = DEFAULT_LIMIT,
     after: str | None = None,
+    span: tuple[datetime | None, datetime | None] = (None, None),
 ) -> list[dict[str, Any]]:
-    """The profile's page and screen views, newest first, from after the cursor `after`; each
-    carries the `cursor` that continues after it."""
+    """The profile's page and screen views, newest first, from after the cursor `after`, within
+    `span`; each carries the `cursor` that continues after it."""
     user = find_user(session, app_id, id)
     stmt = _time_page(
         select(PageView).where(PageView.user_pk.in_(_family(session, user.id))),
@@ -353,6 +392,7 @@ def user_pageviews(
         PageView.id,
         limit,
         after,
+        span,
     )
     return [
         {
@@ -481,3 +521,126 @@ def user_export(session: Session, app_id: int, id: str) -> dict[str, Any]:
             for r in letters
         ],
     }
+
+
+def page_of(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """The page shape of every list: `rows` were read with `limit + 1`; each row's `cursor` goes,
+    the last shown one's becomes `next_cursor` when there is more."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "data": [{k: v for k, v in row.items() if k != "cursor"} for row in shown],
+        "next_cursor": shown[-1]["cursor"] if more else None,
+        "has_more": more,
+    }
+
+
+def user_timeline(
+    session: Session,
+    app_id: int,
+    id: str,
+    limit: int = DEFAULT_LIMIT,
+    after: str | None = None,
+    event: str | None = None,
+    span: tuple[datetime | None, datetime | None] = (None, None),
+) -> list[dict[str, Any]]:
+    """Events and page views together, newest first, each with its `type` (`track` or the view's
+    kind) and the `cursor` that continues after it; `event` keeps events of that name only."""
+    event_after = view_after = None
+    if after is not None:
+        when, source, row_id = decode_cursor(after, datetime, str, int)
+        # One time line ordered by (time, source, id), events ("e") before views ("p") at a tie:
+        # what follows the cursor in each kind, newest first.
+        event_after = _time_cursor(when, row_id if source == "e" else 2**62)
+        view_after = _time_cursor(when, row_id if source == "p" else 0)
+    events = user_events(session, app_id, id, limit, event_after, event, span)
+    views = (
+        [] if event is not None else user_pageviews(session, app_id, id, limit, view_after, span)
+    )
+    rows: list[tuple[str, str, int, dict[str, Any]]] = []
+    for row in events:
+        row_id = decode_cursor(row["cursor"], datetime, int)[1]
+        rows.append((row["timestamp"], "e", row_id, {"type": "track", **row}))
+    for row in views:
+        row_id = decode_cursor(row["cursor"], datetime, int)[1]
+        rows.append((row["timestamp"], "p", row_id, {"type": row.pop("kind"), **row}))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
+    out = []
+    for timestamp, source, row_id, row in rows[:limit]:
+        row["cursor"] = encode_cursor(timestamp, source, row_id)
+        out.append(row)
+    return out
+
+
+def profile_summary(user: User) -> dict[str, Any]:
+    """A profile as lists show it: its number, ids, name, contact and times."""
+    return {
+        "profile_id": user.id,
+        "user_id": user.user_id,
+        "email": user.email,
+        "phone": user.phone,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "first_seen": _iso(user.first_seen),
+        "last_seen": _iso(user.last_seen),
+        "cursor": encode_cursor(user.id),
+    }
+
+
+def _profiles_page(
+    session: Session, app_id: int, where: Any, limit: int, after: str | None
+) -> list[dict[str, Any]]:
+    stmt = select(User).where(User.app_id == app_id, User.merged_into.is_(None), where)
+    if after is not None:
+        stmt = stmt.where(User.id > decode_cursor(after, int)[0])
+    return [profile_summary(u) for u in session.scalars(stmt.order_by(User.id).limit(limit))]
+
+
+def users_by_contact(
+    session: Session,
+    app_id: int,
+    field: str,
+    value: str,
+    limit: int = DEFAULT_LIMIT,
+    after: str | None = None,
+) -> list[dict[str, Any]]:
+    """The profiles whose `email` (any case) or `phone` is `value`, by number; several people may
+    share one."""
+    if field == "email":
+        where = and_(User.email.is_not(None), func.lower(User.email) == value.strip().lower())
+    else:
+        where = and_(User.phone.is_not(None), User.phone == value.strip())
+    return _profiles_page(session, app_id, where, limit, after)
+
+
+def user_list(
+    session: Session,
+    app_id: int,
+    where: Any = None,
+    limit: int = DEFAULT_LIMIT,
+    after: str | None = None,
+) -> list[dict[str, Any]]:
+    """The app's profiles matching the filter `where` (shared/search.py), by number."""
+    condition = true() if where is None else search.condition(session, app_id, where)
+    return _profiles_page(session, app_id, condition, limit, after)
+
+
+def company_list(
+    session: Session, app_id: int, limit: int = DEFAULT_LIMIT, after: str | None = None
+) -> list[dict[str, Any]]:
+    """The app's companies by number: groupId, name and member count."""
+    members = select(func.count()).where(Membership.company_id == Company.id).scalar_subquery()
+    stmt = select(Company.id, Company.group_id, Company.name, members.label("members")).where(
+        Company.app_id == app_id
+    )
+    if after is not None:
+        stmt = stmt.where(Company.id > decode_cursor(after, int)[0])
+    return [
+        {
+            "group_id": r.group_id,
+            "name": r.name,
+            "members": r.members,
+            "cursor": encode_cursor(r.id),
+        }
+        for r in session.execute(stmt.order_by(Company.id).limit(limit))
+    ]
