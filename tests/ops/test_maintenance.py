@@ -3,7 +3,6 @@ ahead and dropped past retention, rows the DEFAULT partition caught moved into t
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
