@@ -17,6 +17,7 @@ sets up logging it replaces this handler instead of adding a second one: every l
 """
 
 import logging
+import os
 from typing import Any
 
 from gunicorn import glogging
@@ -40,6 +41,19 @@ class Logger(glogging.Logger):
 
 
 logger_class = "api.gunicorn_conf.Logger"
+
+
+def on_starting(server: Any) -> None:
+    """With ADMIN_PORT set, listen on it too, on the first bind's host: the receiver serves
+    /readyz, /metrics and /openapi.json there only (api/views.py). Runs before gunicorn opens
+    its sockets."""
+    admin = os.environ.get("ADMIN_PORT", "").strip()
+    if not admin or admin == "0":
+        return
+    binds = list(server.cfg.bind)
+    host = binds[0].rsplit(":", 1)[0] if binds and ":" in binds[0] else "0.0.0.0"  # noqa: S104
+    server.cfg.set("bind", [*binds, f"{host}:{int(admin)}"])
+
 
 worker_class = "gevent"
 worker_connections = 1000

@@ -16,11 +16,13 @@ The order of a call request, and so which refusal wins when several apply:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 import redis
 from flask import Flask, Response, request
+from werkzeug.exceptions import NotFound
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -449,11 +452,27 @@ def register_routes(app: Flask, receiver: Receiver) -> None:
     def healthz() -> Response:
         return Response(b'{"success":true,"status":"ok"}', 200, mimetype=JSON)
 
+    admin = receiver.settings.admin_port
+
+    def private(view: Callable[[], Response]) -> Callable[[], Response]:
+        """Served on ADMIN_PORT only, where one is set: the public port answers 404 as for any
+        path it does not have (gunicorn puts the listening socket's port in SERVER_PORT)."""
+
+        @functools.wraps(view)
+        def guarded() -> Response:
+            if admin and request.environ.get("SERVER_PORT") != str(admin):
+                raise NotFound()  # the same answer as a path the receiver does not have
+            return view()
+
+        return guarded
+
     @app.get("/readyz")
+    @private
     def readyz() -> Response:
         return receiver.readiness()
 
     @app.get("/metrics")
+    @private
     def metrics_view() -> Response:
         payload, content_type = metrics.render([receiver.state])
         return Response(payload, 200, content_type=content_type)
@@ -461,6 +480,7 @@ def register_routes(app: Flask, receiver: Receiver) -> None:
     openapi = orjson.dumps(document(ROUTES))
 
     @app.get("/openapi.json")
+    @private
     def openapi_view() -> Response:
         return Response(openapi, 200, mimetype=JSON)
 

@@ -98,6 +98,8 @@ class Settings:
     """RETENTION_DAYS: days of events and page views kept, by month of receipt (0 keeps all)."""
     worker_metrics_port: int = 0
     """WORKER_METRICS_PORT: where a worker serves Prometheus metrics (0 turns it off)."""
+    admin_port: int = 0
+    """ADMIN_PORT: a second port of the receiver for /readyz, /metrics and /openapi.json, which the public port then refuses (0: all on one port)."""
 
     read_api_port: int = 8001
     """READ_API_PORT: where `make run-readapi` serves the read API (its gunicorn command's --bind wins)."""
