@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 import redis
 from flask import Flask, Response, request
-from werkzeug.exceptions import NotFound
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import NotFound
 
 from api.auth import (
     check_domains,
