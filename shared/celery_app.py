@@ -41,6 +41,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
+        # A failover or a restart of Redis is waited out, however long: the worker stays up
+        # (Celery's default gives up after 100 tries and the process exits).
+        broker_connection_max_retries=None,
         broker_pool_limit=10,
         worker_prefetch_multiplier=settings.worker_prefetch,
         worker_concurrency=settings.worker_concurrency,

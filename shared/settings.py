@@ -127,7 +127,7 @@ class Settings:
     """TASK_MAX_RETRIES: retries of a transient database failure before a dead letter."""
     task_time_limit: int = 300
     """TASK_TIME_LIMIT: seconds one message may take before its worker process is replaced."""
-    visibility_timeout: int = 3600
+    visibility_timeout: int = 900
     """VISIBILITY_TIMEOUT: seconds before Redis gives an unacknowledged message to another worker."""
     replay_batch_size: int = 100
     """REPLAY_BATCH_SIZE: calls per queue message that replays make (at most MAX_BATCH_CALLS)."""

@@ -27,11 +27,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
 from shared import wire
-from shared.queues import APPLY_TASK, INGEST
+from shared.queues import APPLY_TASK, INGEST, QUEUES
+from shared.redisconn import make_redis
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -109,9 +112,14 @@ def append(self: kombu_redis.QoS, message: Any, delivery_tag: str) -> None:
 
 
 def ack(self: kombu_redis.QoS, delivery_tag: str) -> None:
-    """kombu's `QoS.ack` (a MULTI, which a full Redis refuses), as a script it runs."""
-    with self.channel.conn_or_acquire() as client:
-        client.eval(_ACK, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
+    """kombu's `QoS.ack` (a MULTI, which a full Redis refuses), as a script it runs; a message
+    delivered on a channel closed since (its connection lost in a failover while the message was
+    being applied) is acknowledged through a client of its own."""
+    if self.channel.connection is None and _detached:
+        _detached[0].eval(_ACK, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
+    else:
+        with self.channel.conn_or_acquire() as client:
+            client.eval(_ACK, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
     kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
 
@@ -143,15 +151,60 @@ _original_restore_visible = kombu_redis.QoS.restore_visible
 def restore_visible(self: kombu_redis.QoS, *args: Any, **kwargs: Any) -> None:
     """kombu's sweep of `unacked`, which takes a lock (a write) first: a full Redis skips a round
     (the next comes within a minute) instead of stopping the worker."""
+    restore_orphans()
     try:
         _original_restore_visible(self, *args, **kwargs)
     except _OOM:
         logger.warning("redis is full, restoring unacknowledged messages later")
 
 
-def install(celery: Celery) -> None:
-    """Make this process's kombu Redis transport tolerant of poison messages and a full Redis."""
+_original_restore_unacked = kombu_redis.QoS.restore_unacked
+
+_detached: list[redis.Redis] = []
+"""The client (one, made at install) for acknowledgements whose channel is gone."""
+_orphans: set[bytes] = set()
+"""Tags of held messages a closed channel could not hand back."""
+
+
+def restore_unacked(self: kombu_redis.QoS, client: Any = None) -> Any:
+    """kombu's hand-back of the messages a worker holds when its connection closes. On a
+    sentinel:// connection lost in a failover it fails (kombu 5.7: the closed channel rebuilds its
+    pool from a connection that is gone, AttributeError in `_connparams`) and the worker exits; a
+    Redis that cannot be reached fails it too. The messages are still in `unacked`: the worker
+    stays up, finishes what it runs, and kombu's sweep restores the rest after VISIBILITY_TIMEOUT."""
+    try:
+        return _original_restore_unacked(self, client)
+    except (AttributeError, kombu_redis.redis.exceptions.RedisError) as exc:
+        logger.warning(
+            "cannot hand back held messages now, retrying after reconnecting",
+            extra={"held": len(self._delivered), "error": type(exc).__name__},
+        )
+        _orphans.update(str(tag).encode() for tag in self._delivered)
+        self._delivered.clear()
+        return None
+
+
+def restore_orphans() -> None:
+    """Hand back the messages a closed channel could not (`restore_unacked`), through the
+    detached client, once Redis answers again: a message applied meanwhile by this worker is
+    delivered again and skipped (its messageId), none waits for VISIBILITY_TIMEOUT."""
+    if not _orphans or not _detached:
+        return
+    tags = sorted(_orphans)
+    try:
+        restored = wire.restore_unacked(_detached[0], 0, QUEUES, tags=tags)
+    except kombu_redis.redis.exceptions.RedisError:
+        return  # the next sweep tries again
+    _orphans.difference_update(tags)
+    logger.warning("held messages handed back", extra={"restored": len(restored)})
+
+
+def install(celery: Celery, settings: Settings) -> None:
+    """Make this process's kombu Redis transport tolerant of poison messages, a full Redis and a
+    failover."""
+    _detached[:] = [make_redis(settings)]
     kombu_redis.QoS.restore_visible = restore_visible  # type: ignore[method-assign]
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
     kombu_redis.QoS.ack = ack  # type: ignore[method-assign]
     kombu_redis.Channel._size = size  # type: ignore[method-assign]
     kombu_redis.Channel._queue_bind = queue_bind  # type: ignore[method-assign]

@@ -83,7 +83,7 @@ def queue_requeue(older_than: timedelta, as_json: bool) -> None:
     """Put unacknowledged messages delivered longer ago than --older-than back on their queue.
 
     A worker killed outright leaves the messages it held unacknowledged, and Redis hands them to
-    another worker only after VISIBILITY_TIMEOUT (an hour by default). Once that worker is known to
+    another worker only after VISIBILITY_TIMEOUT (15 minutes by default). Once that worker is known to
     be gone, this gives them back now, first in line. A message still held by a live worker is
     applied twice, which changes nothing (each messageId is applied once).
     """
