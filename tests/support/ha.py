@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
@@ -213,3 +214,72 @@ def first_applied_after(engine: Engine, message_id: str, since: float, timeout: 
                 return time.monotonic() - since
         time.sleep(0.1)
     raise AssertionError(f"nothing after {message_id} applied within {timeout} s")
+
+
+def postgres_bin() -> Path | None:
+    """The directory of the newest installed Postgres server binaries, if any."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PostgresPair:
+    """A primary and a streaming standby made from it (pg_basebackup), as the `postgres` OS user
+    in a temporary directory; the primary commits only once the standby has flushed
+    (synchronous_standby_names, set on the primary alone so the promoted standby does not wait
+    for a standby of its own)."""
+
+    def __init__(self, bin_dir: Path, ports: tuple[int, int], directory: Path) -> None:
+        self.bin, self.ports, self.dir = bin_dir, ports, directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.primary, self.standby = self.dir / "primary", self.dir / "standby"
+        self._run("initdb", "-D", str(self.primary), "-U", "postgres", "--auth=trust")
+        self._start(self.primary, ports[0])
+        self._run("pg_basebackup", "-D", str(self.standby), "-R", "-X", "stream",
+                  "-h", "127.0.0.1", "-p", str(ports[0]), "-U", "postgres")  # fmt: skip
+        self._start(self.standby, ports[1])
+        with self.admin(ports[0]) as conn:
+            conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("CREATE DATABASE userdest")
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [str(self.bin / tool), *args]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    def _start(self, data: Path, port: int) -> None:
+        opts = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(data), "-l", str(self.dir / f"{data.name}.log"),
+                  "-o", opts, "-w", "start")  # fmt: skip
+
+    @staticmethod
+    def admin(port: int) -> Any:
+        import psycopg
+
+        return psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True)
+
+    def url(self, *ports: int) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
+        return f"postgresql://postgres@{hosts}/userdest?target_session_attrs=read-write"
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary's postmaster, as a host that dies."""
+        pid = int((self.primary / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.standby), "-w", "promote")
+
+    def stop(self) -> None:
+        for data in (self.primary, self.standby):
+            pid_file = data / "postmaster.pid"
+            if pid_file.exists():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
