@@ -35,6 +35,7 @@ from shared import wire
 from shared.queues import APPLY_TASK, INGEST, QUEUES
 from shared.redisconn import make_redis
 from shared.settings import Settings
+from workers.failures import is_not_primary
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -57,7 +58,10 @@ return 1
 """
 
 _original_loads = kombu_redis.loads
-_OOM = kombu_redis.redis.exceptions.OutOfMemoryError
+_REFUSED = kombu_redis.redis.exceptions.ResponseError
+"""What a Redis that refuses writes raises (OutOfMemoryError, ReadOnlyError and NOREPLICAS are all
+ResponseErrors): full, a replica, or short of replicas; the start-up writes below wait for it
+instead of stopping the worker."""
 
 
 def set_aside(raw: bytes | str, reason: str, celery: Celery) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def size(self: kombu_redis.Channel, queue: str) -> int:
     """kombu's queue length, read in a MULTI that a full Redis refuses: read without one then."""
     try:
         return int(_original_size(self, queue))
-    except _OOM:
+    except _REFUSED:
         with self.conn_or_acquire() as client:
             return sum(int(client.llen(self._q_for_pri(queue, p))) for p in self.priority_steps)
 
@@ -141,8 +145,11 @@ def queue_bind(self: kombu_redis.Channel, *args: Any) -> None:
     the one recorded before, and the worker starts."""
     try:
         _original_queue_bind(self, *args)
-    except _OOM:
-        logger.warning("redis is full, keeping the queue bindings it has")
+    except _REFUSED as exc:
+        logger.warning(
+            "redis refuses writes, keeping the queue bindings it has",
+            extra={"error": type(exc).__name__},
+        )
 
 
 _original_restore_visible = kombu_redis.QoS.restore_visible
@@ -154,8 +161,11 @@ def restore_visible(self: kombu_redis.QoS, *args: Any, **kwargs: Any) -> None:
     restore_orphans()
     try:
         _original_restore_visible(self, *args, **kwargs)
-    except _OOM:
-        logger.warning("redis is full, restoring unacknowledged messages later")
+    except _REFUSED as exc:
+        logger.warning(
+            "redis refuses writes, restoring unacknowledged messages later",
+            extra={"error": type(exc).__name__},
+        )
 
 
 _original_restore_unacked = kombu_redis.QoS.restore_unacked
@@ -199,6 +209,22 @@ def restore_orphans() -> None:
     logger.warning("held messages handed back", extra={"restored": len(restored)})
 
 
+_original_brpop_read = kombu_redis.Channel._brpop_read
+
+
+def brpop_read(self: kombu_redis.Channel, **options: Any) -> Any:
+    """BRPOP pops, a write that a replica (READONLY) or a master short of replicas (NOREPLICAS)
+    refuses, and kombu stops the worker on it: reported as a lost connection instead, Celery
+    reconnects with backoff until a master takes writes."""
+    try:
+        return _original_brpop_read(self, **options)
+    except kombu_redis.redis.exceptions.ResponseError as exc:
+        if not is_not_primary(exc):
+            raise
+        self.client.connection.disconnect()
+        raise kombu_redis.redis.exceptions.ConnectionError(f"waiting for a master: {exc}") from None
+
+
 def install(celery: Celery, settings: Settings) -> None:
     """Make this process's kombu Redis transport tolerant of poison messages, a full Redis and a
     failover."""
@@ -208,5 +234,6 @@ def install(celery: Celery, settings: Settings) -> None:
     kombu_redis.QoS.ack = ack  # type: ignore[method-assign]
     kombu_redis.Channel._size = size  # type: ignore[method-assign]
     kombu_redis.Channel._queue_bind = queue_bind  # type: ignore[method-assign]
+    kombu_redis.Channel._brpop_read = brpop_read  # type: ignore[method-assign]
     kombu_redis.loads = tolerant_loads(celery)
     kombu_redis.QoS.append = append  # type: ignore[method-assign]

@@ -11,9 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Connection, Engine, text
 
+from shared.celery_app import make_celery
+from shared.publish import Publisher
+from shared.queues import INGEST
 from shared.settings import Settings
+from tests.support.envelopes import envelope
 from tests.support.ha import (
     Sender,
     applied_ids,
@@ -154,3 +159,32 @@ def test_a_frozen_replication_link_then_a_lost_master_loses_nothing_with_wait(
     assert accepted_while_frozen <= 1  # at most one call acknowledged just before the freeze
     assert (lost, duplicated) == (0, 0)
     assert alive, "the worker process died in the failover"
+
+
+def test_a_worker_started_while_redis_refuses_writes_stays_up(
+    clean_db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """min-replicas-to-write without a replica: every write is NOREPLICAS, and a starting worker
+    used to stop at mingle's broadcast or its queue bindings."""
+    tenant = make_tenant(clean_db)
+    with redis_group(REDIS_PORTS[:1], [], tmp_path):
+        master = redis.Redis(port=REDIS_PORTS[0])
+        master.config_set("min-replicas-to-write", 1)
+        env = stack_env(settings) | {"REDIS_URL": f"redis://127.0.0.1:{REDIS_PORTS[0]}/0"}
+        worker = start_worker(env, tmp_path / "worker.log")
+        try:
+            wait_for(
+                lambda: "refuses writes" in (tmp_path / "worker.log").read_text(),
+                timeout=60,
+                what="the worker to meet the refusal",
+            )
+            time.sleep(3)
+            assert worker.poll() is None, "the worker stopped on a refused write"
+            master.config_set("min-replicas-to-write", 0)
+            body = {"type": "page", "userId": "u1", "properties": {"url": "https://x.example/"}}
+            publisher = Publisher(make_celery(settings), master)
+            publisher.publish(envelope(tenant.app_id, [body]).to_dict(), INGEST)
+            wait_for(lambda: len(applied_ids(clean_db)) == 1, timeout=60, what="the call applied")
+        finally:
+            stop(worker)
+            master.close()
