@@ -10,8 +10,9 @@ kombu and checks it against one written by `send_task`, so an upgrade that chang
 there and not in production. `userdest replay` and `userdest deadletters replay` publish through the
 same class, onto the `replay` queue.
 
-The client has short socket timeouts (BROKER_TIMEOUT) and retries only a dropped connection, once,
-so an unreachable Redis is reported promptly.
+The client (shared/redisconn.py) has short socket timeouts (BROKER_TIMEOUT) and retries only a
+dropped connection, once, so an unreachable Redis is reported promptly. With REDIS_WAIT_REPLICAS the
+LPUSH is followed by WAIT in the same pipeline, and too few replicas raise BrokerUnreplicated.
 """
 
 from __future__ import annotations
