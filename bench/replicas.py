@@ -16,6 +16,8 @@ import redis
 
 from bench.load import Request, send
 from bench.stack import BenchError, Stack, Target, free_port
+from shared.queues import INGEST
+from shared.wire import UNACKED
 
 
 def _replica(
@@ -46,6 +48,20 @@ def _replica(
     raise BenchError("the bench's replica did not sync within 30 s")
 
 
+def _drained(target: Target, max_seconds: float) -> None:
+    """Wait until the stack's worker has taken and acknowledged everything the phase queued, so
+    the bench leaves no message behind (the calls are applied, or skipped as duplicates)."""
+    client = redis.Redis.from_url(target.redis_url, socket_timeout=10)
+    try:
+        deadline = time.monotonic() + max_seconds
+        while client.llen(INGEST) or client.hlen(UNACKED):
+            if time.monotonic() > deadline:
+                raise BenchError("the WAIT phase's calls were not applied in time")
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
 def wait_cost(
     target: Target, api_key: str, requests: list[Request], clients: int, max_seconds: float,
     logs: Path,
@@ -62,6 +78,7 @@ def wait_cost(
                 with Stack(target, logs / f"wait-{name}", env=env) as stack:
                     phase = send(stack.url, api_key, requests, clients, max_seconds)
                     stack.check_alive()
+                    _drained(target, max_seconds)
                 if phase.calls < len(requests):
                     raise BenchError(f"{len(requests) - phase.calls} calls refused {name} WAIT")
                 rates[name] = phase.calls / phase.seconds if phase.seconds > 0 else 0.0

@@ -84,6 +84,7 @@ def test_a_primary_killed_and_its_standby_promoted_loses_nothing(
             ).verify()
             upgrade(settings)
             engine = make_engine(settings)
+            again = make_engine(Settings(database_url=pair.url(PG_PORTS[1])))
             with engine.begin() as conn:
                 app_id = make_app(conn, "failover")
             publisher = Publisher(make_celery(settings), make_redis(settings), settings)
@@ -101,19 +102,19 @@ def test_a_primary_killed_and_its_standby_promoted_loses_nothing(
                     group.signal(group.master_port(), signal.SIGKILL)
                 time.sleep(1)  # a failover manager's detection time
                 pair.promote()
-                again = make_engine(Settings(database_url=pair.url(PG_PORTS[1])))
                 before = len(_applied(again))
                 wait_for(lambda: len(_applied(again)) > before, timeout=30, what="applying again")
                 applying_again = time.monotonic() - killed
                 sender.join(timeout=60)
-                wait_for(lambda: set(sent) <= set(_applied(again)), timeout=60, what="everything")
+                wait_for(lambda: set(sent) <= set(_applied(again)), timeout=120, what="everything")
                 time.sleep(1)
                 ids = _applied(again)
                 alive = worker.poll() is None
-                again.dispose()
             finally:
                 stop(worker)
                 sender.join(timeout=60)
+                engine.dispose()
+                again.dispose()
     finally:
         pair.stop()
     lost = len(set(sent) - set(ids))
