@@ -48,7 +48,13 @@ ERROR_CODES = {
     403: ["invalid_api_key", "untrusted_domain", "wrong_scope"],
     415: ["unsupported_encoding"],
     429: ["rate_limited"],
-    503: ["broker_unavailable", "broker_full", "auth_unavailable", "auth_busy"],
+    503: [
+        "broker_unavailable",
+        "broker_unreplicated",
+        "broker_full",
+        "auth_unavailable",
+        "auth_busy",
+    ],
 }
 """Codes of refused requests, by HTTP status."""
 

@@ -186,6 +186,7 @@ class Receiver:
             client,
             settings.retry_after_seconds,
             HighWater(client, settings.redis_high_water),
+            settings,
         )
         self._bytes = {r.endpoint: metrics.HTTP_REQUEST_BYTES.labels(r.endpoint) for r in ROUTES}
         self._accepted = {r.endpoint: metrics.CALLS_ACCEPTED.labels(r.endpoint) for r in ROUTES}

@@ -36,6 +36,7 @@ FIGURES: dict[str, str] = {
     "drain_single_calls_per_s": "calls/s a worker drains from a backlog of one-call messages",
     "drain_batch_calls_per_s": "calls/s a worker drains from a backlog of the same calls in 100s",
     "drain_single_to_batch": "one-call drain ÷ batch drain (target >= 0.5)",
+    "receiver_wait_to_no_wait": "single calls/s with REDIS_WAIT_REPLICAS=1 ÷ without, same run (target >= 0.85)",
     "drain_batch_to_postgres": "batch drain ÷ Postgres rows/s (target >= 0.09)",
     "apply_lag_p99_ms": "sent to committed, 99th percentile, single calls at half the receiver's "
     "rate (target <= 1000)",
@@ -161,6 +162,10 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         "the same calls")  # fmt: skip
     row("one-call ÷ batch drain", f"{f['drain_single_to_batch']:.3f}", "target >= 0.5, aim 0.8")
     row("batch drain ÷ Postgres", f"{f['drain_batch_to_postgres']:.3f}", "target >= 0.09")
+    waits = report["replica_wait"]
+    row("with WAIT 1 ÷ without", f"{f['receiver_wait_to_no_wait']:.3f}",
+        f"{waits['with_calls_per_s']:,.0f} ÷ {waits['without_calls_per_s']:,.0f} single calls/s, "
+        "a local replica; target >= 0.85")  # fmt: skip
     row("apply lag p99", f"{f['apply_lag_p99_ms']:,.0f} ms",
         f"p50 {lag['p50_ms']:,.0f} ms; {lag['calls']:,} single calls at {lag['rate_per_s']:,.0f}/s "
         "(half the receiver's rate); target <= 1000 ms")  # fmt: skip

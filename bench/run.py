@@ -29,7 +29,7 @@ from rich.console import Console
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from bench import ceilings, cpu, drain, report
+from bench import ceilings, cpu, drain, replicas, report
 from bench.lag import paced_lag
 from bench.load import PhaseResult, Request, batch_requests, send, single_requests
 from bench.stack import (
@@ -57,6 +57,8 @@ WARMUP_CALLS = 60
 LAG_LOAD = 0.5
 """The lag phase sends single calls at this share of the receiver's measured single-call rate."""
 LAG_SECONDS = 10.0
+WAIT_CALLS = 3000
+"""Single calls sent in each half of the WAIT phase (without, then with REDIS_WAIT_REPLICAS=1)."""
 """How long the lag phase lasts (2 s with --quick)."""
 DRAIN_CALLS = 20_000
 """Calls in each drain measurement (the first of the batch calls; all of them with --quick)."""
@@ -247,6 +249,11 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
                 target, engine, client, batch_requests(drained, BATCH_SIZE), "batch", logs
             ),
         }
+        wait_n = min(len(singles), WAIT_CALLS)
+        say(f"sending {wait_n:,} single calls without WAIT, then with REDIS_WAIT_REPLICAS=1")
+        waits = replicas.wait_cost(
+            target, api_key, singles[:wait_n], opts.clients, opts.max_seconds, logs
+        )
         machine = report.machine(target.database_url, client)
     finally:
         engine.dispose()
@@ -276,6 +283,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
     figures = _figures(
         receiver, end_to_end, redis_figures, pg, base, len(batch_calls) / max(1, len(batches))
     ) | _worker_figures(drains, pg, lag)
+    figures["receiver_wait_to_no_wait"] = waits["ratio"]
     result = {
         "bench": "userdest",
         "format": 1,
@@ -300,6 +308,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
         "baseline": base,
         "drains": drains,
         "apply_lag": lag,
+        "replica_wait": waits,
         "problems": _problems(single, batch, end_to_end, base, len(singles), len(batches))
         + (
             [f"the lag phase applied {lag['applied']} of {lag['calls']} calls"]

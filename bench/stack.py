@@ -132,8 +132,15 @@ class Stack:
     Use as a context manager: leaving it, by any exception or KeyboardInterrupt included, stops both.
     """
 
-    def __init__(self, target: Target, logs: Path, log_level: str = "INFO") -> None:
+    def __init__(
+        self,
+        target: Target,
+        logs: Path,
+        log_level: str = "INFO",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.target = target
+        self.env = env or {}
         self.logs = logs
         self.log_level = log_level
         self.port = 0
@@ -171,6 +178,7 @@ class Stack:
             "REDIS_URL": self.target.redis_url,
             "LOG_LEVEL": self.log_level,
             "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir.name,
+            **self.env,
         }
         env.pop("WEB_CONCURRENCY", None)  # -w below is the bench's parameter
         commands = {

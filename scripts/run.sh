@@ -67,7 +67,9 @@ set -m
   >"$LOGS/receiver.log" 2>&1 &
 receiver=$!
 # --quiet: no ASCII banner, so the worker's log is JSON lines from its first line.
-"$BIN/celery" --quiet -A workers worker -Q ingest,replay -c 2 \
+# --without-mingle --without-gossip: their broadcasts are writes a full or replica-starved Redis
+# refuses, and a refusal at start-up stops the worker; userdest uses neither.
+"$BIN/celery" --quiet -A workers worker -Q ingest,replay -c 2 --without-mingle --without-gossip \
   >"$LOGS/worker.log" 2>&1 &
 worker=$!
 set +m

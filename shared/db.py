@@ -11,9 +11,22 @@ from sqlalchemy.orm import sessionmaker
 
 from shared.settings import Settings
 
+CONNECT_ARGS: dict[str, object] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""libpq options every engine starts from: a host that drops packets (a dead primary, a network
+split) fails a connection attempt within connect_timeout, which then tries DATABASE_URL's next host,
+and an open connection to it within about 25 s of keepalives, instead of hanging until the kernel's
+two-hour default. An engine's own connect_args win."""
 
-def make_engine(settings: Settings, **kwargs: object) -> Engine:
+
+def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     """An engine for DATABASE_URL; pool_pre_ping so a restarted Postgres costs one retry, not a crash."""
+    kwargs["connect_args"] = {**CONNECT_ARGS, **kwargs.get("connect_args", {})}
     kwargs.setdefault("pool_pre_ping", True)
     # Error messages then never quote a statement's parameters: they hold traits, and errors are logged.
     kwargs.setdefault("hide_parameters", True)

@@ -10,8 +10,9 @@ kombu and checks it against one written by `send_task`, so an upgrade that chang
 there and not in production. `userdest replay` and `userdest deadletters replay` publish through the
 same class, onto the `replay` queue.
 
-The client has short socket timeouts (BROKER_TIMEOUT) and retries only a dropped connection, once,
-so an unreachable Redis is reported promptly.
+The client (shared/redisconn.py) has short socket timeouts (BROKER_TIMEOUT) and retries only a
+dropped connection, once, so an unreachable Redis is reported promptly. With REDIS_WAIT_REPLICAS the
+LPUSH is followed by WAIT in the same pipeline, and too few replicas raise BrokerUnreplicated.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from shared import wire
+from shared.redisconn import NotReplicated, check_replicated, wait_command
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,16 +40,9 @@ class BrokerUnavailable(Exception):
     """Redis did not take the message: nothing of it was enqueued."""
 
 
-def make_redis(settings: Settings, read_timeout: float | None = None) -> redis.Redis:
-    """A Redis client with bounded waits (BROKER_TIMEOUT, or `read_timeout` for answers that may
-    be large) and one retry of a dropped connection."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=read_timeout or settings.broker_timeout,
-        socket_connect_timeout=settings.broker_timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        health_check_interval=30,
-    )
+class BrokerUnreplicated(BrokerUnavailable):
+    """Redis took the message but fewer replicas than REDIS_WAIT_REPLICAS acknowledged it in time:
+    it may well be applied, and a sender's retry of it is deduplicated by its messageId."""
 
 
 MEMORY_CHECK_SECONDS = 1.0
@@ -108,9 +101,13 @@ class HighWater:
 class Publisher:
     """Enqueues envelopes for the APPLY_TASK task on a queue, or raises BrokerUnavailable."""
 
-    def __init__(self, celery: Celery, client: redis.Redis) -> None:
+    def __init__(
+        self, celery: Celery, client: redis.Redis, settings: Settings | None = None
+    ) -> None:
         self._celery = celery
         self._client = client
+        self._settings = settings
+        self._wait = wait_command(settings) if settings is not None else None
 
     def message(self, envelope: dict[str, Any], queue: str) -> bytes:
         """The bytes kombu's Redis transport would push for `send_task(APPLY_TASK, [envelope])`."""
@@ -129,7 +126,20 @@ class Publisher:
             return 0
         payloads = [self.message(envelope, queue) for envelope in envelopes]
         try:
-            self._client.lpush(queue, *payloads)
+            if self._wait is None or self._settings is None:
+                self._client.lpush(queue, *payloads)
+            else:
+                # WAIT counts the writes of its own connection: one pipeline keeps both on one.
+                pipe = self._client.pipeline(transaction=False)
+                pipe.lpush(queue, *payloads)
+                pipe.execute_command(*self._wait)
+                check_replicated(self._settings, int(pipe.execute()[-1]))
+        except NotReplicated as exc:
+            logger.warning(
+                "enqueued without replicas",
+                extra={"request_id": envelopes[0].get("request_id"), "error": str(exc)},
+            )
+            raise BrokerUnreplicated(str(exc)) from None
         except redis.RedisError as exc:
             logger.warning(
                 "enqueue failed",

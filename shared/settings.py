@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from shared.queues import QUEUES
 
@@ -20,11 +20,22 @@ class SettingsError(ValueError):
 
 
 def _sqlalchemy_url(url: str) -> str:
-    """Accept the usual `postgresql://` form and pick the psycopg 3 driver for it."""
+    """Accept the usual `postgresql://` form and pick the psycopg 3 driver for it.
+
+    libpq's multi-host form `postgresql://u@h1:5432,h2:5432/db`, which SQLAlchemy's URL parser
+    cannot read, becomes SQLAlchemy's own `postgresql+psycopg://u@/db?host=h1:5432&host=h2:5432`;
+    the other multi-host forms (`?host=h1,h2&port=p1,p2`, `?host=h1:p1&host=h2:p2`) pass as they are.
+    """
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    split = urlsplit(url)
+    userinfo, _, hosts = split.netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    query = "&".join([*(f"host={host}" for host in hosts.split(",")), *filter(None, [split.query])])
+    netloc = f"{userinfo}@" if userinfo else ""
+    return urlunsplit((split.scheme, netloc, split.path, query, split.fragment))
 
 
 def _port_ok(url: str) -> bool:
@@ -33,6 +44,26 @@ def _port_ok(url: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _hosts_ok(url: str) -> bool:
+    """Every host:port of a (possibly multi-host) DATABASE_URL has a number for a port."""
+    split = urlsplit(url)
+    hosts = split.netloc.rpartition("@")[2].split(",")
+    hosts += [h for key, h in parse_qsl(split.query) if key == "host"]
+    ports = [p for key, value in parse_qsl(split.query) if key == "port" for p in value.split(",")]
+    # An IPv6 address is bracketed: only what follows "]" can hold a port.
+    tails = [host.rpartition("]")[2] for host in hosts]
+    ports += [tail.rpartition(":")[2] for tail in tails if ":" in tail]
+    return all(p.isdigit() for p in ports if p)
+
+
+def _redis_url_ok(url: str) -> bool:
+    """redis://, rediss:// or unix:// with a numeric port, or one or more sentinel:// parts."""
+    if url.startswith("sentinel://"):
+        parts = [urlsplit(part.strip()) for part in url.split(";")]
+        return all(p.scheme == "sentinel" and p.hostname and _port_ok(p.geturl()) for p in parts)
+    return urlsplit(url).scheme in ("redis", "rediss", "unix") and _port_ok(url)
 
 
 def _redact(url: str) -> str:
@@ -45,9 +76,17 @@ class Settings:
     """Every knob of userdest, each read from the environment variable of the same name."""
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/userdest"
-    """DATABASE_URL: the Postgres database, in the usual postgresql://user@host:port/db form."""
+    """DATABASE_URL: the Postgres database, postgresql://user@host:port/db, or several hosts as postgresql://user@h1:5432,h2:5432/db?target_session_attrs=read-write."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """REDIS_URL: the Redis that carries the queues and the per-key rate-limit counters."""
+    """REDIS_URL: the Redis that carries the queues and the per-key rate-limit counters: redis://host:6379/0, or its Sentinels as sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379/0."""
+    redis_sentinel_master: str = "userdest"
+    """REDIS_SENTINEL_MASTER: the name the Sentinels of a sentinel:// REDIS_URL know the master by."""
+    redis_sentinel_password: str = ""
+    """REDIS_SENTINEL_PASSWORD: the Sentinels' own password, if they have one (the master's goes in REDIS_URL)."""
+    redis_wait_replicas: int = 0
+    """REDIS_WAIT_REPLICAS: replicas that must have a message before a sender gets 200 (WAIT; 0 turns it off)."""
+    redis_wait_timeout_ms: int = 100
+    """REDIS_WAIT_TIMEOUT_MS: how long a push waits for those replicas before the answer is 503."""
 
     max_call_bytes: int = 32 * 1024
     """MAX_CALL_BYTES: the largest single call accepted, after decompression."""
@@ -88,7 +127,7 @@ class Settings:
     """TASK_MAX_RETRIES: retries of a transient database failure before a dead letter."""
     task_time_limit: int = 300
     """TASK_TIME_LIMIT: seconds one message may take before its worker process is replaced."""
-    visibility_timeout: int = 3600
+    visibility_timeout: int = 900
     """VISIBILITY_TIMEOUT: seconds before Redis gives an unacknowledged message to another worker."""
     replay_batch_size: int = 100
     """REPLAY_BATCH_SIZE: calls per queue message that replays make (at most MAX_BATCH_CALLS)."""
@@ -135,17 +174,26 @@ class Settings:
         if (
             db.scheme not in ("postgresql", "postgres", "postgresql+psycopg")
             or not db.path.strip("/")
-            or not _port_ok(self.database_url)
+            or not _hosts_ok(self.database_url)
         ):
             raise SettingsError(
-                "DATABASE_URL must look like postgresql://user@host:5432/dbname, "
+                "DATABASE_URL must look like postgresql://user@host:5432/dbname "
+                "(or postgresql://user@h1:5432,h2:5432/dbname?target_session_attrs=read-write), "
                 f"got {_redact(self.database_url)!r}"
             )
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix") or not _port_ok(
-            self.redis_url
-        ):
+        if not _redis_url_ok(self.redis_url):
             raise SettingsError(
-                f"REDIS_URL must look like redis://host:6379/0, got {_redact(self.redis_url)!r}"
+                "REDIS_URL must look like redis://host:6379/0 or "
+                "sentinel://h1:26379;sentinel://h2:26379/0, "
+                f"got {_redact(self.redis_url)!r}"
+            )
+        if self.redis_url.startswith("sentinel://") and not self.redis_sentinel_master:
+            raise SettingsError(
+                "REDIS_SENTINEL_MASTER must name the master of a sentinel:// REDIS_URL"
+            )
+        if self.redis_wait_replicas < 0 or self.redis_wait_timeout_ms <= 0:
+            raise SettingsError(
+                "REDIS_WAIT_REPLICAS must not be negative; REDIS_WAIT_TIMEOUT_MS must be positive"
             )
         for name in ("max_call_bytes", "max_batch_bytes", "max_batch_calls", "max_depth"):
             if getattr(self, name) <= 0:

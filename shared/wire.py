@@ -202,17 +202,24 @@ def delivery_times(client: redis.Redis) -> list[tuple[bytes, float]]:
     return client.zrange(UNACKED_INDEX, 0, -1, withscores=True)  # type: ignore[return-value]
 
 
-def restore_unacked(client: redis.Redis, older_than: float, queues: tuple[str, ...]) -> list[str]:
+def restore_unacked(
+    client: redis.Redis,
+    older_than: float,
+    queues: tuple[str, ...],
+    tags: list[bytes] | None = None,
+) -> list[str]:
     """Put back on their queue the unacknowledged messages delivered before the epoch second
-    `older_than` (a lost worker's), as kombu does after the visibility timeout; the queue of each.
+    `older_than` (a lost worker's), as kombu does after the visibility timeout, or those of
+    `tags` whatever their age; the queue of each.
 
     Each message moves in a transaction watching `unacked`: it leaves the hash and its index and
     goes to the consuming end of its queue (the next message a worker takes), marked redelivered,
     exactly once even while kombu's own restore runs. Entries of other queues are left alone.
     """
     restored: list[str] = []
-    tags: list[bytes] = client.zrangebyscore(UNACKED_INDEX, "-inf", older_than)  # type: ignore[assignment]
-    for tag in tags:
+    if tags is None:
+        tags = client.zrangebyscore(UNACKED_INDEX, "-inf", older_than)  # type: ignore[assignment]
+    for tag in tags or []:
 
         def move(pipe: redis.client.Pipeline, tag: bytes = tag) -> str | None:
             raw = pipe.hget(UNACKED, tag)

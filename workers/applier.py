@@ -32,8 +32,8 @@ from sqlalchemy import Connection, Engine, text
 from shared import metrics, wire
 from shared.db import make_engine
 from shared.envelope import VERSION, Envelope, EnvelopeError
-from shared.publish import make_redis
 from shared.queues import INGEST
+from shared.redisconn import make_redis
 from shared.settings import Settings
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import deadletters
@@ -41,7 +41,14 @@ from workers.apply.deadletters import LetterToKeep, letter_key
 from workers.apply.messages import Outcome, Prepared, apply_messages, message_letters, prepare
 from workers.broker import SET_ASIDE
 from workers.drain import Drainer, RedisFull, Taken
-from workers.failures import Action, classify, describe, is_unreachable, raised_at
+from workers.failures import (
+    Action,
+    classify,
+    describe,
+    is_not_primary,
+    is_unreachable,
+    raised_at,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -269,11 +276,13 @@ class Applier:
             )
 
     def _pause(self, exc: Exception, since: float) -> None:
-        """Postgres cannot be reached: consume nothing until it answers, with jittered waits so
-        that workers do not all come back at once. Past half TASK_TIME_LIMIT the message goes back
+        """Postgres cannot be reached, or takes no writes: consume nothing until a writable node
+        answers, with jittered waits so that workers do not all come back at once. Past half TASK_TIME_LIMIT the message goes back
         to the queue (Reject) and this process starts over with the next one."""
         logger.warning("database unreachable, pausing", extra={"error": describe(exc)})
         metrics.WORKER_PAUSES.inc()
+        if is_not_primary(exc):
+            self.engine.dispose()
         delay = 1.0
         while True:
             if self._clock.monotonic() - since > self.settings.task_time_limit / 2:
@@ -282,10 +291,15 @@ class Applier:
             delay = min(delay * 2, MAX_BACKOFF)
             try:
                 with self.engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
+                    read_only = conn.scalar(text("SHOW transaction_read_only")) == "on"
             except Exception as probe:
                 if not is_unreachable(probe):
                     return
+                continue
+            if read_only:
+                # Pooled connections stay on the node that refused: new ones go through
+                # DATABASE_URL's hosts again (target_session_attrs=read-write) to find the primary.
+                self.engine.dispose()
                 continue
             logger.info("database reachable, resuming")
             return

@@ -27,11 +27,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
 from shared import wire
-from shared.queues import APPLY_TASK, INGEST
+from shared.queues import APPLY_TASK, INGEST, QUEUES
+from shared.redisconn import make_redis
+from shared.settings import Settings
+from workers.failures import is_not_primary
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -54,7 +58,10 @@ return 1
 """
 
 _original_loads = kombu_redis.loads
-_OOM = kombu_redis.redis.exceptions.OutOfMemoryError
+_REFUSED = kombu_redis.redis.exceptions.ResponseError
+"""What a Redis that refuses writes raises (OutOfMemoryError, ReadOnlyError and NOREPLICAS are all
+ResponseErrors): full, a replica, or short of replicas; the start-up writes below wait for it
+instead of stopping the worker."""
 
 
 def set_aside(raw: bytes | str, reason: str, celery: Celery) -> dict[str, Any]:
@@ -109,9 +116,14 @@ def append(self: kombu_redis.QoS, message: Any, delivery_tag: str) -> None:
 
 
 def ack(self: kombu_redis.QoS, delivery_tag: str) -> None:
-    """kombu's `QoS.ack` (a MULTI, which a full Redis refuses), as a script it runs."""
-    with self.channel.conn_or_acquire() as client:
-        client.eval(_ACK, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
+    """kombu's `QoS.ack` (a MULTI, which a full Redis refuses), as a script it runs; a message
+    delivered on a channel closed since (its connection lost in a failover while the message was
+    being applied) is acknowledged through a client of its own."""
+    if self.channel.connection is None and _detached:
+        _detached[0].eval(_ACK, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
+    else:
+        with self.channel.conn_or_acquire() as client:
+            client.eval(_ACK, 2, self.unacked_index_key, self.unacked_key, delivery_tag)
     kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
 
@@ -123,7 +135,7 @@ def size(self: kombu_redis.Channel, queue: str) -> int:
     """kombu's queue length, read in a MULTI that a full Redis refuses: read without one then."""
     try:
         return int(_original_size(self, queue))
-    except _OOM:
+    except _REFUSED:
         with self.conn_or_acquire() as client:
             return sum(int(client.llen(self._q_for_pri(queue, p))) for p in self.priority_steps)
 
@@ -133,8 +145,11 @@ def queue_bind(self: kombu_redis.Channel, *args: Any) -> None:
     the one recorded before, and the worker starts."""
     try:
         _original_queue_bind(self, *args)
-    except _OOM:
-        logger.warning("redis is full, keeping the queue bindings it has")
+    except _REFUSED as exc:
+        logger.warning(
+            "redis refuses writes, keeping the queue bindings it has",
+            extra={"error": type(exc).__name__},
+        )
 
 
 _original_restore_visible = kombu_redis.QoS.restore_visible
@@ -143,17 +158,82 @@ _original_restore_visible = kombu_redis.QoS.restore_visible
 def restore_visible(self: kombu_redis.QoS, *args: Any, **kwargs: Any) -> None:
     """kombu's sweep of `unacked`, which takes a lock (a write) first: a full Redis skips a round
     (the next comes within a minute) instead of stopping the worker."""
+    restore_orphans()
     try:
         _original_restore_visible(self, *args, **kwargs)
-    except _OOM:
-        logger.warning("redis is full, restoring unacknowledged messages later")
+    except _REFUSED as exc:
+        logger.warning(
+            "redis refuses writes, restoring unacknowledged messages later",
+            extra={"error": type(exc).__name__},
+        )
 
 
-def install(celery: Celery) -> None:
-    """Make this process's kombu Redis transport tolerant of poison messages and a full Redis."""
+_original_restore_unacked = kombu_redis.QoS.restore_unacked
+
+_detached: list[redis.Redis] = []
+"""The client (one, made at install) for acknowledgements whose channel is gone."""
+_orphans: set[bytes] = set()
+"""Tags of held messages a closed channel could not hand back."""
+
+
+def restore_unacked(self: kombu_redis.QoS, client: Any = None) -> Any:
+    """kombu's hand-back of the messages a worker holds when its connection closes. On a
+    sentinel:// connection lost in a failover it fails (kombu 5.7: the closed channel rebuilds its
+    pool from a connection that is gone, AttributeError in `_connparams`) and the worker exits; a
+    Redis that cannot be reached fails it too. The messages are still in `unacked`: the worker
+    stays up, finishes what it runs, and kombu's sweep restores the rest after VISIBILITY_TIMEOUT."""
+    try:
+        return _original_restore_unacked(self, client)
+    except (AttributeError, kombu_redis.redis.exceptions.RedisError) as exc:
+        logger.warning(
+            "cannot hand back held messages now, retrying after reconnecting",
+            extra={"held": len(self._delivered), "error": type(exc).__name__},
+        )
+        _orphans.update(str(tag).encode() for tag in self._delivered)
+        self._delivered.clear()
+        return None
+
+
+def restore_orphans() -> None:
+    """Hand back the messages a closed channel could not (`restore_unacked`), through the
+    detached client, once Redis answers again: a message applied meanwhile by this worker is
+    delivered again and skipped (its messageId), none waits for VISIBILITY_TIMEOUT."""
+    if not _orphans or not _detached:
+        return
+    tags = sorted(_orphans)
+    try:
+        restored = wire.restore_unacked(_detached[0], 0, QUEUES, tags=tags)
+    except kombu_redis.redis.exceptions.RedisError:
+        return  # the next sweep tries again
+    _orphans.difference_update(tags)
+    logger.warning("held messages handed back", extra={"restored": len(restored)})
+
+
+_original_brpop_read = kombu_redis.Channel._brpop_read
+
+
+def brpop_read(self: kombu_redis.Channel, **options: Any) -> Any:
+    """BRPOP pops, a write that a replica (READONLY) or a master short of replicas (NOREPLICAS)
+    refuses, and kombu stops the worker on it: reported as a lost connection instead, Celery
+    reconnects with backoff until a master takes writes."""
+    try:
+        return _original_brpop_read(self, **options)
+    except kombu_redis.redis.exceptions.ResponseError as exc:
+        if not is_not_primary(exc):
+            raise
+        self.client.connection.disconnect()
+        raise kombu_redis.redis.exceptions.ConnectionError(f"waiting for a master: {exc}") from None
+
+
+def install(celery: Celery, settings: Settings) -> None:
+    """Make this process's kombu Redis transport tolerant of poison messages, a full Redis and a
+    failover."""
+    _detached[:] = [make_redis(settings)]
     kombu_redis.QoS.restore_visible = restore_visible  # type: ignore[method-assign]
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
     kombu_redis.QoS.ack = ack  # type: ignore[method-assign]
     kombu_redis.Channel._size = size  # type: ignore[method-assign]
     kombu_redis.Channel._queue_bind = queue_bind  # type: ignore[method-assign]
+    kombu_redis.Channel._brpop_read = brpop_read  # type: ignore[method-assign]
     kombu_redis.loads = tolerant_loads(celery)
     kombu_redis.QoS.append = append  # type: ignore[method-assign]

@@ -27,7 +27,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     # Without -Q a worker consumes every declared queue; WORKER_QUEUES narrows that. -Q still wins.
     app.conf.task_queues = [q for q in app.conf.task_queues if q.name in settings.queues]
     register(app, settings)
-    broker.install(app)
+    broker.install(app, settings)
     metrics.prime_worker_series()
 
     @celeryd_init.connect(weak=False)

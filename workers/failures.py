@@ -4,6 +4,10 @@
 | --------------------------------------------------------- | ----------- |
 | the task's soft time limit                                | DEAD_LETTER |
 | Postgres cannot be reached (down, restarting, network)    | PAUSE       |
+| a node that takes no writes until a failover: a Postgres  | PAUSE       |
+|   standby or demoted primary (25006), a Redis replica     |             |
+|   (READONLY), a Redis master short of replicas            |             |
+|   (NOREPLICAS)                                            |             |
 | a conflict that may pass: deadlock, serialization, lock   | RETRY       |
 |   or statement timeout, a unique or foreign key another   |             |
 |   transaction changed first, a profile merged meanwhile   |             |
@@ -21,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -40,7 +45,15 @@ cancelled by its timeout, and a unique or foreign key that another transaction c
 race to retry, not to hide). Anything else fails the same way every time."""
 
 UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03"})
-"""The server is shutting down, crashed, or not accepting connections yet."""
+"""The server is shutting down, crashed, or not accepting connections yet (57P03 is also a node
+still in recovery)."""
+
+READ_ONLY_STATE = "25006"
+"""A write on a read-only node: a hot standby, or a primary demoted during a failover."""
+
+NO_REPLICAS = "NOREPLICAS"
+"""Redis's answer to a write on a master with fewer good replicas than min-replicas-to-write
+(redis-py has no class of its own for it; a write to a replica, READONLY, is ReadOnlyError)."""
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -62,6 +75,16 @@ def is_unreachable(exc: BaseException) -> bool:
     return state is None and isinstance(exc, OperationalError)
 
 
+def is_not_primary(exc: BaseException) -> bool:
+    """The node answers but takes no writes until a failover gives it (or another) the primary's
+    role: worth waiting for as for an outage, never a dead letter."""
+    if sqlstate(exc) == READ_ONLY_STATE:
+        return True
+    if isinstance(exc, redis.ReadOnlyError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(NO_REPLICAS)
+
+
 def is_conflict(exc: BaseException) -> bool:
     """A conflict with another transaction that may not happen again."""
     return isinstance(exc, ProfileVanished) or sqlstate(exc) in CONFLICT_STATES
@@ -70,6 +93,7 @@ def is_conflict(exc: BaseException) -> bool:
 RULES: tuple[tuple[Callable[[BaseException], bool], Action], ...] = (
     (lambda exc: isinstance(exc, SoftTimeLimitExceeded), Action.DEAD_LETTER),
     (is_unreachable, Action.PAUSE),
+    (is_not_primary, Action.PAUSE),
     (is_conflict, Action.RETRY),
 )
 """The table above, first match wins; what matches no rule is ISOLATE."""

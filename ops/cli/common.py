@@ -254,7 +254,8 @@ def broker(settings: Settings, read_timeout: float | None = None) -> Iterator[re
     """A Redis client for REDIS_URL that answers now; any Redis failure becomes one line."""
     import redis
 
-    from shared.publish import BrokerUnavailable, make_redis
+    from shared.publish import BrokerUnavailable
+    from shared.redisconn import make_redis
 
     client = make_redis(settings, read_timeout)
     try:

@@ -31,12 +31,10 @@ def ensure_database(settings: Settings) -> bool:
     """Create the database DATABASE_URL names unless it exists; True when it was created."""
     url = make_url(settings.sqlalchemy_url)
     name = url.database or ""
-    maintenance = url.set(drivername="postgresql", database="postgres")
-    with psycopg.connect(
-        maintenance.render_as_string(hide_password=False),
-        autocommit=True,
-        connect_timeout=CONNECT_TIMEOUT,
-    ) as conn:
+    # SQLAlchemy's dialect turns every multi-host form into libpq's keywords (host=h1,h2 port=p1,p2).
+    _, params = url.get_dialect()().create_connect_args(url.set(database="postgres"))
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return False
         try:

@@ -181,7 +181,7 @@ def deadletters_replay(
         ids = tuple(edits)
     settings = load_settings()
     with broker(settings) as client, celery_app(settings) as celery:
-        publisher = Publisher(celery, client)
+        publisher = Publisher(celery, client, settings)
         high_water = HighWater(client, settings.redis_high_water)
 
         def unit(session: Session) -> dict[str, Any]:

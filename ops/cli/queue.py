@@ -83,15 +83,25 @@ def queue_requeue(older_than: timedelta, as_json: bool) -> None:
     """Put unacknowledged messages delivered longer ago than --older-than back on their queue.
 
     A worker killed outright leaves the messages it held unacknowledged, and Redis hands them to
-    another worker only after VISIBILITY_TIMEOUT (an hour by default). Once that worker is known to
+    another worker only after VISIBILITY_TIMEOUT (15 minutes by default). Once that worker is known to
     be gone, this gives them back now, first in line. A message still held by a live worker is
     applied twice, which changes nothing (each messageId is applied once).
     """
     from ops import queues
+    from shared.redisconn import NotReplicated, replicated
 
     settings = load_settings()
     with broker(settings) as client:
         moved = queues.requeue_unacked(client, older_than.total_seconds())
+        try:
+            replicated(client, settings)
+        except NotReplicated as exc:
+            # Nothing is lost either way: a message not yet moved on a replica is still in its
+            # `unacked` there, and comes back after VISIBILITY_TIMEOUT or a second requeue.
+            raise click.ClickException(
+                f"requeued {sum(moved.values())} messages, but {exc}: run it again if Redis "
+                "fails over now"
+            ) from None
     answer = {"requeued": moved, "older_than_seconds": older_than.total_seconds()}
     if as_json:
         emit(answer, True)

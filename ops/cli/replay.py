@@ -187,7 +187,9 @@ def replay_file(
                 recorder = RunRecorder(engine, app_id, queue, path)
                 run_id = recorder.id
                 high_water = HighWater(client, settings.redis_high_water)
-                send = replay.publisher_send(Publisher(celery, client), queue, high_water, _waiting)
+                send = replay.publisher_send(
+                    Publisher(celery, client, settings), queue, high_water, _waiting
+                )
                 summary = run(recorder.recording(send))
                 recorder.finish(summary)
         finally:

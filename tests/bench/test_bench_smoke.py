@@ -42,6 +42,7 @@ FIGURES = (
     "drain_batch_calls_per_s",
     "drain_single_to_batch",
     "drain_batch_to_postgres",
+    "receiver_wait_to_no_wait",
     "apply_lag_p99_ms",
 )
 

@@ -22,8 +22,9 @@ from ops.queues import export_lines
 from shared import readmodel
 from shared.celery_app import make_celery
 from shared.envelope import Envelope
-from shared.publish import Publisher, make_redis
+from shared.publish import Publisher
 from shared.queues import INGEST, REPLAY
+from shared.redisconn import make_redis
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import iso, utcnow

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from shared.settings import Settings, SettingsError
 
@@ -171,3 +172,55 @@ print(len(names))
     )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 10
+
+
+@pytest.mark.parametrize(
+    ("url", "driver_url"),
+    [
+        (
+            "postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
+            "postgresql+psycopg://u@/db?host=h1:5432&host=h2:5433&target_session_attrs=read-write",
+        ),
+        ("postgresql://u@h1,h2/db", "postgresql+psycopg://u@/db?host=h1&host=h2"),
+        (
+            "postgresql://u@/db?host=h1,h2&port=5432,5433",
+            "postgresql+psycopg://u@/db?host=h1,h2&port=5432,5433",
+        ),
+        (
+            "postgresql://u@/db?host=h1:5432&host=h2:5433",
+            "postgresql+psycopg://u@/db?host=h1:5432&host=h2:5433",
+        ),
+    ],
+)
+def test_libpq_multi_host_urls_verify_and_reach_sqlalchemy(url: str, driver_url: str) -> None:
+    settings = Settings(database_url=url).verify()
+    assert settings.sqlalchemy_url == driver_url
+    make_url(settings.sqlalchemy_url)  # SQLAlchemy reads it
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sentinel://127.0.0.1:26379/0",
+        "sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379/0",
+        "sentinel://:secret@h1:26379;sentinel://h2/1",
+    ],
+)
+def test_sentinel_urls_verify(url: str) -> None:
+    Settings(redis_url=url).verify()
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"redis_url": "sentinel://h1:26379;redis://h2:6379/0"}, "REDIS_URL"),
+        ({"redis_url": "sentinel://h1:x/0"}, "REDIS_URL"),
+        ({"database_url": "postgresql://u@h1:5432,h2:x/db"}, "DATABASE_URL"),
+        ({"redis_wait_replicas": -1}, "REDIS_WAIT_REPLICAS"),
+        ({"redis_wait_timeout_ms": 0}, "REDIS_WAIT_TIMEOUT_MS"),
+        ({"redis_url": "sentinel://h1/0", "redis_sentinel_master": ""}, "REDIS_SENTINEL_MASTER"),
+    ],
+)
+def test_bad_high_availability_settings_are_named(changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings(**changes).verify()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InternalError, OperationalError
 
 from tests.support.faults import PgError
 from workers.apply.store import ProfileVanished, UnknownApp
@@ -23,6 +24,10 @@ def pg(kind: type[Exception], sqlstate: str | None) -> Exception:
         (pg(OperationalError, "08006"), Action.PAUSE),  # connection failure
         (pg(OperationalError, "57P01"), Action.PAUSE),  # admin shutdown
         (pg(OperationalError, "57P03"), Action.PAUSE),  # cannot connect now (starting up)
+        (pg(InternalError, "25006"), Action.PAUSE),  # a write on a standby or a demoted primary
+        (redis.ReadOnlyError("You can't write against a read only replica."), Action.PAUSE),
+        (redis.ResponseError("NOREPLICAS Not enough good replicas to write."), Action.PAUSE),
+        (redis.ResponseError("WRONGTYPE Operation against a key"), Action.ISOLATE),
         (pg(OperationalError, "40P01"), Action.RETRY),  # deadlock
         (pg(OperationalError, "40001"), Action.RETRY),  # serialization failure
         (pg(OperationalError, "55P03"), Action.RETRY),  # lock timeout

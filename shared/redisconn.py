@@ -1,0 +1,103 @@
+"""Every Redis client of userdest comes from here: one plain `redis://` URL, or Redis Sentinel.
+
+REDIS_URL names either one Redis (`redis://host:6379/0`) or the Sentinels that watch a master, in
+kombu's own form `sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379/0`, with the master's
+name in REDIS_SENTINEL_MASTER. With Sentinels, redis-py's `Sentinel.master_for` asks them for the
+master on every new connection, so a client follows a failover by itself; the workers' Celery app
+hands the same URL and options to kombu's `sentinel://` transport (shared/celery_app.py).
+
+REDIS_WAIT_REPLICAS makes a write that answers a sender wait for that many replicas (`replicated`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from shared.settings import Settings
+
+SENTINEL_PORT = 26379
+
+
+def sentinel_nodes(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
+    """The (host, port) of each Sentinel in a `sentinel://...;sentinel://.../db` URL, the database
+    number (from the last part, as kombu reads it) and the master's password, if one part has it."""
+    nodes: list[tuple[str, int]] = []
+    db, password = 0, None
+    for part in url.split(";"):
+        split = urlsplit(part.strip())
+        if split.scheme != "sentinel" or not split.hostname:
+            raise ValueError(f"not a sentinel:// address: {part!r}")
+        nodes.append((split.hostname, split.port or SENTINEL_PORT))
+        if split.password:
+            password = unquote(split.password)
+        if split.path.strip("/"):
+            db = int(split.path.strip("/"))
+    return nodes, db, password
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith("sentinel://")
+
+
+def sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    """How to talk to the Sentinels themselves (redis-py's and kombu's `sentinel_kwargs`)."""
+    return {
+        "socket_timeout": settings.broker_timeout,
+        "socket_connect_timeout": settings.broker_timeout,
+        "password": settings.redis_sentinel_password or None,
+    }
+
+
+def make_redis(settings: Settings, read_timeout: float | None = None) -> redis.Redis:
+    """A Redis client with bounded waits (BROKER_TIMEOUT, or `read_timeout` for answers that may
+    be large) and one retry of a dropped connection; through the Sentinels when REDIS_URL names
+    them."""
+    options: dict[str, Any] = {
+        "socket_timeout": read_timeout or settings.broker_timeout,
+        "socket_connect_timeout": settings.broker_timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        "health_check_interval": 30,
+    }
+    if not is_sentinel(settings.redis_url):
+        return redis.Redis.from_url(settings.redis_url, **options)
+    nodes, db, password = sentinel_nodes(settings.redis_url)
+    sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs(settings))
+    return sentinel.master_for(settings.redis_sentinel_master, db=db, password=password, **options)
+
+
+class NotReplicated(redis.RedisError):
+    """Fewer replicas than REDIS_WAIT_REPLICAS acknowledged a write in REDIS_WAIT_TIMEOUT_MS: the
+    write may still be on the master, but a failover now could lose it."""
+
+
+def wait_command(settings: Settings) -> tuple[Any, ...] | None:
+    """The WAIT to send after a write on the same connection, or None where it is off."""
+    if settings.redis_wait_replicas <= 0:
+        return None
+    return ("WAIT", settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+
+
+def check_replicated(settings: Settings, acknowledged: int) -> None:
+    """Raise NotReplicated unless WAIT's answer reaches REDIS_WAIT_REPLICAS."""
+    if acknowledged < settings.redis_wait_replicas:
+        raise NotReplicated(
+            f"{acknowledged} of {settings.redis_wait_replicas} replicas acknowledged "
+            f"within {settings.redis_wait_timeout_ms} ms"
+        )
+
+
+def replicated(client: redis.Redis, settings: Settings) -> None:
+    """After writes made by this thread through `client`: wait for REDIS_WAIT_REPLICAS replicas,
+    or raise NotReplicated. WAIT counts the writes of its own connection; redis-py's pool hands a
+    thread back the connection it last returned (last in, first out), so a single-threaded caller
+    (the CLI) waits on the connection that wrote. The receiver, which has threads, puts WAIT in the
+    pipeline of its push instead (shared/publish.py)."""
+    command = wait_command(settings)
+    if command is not None:
+        check_replicated(settings, int(client.execute_command(*command)))
