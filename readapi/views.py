@@ -31,6 +31,7 @@ from shared.keycache import AuthCache, key_from_authorization
 from shared.models import Identity
 from shared.queuestate import read_queues
 from shared.ratelimit import RateLimiter
+from shared.redisconn import make_redis
 from shared.settings import Settings
 from shared.timeparse import parse_iso
 
@@ -63,11 +64,7 @@ class ReadApi:
             },
             pool_timeout=settings.broker_timeout,
         )
-        self.redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.broker_timeout,
-            socket_connect_timeout=settings.broker_timeout,
-        )
+        self.redis = make_redis(settings)  # a redis:// or a sentinel:// URL alike
         self.auth = AuthCache(
             self.engine,
             settings.auth_cache_ttl,

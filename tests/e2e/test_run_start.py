@@ -53,24 +53,29 @@ def test_make_run_prints_only_json_lines_after_its_banner(
     port = free_port()
     env = {**stack_env(settings), "PORT": str(port)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    run = subprocess.Popen(
-        ["bash", "scripts/run.sh"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    printed = tmp_path / "printed.txt"
+    with printed.open("wb") as out_file:
+        run = subprocess.Popen(
+            ["bash", "scripts/run.sh"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     logs = tmp_path / ".run"
     try:
         wait_for(lambda: _ready(logs), timeout=60, what="the worker's ready line")
         # A receiver process warns (if it does) as it boots, before it serves a request.
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), what="the receiver")
+        # The script prints its banner once both answer: on a loaded machine, after the above.
+        wait_for(lambda: b"userdest is running" in printed.read_bytes(), timeout=60,
+                 what="the banner")  # fmt: skip
         receiver_plain = _plain_lines(logs / "receiver.log")
         worker_plain = _plain_lines(logs / "worker.log")
     finally:
         os.killpg(run.pid, signal.SIGTERM)
-        out, err = run.communicate(timeout=60)
-    assert b"userdest is running" in out, (out, err)
+        run.wait(timeout=60)
+    assert b"userdest is running" in printed.read_bytes()
     assert receiver_plain == [], receiver_plain
     assert worker_plain == [], worker_plain
