@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from shared import wire
 from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.migrate import upgrade
 from shared.publish import BrokerUnavailable, Publisher
-from shared.queues import INGEST
+from shared.queues import INGEST, QUEUES
 from shared.redisconn import make_redis
 from shared.settings import Settings
 from tests.support.factories import make_app
@@ -106,7 +107,16 @@ def test_a_primary_killed_and_its_standby_promoted_loses_nothing(
                 wait_for(lambda: len(_applied(again)) > before, timeout=30, what="applying again")
                 applying_again = time.monotonic() - killed
                 sender.join(timeout=60)
-                wait_for(lambda: set(sent) <= set(_applied(again)), timeout=120, what="everything")
+                held_back = 0
+                try:
+                    wait_for(lambda: set(sent) <= set(_applied(again)), timeout=120, what="all")
+                except AssertionError:
+                    # Seen once on a loaded machine: a message the worker held when the master
+                    # died stayed unacknowledged on the new master, to come back only after
+                    # VISIBILITY_TIMEOUT. Give held messages back now, as kombu's sweep or
+                    # `userdest queue requeue` would: a message that is truly gone still fails.
+                    held_back = len(wire.restore_unacked(make_redis(settings), time.time(), QUEUES))
+                    wait_for(lambda: set(sent) <= set(_applied(again)), timeout=60, what="all")
                 time.sleep(1)
                 ids = _applied(again)
                 alive = worker.poll() is None
@@ -121,7 +131,8 @@ def test_a_primary_killed_and_its_standby_promoted_loses_nothing(
     duplicated = sum(n - 1 for n in Counter(ids).values() if n > 1)
     print(
         f"\npostgres failover{' with redis' if redis_too else ''}: {len(sent)} sent, lost {lost}, "
-        f"duplicated {duplicated}, applying again after {applying_again:.1f} s"
+        f"duplicated {duplicated}, applying again after {applying_again:.1f} s, "
+        f"{held_back} held back until requeued"
     )
     assert (lost, duplicated) == (0, 0)
     assert alive, "the worker process died"
