@@ -13,11 +13,11 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.test_release import (
-    _METADATA,
-    _STRING_MAP,
+from tests.support.k8s import (
     KEDA_SCHEMAS,
     KUBERNETES,
+    METADATA,
+    STRING_MAP,
     applied_in_order,
     references,
 )
@@ -33,7 +33,7 @@ CNPG_SCHEMA: dict[str, Any] = {
     "properties": {
         "apiVersion": {"const": "postgresql.cnpg.io/v1"},
         "kind": {"const": "Cluster"},
-        "metadata": _METADATA,
+        "metadata": METADATA,
         "spec": {
             "type": "object",
             "required": ["instances", "storage"],
@@ -44,13 +44,13 @@ CNPG_SCHEMA: dict[str, Any] = {
                 "inheritedMetadata": {
                     "type": "object",
                     "additionalProperties": False,
-                    "properties": {"labels": _STRING_MAP, "annotations": _STRING_MAP},
+                    "properties": {"labels": STRING_MAP, "annotations": STRING_MAP},
                 },
                 "postgresql": {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "parameters": _STRING_MAP,
+                        "parameters": STRING_MAP,
                         "synchronous": {
                             "type": "object",
                             "required": ["method", "number"],

@@ -16,32 +16,17 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support.k8s import (
+    KEDA_SCHEMAS,
+    KUBERNETES,
+    applied_in_order,
+    kustomization,
+    pods,
+    references,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "kubernetes"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-KUBERNETES = "1.30.0"
-"""The Kubernetes version whose schemas the manifests must pass (kubernetes-validate ships them)."""
-
-
-def kustomization() -> dict[str, Any]:
-    return dict(yaml.safe_load((K8S / "kustomization.yaml").read_text()))
-
-
-def applied_in_order() -> list[dict[str, Any]]:
-    """Every object, in the order `kubectl apply -k` is given them."""
-    return [
-        doc
-        for name in kustomization()["resources"]
-        for doc in yaml.safe_load_all((K8S / name).read_text())
-        if doc
-    ]
-
-
-def pods(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj.get("spec", {})
-    if obj["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
-    return dict(spec.get("template", {}).get("spec", {}))
 
 
 def images() -> list[str]:
@@ -128,142 +113,6 @@ def test_keda_reads_the_password_redis_url_carries() -> None:
 
 
 # --- schemas, applied in order ---------------------------------------------------------------------
-
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_METADATA = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string"},
-        "namespace": {"type": "string"},
-        "labels": _STRING_MAP,
-        "annotations": _STRING_MAP,
-    },
-    "additionalProperties": False,
-}
-KEDA_SCHEMAS: dict[str, dict[str, Any]] = {
-    # The fields KEDA documents for keda.sh/v1alpha1 (its ScaledObject and TriggerAuthentication
-    # specifications); anything else is a mistake the cluster would reject or ignore.
-    "ScaledObject": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"},
-            "kind": {"const": "ScaledObject"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "required": ["scaleTargetRef", "triggers"],
-                "additionalProperties": False,
-                "properties": {
-                    "scaleTargetRef": {
-                        "type": "object",
-                        "required": ["name"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "apiVersion": {"type": "string"},
-                            "kind": {"type": "string"},
-                            "name": {"type": "string"},
-                            "envSourceContainerName": {"type": "string"},
-                        },
-                    },
-                    "pollingInterval": {"type": "integer", "minimum": 1},
-                    "cooldownPeriod": {"type": "integer", "minimum": 0},
-                    "initialCooldownPeriod": {"type": "integer", "minimum": 0},
-                    "idleReplicaCount": {"type": "integer", "minimum": 0},
-                    "minReplicaCount": {"type": "integer", "minimum": 0},
-                    "maxReplicaCount": {"type": "integer", "minimum": 1},
-                    "fallback": {"type": "object"},
-                    "advanced": {"type": "object"},
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "metadata"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "type": {"type": "string"},
-                                "name": {"type": "string"},
-                                "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                                "useCachedMetrics": {"type": "boolean"},
-                                "metadata": _STRING_MAP,
-                                "authenticationRef": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "name": {"type": "string"},
-                                        "kind": {
-                                            "enum": [
-                                                "TriggerAuthentication",
-                                                "ClusterTriggerAuthentication",
-                                            ]
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-    "TriggerAuthentication": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"},
-            "kind": {"const": "TriggerAuthentication"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "secretTargetRef": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["parameter", "name", "key"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "parameter": {"type": "string"},
-                                "name": {"type": "string"},
-                                "key": {"type": "string"},
-                            },
-                        },
-                    },
-                    "env": {"type": "array"},
-                    "podIdentity": {"type": "object"},
-                },
-            },
-        },
-    },
-}
-
-
-def references(obj: dict[str, Any]) -> set[tuple[str, str]]:
-    """(kind, name) of the objects `obj` needs to exist first."""
-    needed: set[tuple[str, str]] = set()
-    spec = pods(obj)
-    for item in spec.get("containers", []) + spec.get("initContainers", []):
-        for source in item.get("envFrom", []):
-            kind = "ConfigMap" if "configMapRef" in source else "Secret"
-            needed.add((kind, next(iter(source.values()))["name"]))
-    if obj["kind"] in ("ScaledObject", "HorizontalPodAutoscaler"):
-        needed.add(("Deployment", obj["spec"]["scaleTargetRef"]["name"]))
-    for trigger in obj.get("spec", {}).get("triggers", []) if obj["kind"] == "ScaledObject" else []:
-        if "authenticationRef" in trigger:
-            needed.add(("TriggerAuthentication", trigger["authenticationRef"]["name"]))
-    if obj["kind"] == "TriggerAuthentication":
-        needed |= {("Secret", ref["name"]) for ref in obj["spec"].get("secretTargetRef", [])}
-    if obj["kind"] == "Ingress":
-        for rule in obj["spec"]["rules"]:
-            for path in rule["http"]["paths"]:
-                needed.add(("Service", path["backend"]["service"]["name"]))
-    return needed
 
 
 def test_the_manifests_apply_in_order_and_pass_their_schemas() -> None:
