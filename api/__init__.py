@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # unpatched SSLContext (and gevent would print a MonkeyPatchWarning outside the JSON log).
     from flask import Flask
 
+    from api.body import closing
     from api.errors import register_error_handlers
     from api.views import Receiver, register_routes
     from shared.logs import configure_logging
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["userdest"] = receiver
     register_error_handlers(app)
     register_routes(app, receiver)
+    app.wsgi_app = closing(app.wsgi_app)  # type: ignore[method-assign,assignment]
     return app
 
 

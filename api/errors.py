@@ -15,6 +15,7 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from api.body import CLOSE
 from shared.calls import Refusal
 from shared.metrics import APP_REQUESTS_REFUSED, HTTP_ERRORS
 
@@ -54,6 +55,9 @@ def _request_id() -> str | None:
 
 def handle_refusal(error: Refusal) -> Response:
     HTTP_ERRORS.labels(error.code).inc()
+    if error.code == "payload_too_large":
+        # What is left of an oversize body, if any, is not worth reading for another request.
+        request.environ[CLOSE] = True
     app = request.environ.get(APP_LABEL)
     if app is not None:
         APP_REQUESTS_REFUSED.labels(app).inc()
