@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 import orjson
@@ -303,3 +305,19 @@ older_option = click.option(
 
 def app_id_of(session: Session, app_name: str | None) -> int | None:
     return None if app_name is None else tenancy.get_app(session, app_name).id
+
+
+def private_file(path: str) -> BinaryIO:
+    """`path` opened for writing by its owner alone (0600: an export holds trait values and
+    emails), never through a symbolic link (one planted at the name would send them elsewhere).
+    Every command's --out file goes through here."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise click.ClickException(
+                f"{path} is a symbolic link: not writing through it"
+            ) from None
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+    return os.fdopen(fd, "wb")

@@ -23,6 +23,7 @@ from ops.cli.common import (
     one_line,
     optional_app,
     parse_duration_option,
+    private_file,
     reason_option,
     require_yes,
 )
@@ -123,7 +124,7 @@ def deadletters_export(
             include_replayed=include_replayed,
         )
         written = 0
-        handle = click.open_file(out or "-", "wb")
+        handle = private_file(out) if out else click.open_file("-", "wb")
         with handle:
             for row in dead_letters.export_letters(session, where):
                 handle.write(orjson.dumps(row) + b"\n")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import sys
 from datetime import timedelta
 from typing import Any, BinaryIO
@@ -25,6 +23,7 @@ from ops.cli.common import (
     optional_app,
     parse_duration_option,
     printable,
+    private_file,
 )
 from shared import tenancy
 from shared.queues import QUEUES
@@ -145,7 +144,7 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
         if out is None:
             target = sys.stdout.buffer
         else:
-            target = raw = _private_file(out)
+            target = raw = private_file(out)
             if out.endswith(".gz"):
                 target = gzip.GzipFile(fileobj=raw, mode="wb", filename="")
         try:
@@ -183,18 +182,3 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
         click.echo(
             f"exported {summary.messages} messages ({summary.calls} calls) from {name}", err=True
         )
-
-
-def _private_file(path: str) -> BinaryIO:
-    """`path` opened for writing by its owner alone (0600: an export holds trait values and
-    emails), never through a symbolic link (one planted at the name would send them elsewhere)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise click.ClickException(
-                f"{path} is a symbolic link: not writing through it"
-            ) from None
-        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
-    return os.fdopen(fd, "wb")

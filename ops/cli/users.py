@@ -17,6 +17,7 @@ from ops.cli.common import (
     in_transaction,
     json_option,
     limit_option,
+    private_file,
 )
 from shared import readmodel, search, tenancy
 from shared.erasure import erase
@@ -154,7 +155,7 @@ def users_export(app_name: str, id: str, out: str | None) -> None:
     if out is None:
         click.echo(data.decode())
     else:
-        with open(out, "wb") as handle:
+        with private_file(out) as handle:
             handle.write(data)
 
 

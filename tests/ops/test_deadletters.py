@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,7 +20,14 @@ from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import iso
 from tests.support.apply import apply_envelope
-from tests.support.cli import Invoke, envelopes, invoker, ok, one_line_error
+from tests.support.cli import (
+    Invoke,
+    envelopes,
+    invoker,
+    ok,
+    one_line_error,
+    writes_private_files,
+)
 from tests.support.tasks import FakeTask, applying
 from workers.apply.deadletters import LetterToKeep, keep
 
@@ -444,6 +452,15 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
 
 
 # --- export, fix, replay ----------------------------------------------------------------------
+
+
+def test_export_out_is_private_and_never_written_through_a_link(
+    invoke: Invoke, seeded: Seeded, tmp_path: Path
+):
+    writes_private_files(
+        lambda out: invoke("deadletters", "export", "--app", "shop", "--out", str(out)), tmp_path
+    )
+    assert (tmp_path / "export.json").read_bytes().count(b"\n") >= 1
 
 
 def test_export_fix_and_replay_from_the_file(

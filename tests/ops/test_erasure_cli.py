@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ from shared import readmodel
 from shared.envelope import Envelope
 from shared.settings import Settings
 from tests.support.apply import apply_envelope
-from tests.support.cli import invoker, ok
+from tests.support.cli import invoker, ok, writes_private_files
 from tests.support.envelopes import envelope
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -70,6 +71,17 @@ def test_users_export_holds_everything_about_the_person(
     # The properties as sent, though the columns hold url and title only once.
     assert view["properties"] == {"url": "https://x.example/p", "title": "P", "extra": 1}
     assert data["profile"]["companies"][0]["group_id"] == "g1"
+
+
+def test_users_export_out_is_private_and_never_written_through_a_link(
+    clean_db: Engine, settings: Settings, shop: int, tmp_path: Path
+) -> None:
+    _person(clean_db, shop, "u1", "a1")
+    run = invoker(settings)
+    writes_private_files(
+        lambda out: run("users", "export", "--app", "shop", "u1", "--out", str(out)), tmp_path
+    )
+    assert orjson.loads((tmp_path / "export.json").read_bytes())["profile"]["user_id"] == "u1"
 
 
 def test_users_delete_removes_every_row_and_suppresses_later_calls(

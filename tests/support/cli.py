@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -74,3 +77,27 @@ def replay_answer(result: Result) -> dict[str, Any]:
     run = answer.pop("run")
     assert run is None or (run.startswith("run_") and len(run) == 16), run
     return answer  # type: ignore[no-any-return]
+
+
+def writes_private_files(export: Callable[[Path], Result], tmp_path: Path) -> None:
+    """`export` (a command run with `--out PATH`) writes PATH 0600 under the usual umask, new or
+    existing, and refuses a symbolic link planted at PATH instead of writing through it."""
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "export.json"
+        ok(export(out))
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        existing = tmp_path / "existing.json"
+        existing.write_bytes(b"old")
+        existing.chmod(0o644)
+        ok(export(existing))
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    target = tmp_path / "someone-elses-file"
+    target.write_bytes(b"keep me")
+    link = tmp_path / "planted.json"
+    link.symlink_to(target)
+    line = one_line_error(export(link))
+    assert line == f"Error: {link} is a symbolic link: not writing through it"
+    assert target.read_bytes() == b"keep me"
