@@ -18,6 +18,7 @@ sets up logging it replaces this handler instead of adding a second one: every l
 
 import logging
 import os
+import re
 from typing import Any
 
 from gunicorn import glogging
@@ -38,6 +39,36 @@ class Logger(glogging.Logger):
         super().setup(cfg)
         if not self.access_log.isEnabledFor(logging.INFO):
             self._access_log_enabled = False
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        # gunicorn answers a request it cannot parse itself and logs it as one preformatted line,
+        # "Invalid request from ip=ADDRESS: ERROR", where ERROR quotes what was sent (the request
+        # line with its query string, a header). Anyone can send one: the line keeps the kind of
+        # error only, without the client's address (no log line holds one) or their bytes.
+        if isinstance(msg, str) and msg.startswith(_INVALID_REQUEST):
+            error = msg.partition(": ")[2]
+            super().warning("invalid request", extra={"error": invalid_request_kind(error)})
+            return
+        super().warning(msg, *args, **kwargs)
+
+    def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        # "Error handling request METHOD URI": the URI's query string is the sender's data.
+        if isinstance(msg, str) and msg.startswith(_ERROR_HANDLING):
+            super().exception("error handling a request")
+            return
+        super().exception(msg, *args, **kwargs)
+
+
+_INVALID_REQUEST = "Invalid request from ip="
+_ERROR_HANDLING = "Error handling request"
+# gunicorn's parse errors read "KIND: 'what was sent'", "KIND (sizes)" or "Proxy request from
+# 'host' not allowed": the kind is the text before the first colon, quote or parenthesis.
+_KIND_END = re.compile(r"[:'\"(]")
+
+
+def invalid_request_kind(error: str) -> str:
+    """The kind of a gunicorn parse error, without the bytes it quotes."""
+    return _KIND_END.split(error, maxsplit=1)[0].strip()[:80] or "unparsed"
 
 
 logger_class = "api.gunicorn_conf.Logger"

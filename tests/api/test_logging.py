@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from api.gunicorn_conf import invalid_request_kind
 from shared.logs import HANDLER_NAME, configure_logging
 from tests.support.receiver import Tenant, basic, gz, jdump
 
@@ -121,3 +122,17 @@ def test_gunicorn_builds_no_access_line_its_configuration_drops(quiet: bool) -> 
     logger = gunicorn_conf.Logger(cfg) if quiet else glogging.Logger(cfg)
     assert logger.access_log_enabled is not quiet
     assert gunicorn_conf.logger_class == "api.gunicorn_conf.Logger"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ("Invalid HTTP request line: 'GET /?writeKey=k HTTP/1.1 x'", "Invalid HTTP request line"),
+        ("Invalid HTTP header name: 'X k'", "Invalid HTTP header name"),
+        ("Request Line is too large (9000 > 4094)", "Request Line is too large"),
+        ("Proxy request from '203.0.113.7' not allowed", "Proxy request from"),
+        ("'", "unparsed"),
+    ],
+)
+def test_gunicorn_parse_errors_keep_their_kind_only(error: str, kind: str):
+    assert invalid_request_kind(error) == kind

@@ -1,7 +1,9 @@
-"""Oversize bodies sent to the production receiver (gunicorn with api/gunicorn_conf.py, as the image
-starts it) by a client that writes its whole body before it reads the answer, as urllib, requests
-and most server libraries do: the sender must get the 400 payload_too_large, not a reset
-connection it would retry forever."""
+"""The production receiver (gunicorn with api/gunicorn_conf.py, as the image starts it) facing
+oversize bodies and requests gunicorn cannot parse.
+
+Oversize bodies are sent by a client that writes its whole body before it reads the answer, as
+urllib, requests and most server libraries do: the sender must get the 400 payload_too_large, not
+a reset connection it would retry forever."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from api.body import DRAIN_BYTES
 from shared.settings import Settings
 from tests.support.fixtures import fixture
 from tests.support.receiver import basic, make_tenant, queued
-from tests.support.stack import receiver, stack_env
+from tests.support.stack import log_records, receiver, stack_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.e2e
 def production_receiver(
     clean_db: Engine, settings: Settings, redis_client: object, tmp_path: Path
 ) -> Iterator[tuple[str, int]]:
+    """Its log is tmp_path / "receiver.log"."""
     env = stack_env(settings)
     env.pop("WEB_CONCURRENCY", None)
     with receiver(env, tmp_path / "receiver.log") as url:
@@ -108,3 +111,36 @@ def test_a_body_announced_past_the_drain_bound_is_answered_and_closed(
     assert head.startswith(b"HTTP/1.1 400"), head
     assert b"connection: close" in head.lower()
     assert orjson.loads(body)["code"] == "payload_too_large"
+
+
+MARK = "probe-5521"
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        f"GET /v1/track?writeKey={MARK} HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        f"POST /v1/track HTTP/1.1\r\nHost: x\r\nX {MARK}: v\r\n\r\n",
+        f"{MARK}\x01 / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["request-line", "header-name", "method"],
+)
+def test_a_request_gunicorn_cannot_parse_is_logged_without_address_or_bytes(
+    production_receiver: tuple[str, int], tmp_path: Path, request_head: str
+) -> None:
+    host, port = production_receiver
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(request_head.encode("latin-1"))
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    log = tmp_path / "receiver.log"
+
+    def warnings() -> list[dict[str, object]]:
+        return [r for r in log_records(log) if r.get("level") == "WARNING"]
+
+    wait_for(lambda: bool(warnings()), timeout=10, what="the invalid request's log line")
+    [line] = warnings()
+    assert line["msg"] == "invalid request" and line["error"]
+    text = log.read_text()
+    assert MARK not in text
+    assert "ip=" not in text and host not in str(line)
