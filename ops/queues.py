@@ -23,6 +23,10 @@ from shared.timeparse import parse_iso
 
 _BATCH_KEYS = ("context", "integrations")
 
+APP_FIELD = "userdestApp"
+"""The name of the app whose calls an exported line holds, beside `batch`: `userdest replay --app`
+refuses a line of another app (receivers ignore the field)."""
+
 
 def queue_stats(client: redis.Redis) -> dict[str, dict[str, Any]]:
     """Each queue's waiting and unacknowledged messages, the lag (age in seconds of its oldest
@@ -75,10 +79,15 @@ def export_calls(envelope: Envelope) -> list[Any]:
     return calls
 
 
-def export_lines(envelope: Envelope, max_bytes: int, max_calls: int) -> Iterator[bytes]:
-    """NDJSON lines of `{"batch": [...], "context"?, "integrations"?, "sentAt"?}` bodies for the
-    envelope, each within `max_bytes` and `max_calls` so that `userdest replay` takes it whole."""
+def export_lines(
+    envelope: Envelope, max_bytes: int, max_calls: int, app: str | None = None
+) -> Iterator[bytes]:
+    """NDJSON lines of `{"batch": [...], "context"?, "integrations"?, "sentAt"?, "userdestApp"?}`
+    bodies for the envelope (of the app named `app`), each within `max_bytes` and `max_calls` so
+    that `userdest replay` takes it whole."""
     tail = b""
+    if app is not None:
+        tail += b',"' + APP_FIELD.encode() + b'":' + orjson.dumps(app)
     for key in _BATCH_KEYS:
         if key in envelope.defaults:
             tail += b',"' + key.encode() + b'":' + orjson.dumps(envelope.defaults[key])
@@ -127,9 +136,10 @@ def export_queue(
     max_bytes: int,
     max_calls: int,
     app_id: int | None = None,
+    app_name: Callable[[int], str | None] = lambda _: None,
 ) -> Export:
     """Write the messages waiting on `queue` (of `app_id` only, where given), oldest first,
-    without taking any off it.
+    without taking any off it; each line names its app (`app_name` of its id) in APP_FIELD.
 
     One LRANGE reads the whole list at one instant, so the export is exactly the queue as it was
     then (no message missed or written twice while receivers push and workers pop); it holds the
@@ -147,7 +157,7 @@ def export_queue(
             continue
         summary.messages += 1
         summary.app_ids.add(envelope.app_id)
-        for line in export_lines(envelope, max_bytes, max_calls):
+        for line in export_lines(envelope, max_bytes, max_calls, app_name(envelope.app_id)):
             write(line)
             summary.lines += 1
         summary.calls += sum(1 for c in envelope.calls if isinstance(c, dict)) + len(

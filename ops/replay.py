@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from ops.deadletters import is_open, metas
+from ops.queues import APP_FIELD
 from shared.calls import (
     Refusal,
     check_batch,
@@ -156,8 +157,9 @@ class Line:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def check_line(number: int, raw: bytes, settings: Settings) -> Line:
-    """Check one NDJSON line as the receiver checks a request body."""
+def check_line(number: int, raw: bytes, settings: Settings, app: str | None = None) -> Line:
+    """Check one NDJSON line as the receiver checks a request body; where `app` is given, a
+    batch line `queue export` wrote for another app (APP_FIELD) is refused whole."""
     line = Line(number)
 
     def refuse(code: str, message: str) -> Line:
@@ -171,6 +173,13 @@ def check_line(number: int, raw: bytes, settings: Settings) -> Line:
         body = parse_json(raw)
         check_depth(body, raw, settings.max_depth)
         if type(body) is dict and "batch" in body:
+            exported_from = body.get(APP_FIELD)
+            if app is not None and exported_from is not None and exported_from != app:
+                return refuse(
+                    "other_app",
+                    f"the line holds calls of the app {exported_from!r}, not {app!r} "
+                    "(--any-app replays it anyway)",
+                )
             calls, line.defaults, line.sent_at = check_batch(body, settings.max_batch_calls)
             indexed: list[tuple[int | None, Any]] = list(enumerate(calls))
         elif len(raw) > call_limit:
@@ -317,13 +326,15 @@ def replay_lines(
     app_id: int,
     settings: Settings,
     send: Send | None,
+    app: str | None = None,
     rate: float | None = None,
     on_reject: Callable[[Rejection], None] = lambda _: None,
     on_line: Callable[[Summary], None] = lambda _: None,
     pacer: Pacer | None = None,
 ) -> Summary:
     """Check every line and enqueue its good calls through `send` (None: a dry run), paced by
-    `pacer` (by default one holding to `rate` on the real clock)."""
+    `pacer` (by default one holding to `rate` on the real clock). Where `app` (the name of
+    `app_id`) is given, lines exported for another app are refused."""
     summary = Summary()
     pacer = pacer if pacer is not None else Pacer(rate)
 
@@ -346,7 +357,7 @@ def replay_lines(
         if not raw.strip():
             continue
         summary.lines += 1
-        line = check_line(number, raw, settings)
+        line = check_line(number, raw, settings, app)
         for rejection in line.rejections:
             summary.rejected += 1
             on_reject(rejection)

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 import click
 import orjson
 import psycopg
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from ops import deadletters as dead_letters
@@ -26,6 +27,7 @@ from ops.cli.common import (
     private_file,
 )
 from shared import tenancy
+from shared.models import App
 from shared.queues import QUEUES
 
 
@@ -128,8 +130,9 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
     call once and with its event time. Calls the receiver refused travel in the same messages
     (a worker stores them as dead letters): they are exported too, last in their line and as
     sent, and a replay names them again.
-    A queue holds every app's messages and `replay --app` puts a file under one app: export one
-    app at a time with --app. The summary goes to stdout with --out, else to stderr.
+    A queue holds every app's messages and `replay --app` puts a file under one app: each line
+    names its app (`userdestApp`) and a replay refuses the lines of another; export one app at a
+    time with --app. The summary goes to stdout with --out, else to stderr.
     """
     import gzip
 
@@ -137,6 +140,10 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
 
     settings = load_settings()
     app_id = None if app_name is None else in_transaction(lambda s: tenancy.get_app(s, app_name).id)
+    # Each line names its app, so that `replay --app` can refuse the lines of another.
+    names: dict[int, str] = in_transaction(
+        lambda s: {row.id: row.name for row in s.execute(select(App.id, App.name))}
+    )
     # One LRANGE answers the whole queue: give it longer than a publish gets.
     with broker(settings, read_timeout=max(60.0, settings.broker_timeout)) as client:
         target: Any
@@ -155,6 +162,7 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
                 max_bytes=settings.max_batch_bytes,
                 max_calls=settings.max_batch_calls,
                 app_id=app_id,
+                app_name=names.get,
             )
         finally:
             if out is None:
@@ -169,8 +177,8 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
         )
     if len(summary.app_ids) > 1:
         click.echo(
-            f"Warning: the export holds the calls of {len(summary.app_ids)} apps and "
-            "`userdest replay --app` puts a whole file under one; export each with --app NAME",
+            f"Warning: the export holds the calls of {len(summary.app_ids)} apps; "
+            "`userdest replay --app NAME` replays only NAME's lines; export each with --app NAME",
             err=True,
         )
     answer = {**summary.answer(), "out": out}

@@ -137,16 +137,28 @@ def replay_group() -> None:
     help="At most N calls a second.",
 )
 @click.option("--dry-run", is_flag=True, help="Check and count every line; enqueue nothing.")
+@click.option(
+    "--any-app",
+    is_flag=True,
+    help="Replay lines `queue export` wrote for another app too, under this one.",
+)
 @json_option
 def replay_file(
-    path: str, app_name: str, queue: str, rate: float | None, dry_run: bool, as_json: bool
+    path: str,
+    app_name: str,
+    queue: str,
+    rate: float | None,
+    dry_run: bool,
+    any_app: bool,
+    as_json: bool,
 ) -> None:
     """Check NDJSON Segment calls and enqueue the good ones for the app.
 
     FILE (or - for stdin, gzip or not) holds one call or one {"batch": [...]} body a line. Each line
     is checked as the receiver checks a request; refused lines go to stderr with their number and
     reason. Calls keep their messageId, or get one derived from their content, so replaying the
-    same input twice applies nothing twice.
+    same input twice applies nothing twice. A line `queue export` wrote for another app is
+    refused (`other_app`) unless --any-app.
     """
     from ops import replay
     from shared.publish import HighWater, Publisher
@@ -166,6 +178,7 @@ def replay_file(
                     app_id=app_id,
                     settings=settings,
                     send=send,
+                    app=None if any_app else app_name,
                     rate=rate,
                     on_reject=lambda rejection: say(printable(str(rejection))),
                     on_line=on_line,

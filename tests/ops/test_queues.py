@@ -257,6 +257,7 @@ def test_export_writes_the_waiting_calls_and_leaves_the_queue_as_it_was(
         ],
         "context": CONTEXT,
         "sentAt": SENT_AT,
+        "userdestApp": "shop",
     }
     # The endpoint's type goes into the call; the id the receiver assigned replaces a blank one.
     assert single == {
@@ -267,10 +268,11 @@ def test_export_writes_the_waiting_calls_and_leaves_the_queue_as_it_was(
                 "messageId": originals[1]["message_ids"][0],
                 "receivedAt": received_at,
             }
-        ]
+        ],
+        "userdestApp": "shop",
     }
     # A call's own receivedAt (an earlier replay) is the one the worker honours: it stays.
-    assert own == {"batch": [OWN_TIME]}
+    assert own == {"batch": [OWN_TIME], "userdestApp": "shop"}
 
 
 def test_export_of_an_empty_queue(invoke: Invoke, apps: dict[str, int]):
@@ -286,7 +288,9 @@ def test_an_export_replays_to_the_same_message_ids(
     originals = envelopes(redis_client, INGEST)
     exported = ok(invoke("queue", "export", "--queue", "ingest")).stdout.encode()
 
-    result = replay_ran(invoke("replay", "-", "--app", "mirror", "--json", stdin=exported))
+    result = replay_ran(
+        invoke("replay", "-", "--app", "mirror", "--any-app", "--json", stdin=exported)
+    )
     assert replay_answer(result) == {
         "accepted": 4,
         "rejected": 1,
@@ -301,7 +305,7 @@ def test_an_export_replays_to_the_same_message_ids(
     assert all(env["app_id"] == apps["mirror"] for env in replayed)
 
     redis_client.delete(REPLAY)
-    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", "--any-app", stdin=exported))
     assert message_ids(redis_client) == [m for env in originals for m in env["message_ids"]]
 
 
@@ -355,7 +359,7 @@ def test_export_to_a_gzip_file_with_a_json_summary(
         "out": str(out),
     }
     assert len(gzip.decompress(out.read_bytes()).splitlines()) == 3
-    replayed = replay_ran(invoke("replay", str(out), "--app", "mirror", "--json"))
+    replayed = replay_ran(invoke("replay", str(out), "--app", "mirror", "--any-app", "--json"))
     assert orjson.loads(replayed.stdout)["accepted"] == 4
     assert redis_client.llen(INGEST) == 3
 
@@ -373,7 +377,7 @@ def test_export_of_one_app_and_a_warning_when_apps_mix(
     assert len(only.stdout.splitlines()) == 3
     assert "Warning" not in only.stderr
     replayed = replay_ran(
-        invoke("replay", "-", "--app", "shop", "--json", stdin=only.stdout.encode())
+        invoke("replay", "-", "--app", "mirror", "--json", stdin=only.stdout.encode())
     )
     assert orjson.loads(replayed.stdout)["accepted"] == 4
     mirror_ids = [m for env in envelopes(redis_client, INGEST)[3:] for m in env["message_ids"]]
@@ -381,6 +385,32 @@ def test_export_of_one_app_and_a_warning_when_apps_mix(
     assert one_line_error(invoke("queue", "export", "--queue", "ingest", "--app", "nope")) == (
         "Error: no app named 'nope'"
     )
+
+
+def test_a_replay_refuses_the_lines_exported_for_another_app(
+    invoke: Invoke, apps: dict[str, int], publisher: Publisher, redis_client: redis.Redis
+):
+    """An export of every app replayed under one would file the other's people under it."""
+    backlog(publisher, apps["shop"])
+    backlog(publisher, apps["mirror"])
+    mixed = ok(invoke("queue", "export", "--queue", "ingest")).stdout.encode()
+    shop_ids = [m for env in envelopes(redis_client, INGEST)[:3] for m in env["message_ids"]]
+
+    refused = replay_ran(invoke("replay", "-", "--app", "shop", "--json", stdin=mixed))
+    assert orjson.loads(refused.stdout)["accepted"] == 4
+    # Mirror's three lines, and the call the receiver refused in shop's batch line.
+    assert orjson.loads(refused.stdout)["rejected"] == 4
+    assert refused.stderr.count(": other_app: ") == 3
+    assert "'mirror', not 'shop'" in refused.stderr
+    assert message_ids(redis_client) == shop_ids
+    assert {env["app_id"] for env in envelopes(redis_client)} == {apps["shop"]}
+
+    redis_client.delete(REPLAY)
+    forced = replay_ran(invoke("replay", "-", "--app", "shop", "--any-app", "--json", stdin=mixed))
+    answer = orjson.loads(forced.stdout)
+    # Both backlogs' calls (the same calls twice but where the receiver assigned an id).
+    assert (answer["accepted"] + answer["duplicates"], answer["rejected"]) == (8, 2)
+    assert "other_app" not in forced.stderr
 
 
 def test_export_skips_what_is_not_an_envelope(
@@ -461,7 +491,7 @@ def test_an_exported_backlog_replayed_elsewhere_applies_once_with_its_event_time
     source = snapshot(clean_db, apps["shop"])
 
     # The other deployment replays the export: the same profiles, events and event times.
-    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", "--any-app", stdin=exported))
     first = apply_all(clean_db, envelopes(redis_client, REPLAY))
     assert sum(sum(o.applied.values()) for o in first) == 4
     mirror = snapshot(clean_db, apps["mirror"])
@@ -469,7 +499,7 @@ def test_an_exported_backlog_replayed_elsewhere_applies_once_with_its_event_time
 
     # Replaying it again there changes nothing.
     redis_client.delete(REPLAY)
-    replay_ran(invoke("replay", "-", "--app", "mirror", stdin=exported))
+    replay_ran(invoke("replay", "-", "--app", "mirror", "--any-app", stdin=exported))
     second = apply_all(clean_db, envelopes(redis_client, REPLAY))
     assert sum(sum(o.applied.values()) for o in second) == 0
     assert sum(o.duplicates for o in second) == 4
