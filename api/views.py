@@ -21,10 +21,11 @@ import ipaddress
 import logging
 import math
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
 import orjson
@@ -165,8 +166,18 @@ def _missing_key() -> Refusal:
 class Receiver:
     """What the endpoints share within one process: settings, key cache, limiter, publisher."""
 
-    def __init__(self, settings: Settings, engine: Engine, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        client: redis.Redis,
+        clock: Callable[[], float] = monotonic,
+    ) -> None:
         self.settings = settings
+        self._clock = clock
+        self._ready: tuple[float, int, bytes] | None = None
+        """The last readiness answer: until when it holds, its status and body."""
+        self._ready_lock = threading.Lock()
         self.engine = engine
         self.redis = client
         self.auth = AuthCache(
@@ -387,7 +398,22 @@ class Receiver:
     def readiness(self) -> Response:
         """Ready while this receiver can accept calls: Redis answers and is under its high-water
         mark. Postgres is reported, not required: cached keys keep working without it,
-        and taking every receiver out of the load balancer would refuse what could be accepted."""
+        and taking every receiver out of the load balancer would refuse what could be accepted.
+
+        The answer is kept READYZ_CACHE_TTL seconds, as key lookups are: each check takes a
+        connection from the pool key lookups use, and probes, scrapers or a loop should not
+        compete with them. One check runs at a time; the requests that wait take its answer."""
+        ttl = self.settings.readyz_cache_ttl
+        with self._ready_lock:
+            if ttl > 0 and self._ready is not None and self._clock() < self._ready[0]:
+                _, status, body = self._ready
+            else:
+                status, body = self._check_readiness()
+                self._ready = (self._clock() + ttl, status, body)
+        headers = {"Retry-After": str(self.settings.retry_after_seconds)} if status != 200 else None
+        return Response(body, status, headers, mimetype=JSON)
+
+    def _check_readiness(self) -> tuple[int, bytes]:
         checks = {"redis": "ok", "postgres": "ok"}
         try:
             self.redis.ping()
@@ -401,15 +427,14 @@ class Receiver:
         except SQLAlchemyError:
             checks["postgres"] = "unreachable"
         if checks["redis"] == "ok":
-            return Response(orjson.dumps({"success": True, "checks": checks}), 200, mimetype=JSON)
+            return 200, orjson.dumps({"success": True, "checks": checks})
         body = {
             "success": False,
             "code": "not_ready",
             "message": "the queue cannot take calls",
             "checks": checks,
         }
-        headers = {"Retry-After": str(self.settings.retry_after_seconds)}
-        return Response(orjson.dumps(body), 503, headers, mimetype=JSON)
+        return 503, orjson.dumps(body)
 
 
 def cors(response: Response, method: str, requested: str | None) -> None:

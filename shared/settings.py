@@ -98,6 +98,8 @@ class Settings:
     """MAX_DEPTH: the deepest JSON nesting accepted."""
     auth_cache_ttl: float = 5.0
     """AUTH_CACHE_TTL: seconds a receiver trusts its cached view of keys and domains (<= 10)."""
+    readyz_cache_ttl: float = 1.0
+    """READYZ_CACHE_TTL: seconds a receiver answers /readyz from its last check (<= 10; 0 checks each time)."""
     trusted_proxies: int = 0
     """TRUSTED_PROXIES: how many X-Forwarded-For hops to trust when recording the remote address."""
     rate_limit_per_second: float = 0.0
@@ -206,6 +208,8 @@ class Settings:
             raise SettingsError("WORKER_BATCH_MESSAGES and WORKER_BATCH_BYTES must be positive")
         if not 0 < self.auth_cache_ttl <= 10:
             raise SettingsError("AUTH_CACHE_TTL must be above 0 and at most 10 seconds")
+        if not 0 <= self.readyz_cache_ttl <= 10:
+            raise SettingsError("READYZ_CACHE_TTL must be 0 to 10 seconds")
         if self.trusted_proxies < 0 or self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
             raise SettingsError("TRUSTED_PROXIES and RATE_LIMIT_* must not be negative")
         if not 0 < self.redis_high_water <= 1:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from flask import Flask
+from sqlalchemy import event
 
 from api.errors import answer
+from api.views import Receiver
 from shared.calls import Refusal
 from tests.support.receiver import basic, jdump
 
@@ -89,6 +93,36 @@ def test_readyz_is_503_when_redis_is_unreachable(make_receiver, engine):
     assert response.json["checks"] == {"redis": "unreachable", "postgres": "ok"}
     assert response.json["code"] == "not_ready"
     assert response.headers["Retry-After"]
+
+
+def test_readyz_answers_from_its_last_check_for_its_ttl(settings, engine, redis_client):
+    """Each check takes a connection from the pool key lookups use: probes and scrapers, or a
+    loop on the admin port, get the last answer for READYZ_CACHE_TTL seconds."""
+    now = [100.0]
+    receiver = Receiver(
+        dataclasses.replace(settings, readyz_cache_ttl=2.0),
+        engine,
+        redis_client,
+        clock=lambda: now[0],
+    )
+    checks: list[str] = []
+
+    def count(conn, cursor, statement, *rest):
+        checks.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(50):
+            assert receiver.readiness().status_code == 200
+        assert checks == ["SELECT 1"]
+        now[0] += 1.9
+        receiver.readiness()
+        assert len(checks) == 1
+        now[0] += 0.2
+        assert receiver.readiness().status_code == 200
+        assert checks == ["SELECT 1", "SELECT 1"]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
 
 
 # What Chrome puts in Access-Control-Request-Headers for each library's request (lower case, sorted;

@@ -51,7 +51,7 @@ def small_redis() -> Iterator[str]:
 def test_the_receiver_refuses_before_redis_is_full_and_readyz_says_so(
     make_receiver: Callable[..., Flask], tenant: Tenant, small_redis: str
 ) -> None:
-    app = make_receiver(redis_url=small_redis, redis_high_water=0.8)
+    app = make_receiver(redis_url=small_redis, redis_high_water=0.8, readyz_cache_ttl=0.0)
     client = app.test_client()
     batch = jdump(
         {"batch": [{"type": "track", "userId": f"u{i}", "event": "E", "properties": {"p": "x" * 200}}

@@ -101,6 +101,8 @@ def test_the_defaults_verify() -> None:
         ({"auth_cache_ttl": 0.0}, "AUTH_CACHE_TTL"),
         ({"auth_cache_ttl": 11.0}, "AUTH_CACHE_TTL"),
         ({"auth_cache_ttl": float("nan")}, "AUTH_CACHE_TTL"),
+        ({"readyz_cache_ttl": -1.0}, "READYZ_CACHE_TTL"),
+        ({"readyz_cache_ttl": float("nan")}, "READYZ_CACHE_TTL"),
         ({"trusted_proxies": -1}, "TRUSTED_PROXIES"),
         ({"rate_limit_per_second": -1.0}, "RATE_LIMIT"),
         ({"rate_limit_burst": -1}, "RATE_LIMIT"),
