@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/userdest
 export REDIS_URL ?= redis://127.0.0.1:6379/0
+# Fixed secrets for this machine's own stack only; a deployment sets its own (docs/security.md).
+export ENVELOPE_SECRET ?= make-run-envelope-secret-not-for-production
+export SUPPRESSION_SECRET ?= make-run-suppression-secret-not-for-production
 PORT ?= 8000
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= userdest

@@ -100,7 +100,7 @@ def _fresh_database() -> tuple[Settings, Engine]:
     with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type,unused-ignore]
         admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type,unused-ignore]
-    settings = Settings(database_url=f"{base}/{name}").verify()
+    settings = replace(Settings.from_env(), database_url=f"{base}/{name}").verify()
     upgrade(settings)
     return settings, make_engine(settings)
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -53,7 +53,9 @@ class Target:
     redis_url: str
 
     def settings(self) -> Settings:
-        return Settings(database_url=self.database_url, redis_url=self.redis_url).verify()
+        return replace(
+            Settings.from_env(), database_url=self.database_url, redis_url=self.redis_url
+        ).verify()
 
 
 def _with_path(url: str, path: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(args.admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')  # type: ignore[arg-type,unused-ignore]
         admin.execute(f'CREATE DATABASE "{args.database}"')  # type: ignore[arg-type,unused-ignore]
-    settings = Settings(database_url=f"{base}/{args.database}").verify()
+    settings = replace(Settings.from_env(), database_url=f"{base}/{args.database}").verify()
     upgrade(settings)
     engine = make_engine(settings)
     app_id = app_with_definitions(engine)

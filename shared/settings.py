@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from shared.queues import QUEUES
+
+SECRET_MIN = 16
+"""The shortest ENVELOPE_SECRET or SUPPRESSION_SECRET accepted."""
 
 
 class SettingsError(ValueError):
@@ -152,6 +155,11 @@ class Settings:
     log_level: str = "INFO"
     """LOG_LEVEL: the lowest level logged (DEBUG, INFO, WARNING, ERROR)."""
 
+    envelope_secret: str = field(default="", repr=False)
+    """ENVELOPE_SECRET: the key of the MAC every queued message carries; receivers, workers and the CLI share it (required)."""
+    suppression_secret: str = field(default="", repr=False)
+    """SUPPRESSION_SECRET: the key of the hashes erased ids are remembered by; workers and the CLI share it (required)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `environ` (default `os.environ`); unknown variables are ignored."""
@@ -230,6 +238,12 @@ class Settings:
             raise SettingsError(
                 f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
             )
+        for name in ("envelope_secret", "suppression_secret"):
+            if len(getattr(self, name)) < SECRET_MIN:
+                raise SettingsError(
+                    f"{name.upper()} must be set, at least {SECRET_MIN} characters "
+                    "(make run and make test set their own; see docs/security.md)"
+                )
         return self
 
     @property

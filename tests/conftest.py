@@ -19,7 +19,11 @@ from sqlalchemy.orm import Session
 from shared.db import make_engine
 from shared.migrate import upgrade
 from shared.settings import Settings
-from tests.support.db import ADMIN_URL, REDIS_BASE
+from tests.support.db import ADMIN_URL, REDIS_BASE, SECRETS
+
+for _name, _value in SECRETS.items():
+    # The processes tests start (receivers, workers, the CLI) read them from the environment.
+    os.environ[_name.upper()] = _value
 
 TEST_DB = f"userdest_test_{os.getpid()}"
 CLAIM = "userdest:test-run"
@@ -78,6 +82,7 @@ def settings() -> Iterator[Settings]:
         database_url=f"{base}/{TEST_DB}",
         redis_url=f"{REDIS_BASE}/{number}",
         auth_cache_ttl=0.5,
+        **SECRETS,
     ).verify()
     client = redis.Redis.from_url(f"{REDIS_BASE}/{number}")
     client.flushdb()

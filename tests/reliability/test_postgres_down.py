@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,7 @@ def count(engine: Engine, sql: str) -> int:
 def test_postgres_down_message_waits_and_is_applied_once(
     private_pg: PrivatePostgres, settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    pg_settings = Settings(database_url=private_pg.url, redis_url=settings.redis_url).verify()
+    pg_settings = replace(settings, database_url=private_pg.url).verify()
     upgrade(pg_settings)
     engine = make_engine(pg_settings)
     worker: subprocess.Popen[bytes] | None = None

@@ -24,6 +24,7 @@ from shared.publish import BrokerUnavailable, Publisher
 from shared.queues import INGEST, QUEUES
 from shared.redisconn import make_redis
 from shared.settings import Settings
+from tests.support.db import SECRETS
 from tests.support.factories import make_app
 from tests.support.ha import PostgresPair, postgres_bin, redis_group, redis_missing
 from tests.support.stack import stack_env, start_worker, stop, wait_for
@@ -81,7 +82,10 @@ def test_a_primary_killed_and_its_standby_promoted_loses_nothing(
     try:
         with redis_group(REDIS_PORTS, SENTINEL_PORTS, tmp_path) as group:
             settings = Settings(
-                database_url=pair.url(*PG_PORTS), redis_url=group.url, redis_wait_replicas=1
+                database_url=pair.url(*PG_PORTS),
+                redis_url=group.url,
+                redis_wait_replicas=1,
+                **SECRETS,
             ).verify()
             upgrade(settings)
             engine = make_engine(settings)

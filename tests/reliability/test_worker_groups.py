@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,7 @@ def test_a_full_redis_loses_no_message_a_worker_takes(
     private_redis: PrivateRedis, clean_db: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     app_id = make_app(clean_db, "full")
-    full = Settings(database_url=settings.database_url, redis_url=private_redis.url).verify()
+    full = replace(settings, redis_url=private_redis.url).verify()
     publisher = Publisher(make_celery(full), private_redis.client)
     for i in range(40):
         publisher.publish(env(app_id, [page(f"u{i % 5}")]), INGEST)

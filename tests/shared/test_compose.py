@@ -40,22 +40,8 @@ TOOL_VARS = {
     "POSTGRES_PASSWORD": "the password of compose's Postgres superuser",
     "USERDEST_DB_PASSWORD": "the password of compose's Postgres role for userdest",
     "REDIS_PASSWORD": "the password of compose's Redis",
-    "ENVELOPE_SECRET": "the key of the envelopes' MACs",
-    "SUPPRESSION_SECRET": "the key of the suppressed ids' hashes",
     "REDIS_MAXMEMORY": "compose's Redis memory limit",
     "STACK_REDIS_URL": "the userdest containers' REDIS_URL instead of compose's one Redis",
-}
-# Settings the deployment files set before shared/settings.py reads them (the receiver's private
-# port, the secrets, Sentinel's master name): checked as settings, and for their README row, as soon
-# as Settings has them.
-SETTINGS_AHEAD = {
-    "ADMIN_PORT",
-    "ENVELOPE_SECRET",
-    "SUPPRESSION_SECRET",
-    "REDIS_SENTINEL_MASTER",
-    "REDIS_SENTINEL_PASSWORD",
-    "REDIS_WAIT_REPLICAS",
-    "REDIS_WAIT_TIMEOUT_MS",
 }
 # Documented variables of the official postgres and redis images.
 IMAGE_VARS = {
@@ -72,8 +58,8 @@ REQUIRED = {
     "POSTGRES_PASSWORD": "pg-super",
     "USERDEST_DB_PASSWORD": "pg-app",
     "REDIS_PASSWORD": "redis-pass",
-    "ENVELOPE_SECRET": "envelope-key",
-    "SUPPRESSION_SECRET": "suppression-key",
+    "ENVELOPE_SECRET": "envelope-key-of-compose",
+    "SUPPRESSION_SECRET": "suppression-key-of-compose",
 }
 USERDEST_SERVICES = ("migrate", "receiver", "worker", "worker-replay")
 AFTER_MIGRATE = ("receiver", "worker", "worker-replay")
@@ -340,7 +326,7 @@ def test_every_variable_in_compose_is_read_by_something() -> None:
     named = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE_TEXT))
     for name in USERDEST_SERVICES:
         named |= set(environment(name))
-    unknown = named - SETTINGS_VARS - set(TOOL_VARS) - SETTINGS_AHEAD
+    unknown = named - SETTINGS_VARS - set(TOOL_VARS)
     assert not unknown, f"compose names variables nothing reads: {sorted(unknown)}"
     for var in named & set(TOOL_VARS):
         assert f"`{var}`" in readme, f"{var} ({TOOL_VARS[var]}) is not documented in README.md"
@@ -428,7 +414,7 @@ def test_the_ha_profile_runs_three_redis_and_three_sentinels_that_agree_by_two()
         assert SERVICES[name]["configs"] == SERVICES["redis"]["configs"]
     [mount] = {m["source"]: m for n in sentinels for m in SERVICES[n]["configs"]}.values()
     lines = interpolate(COMPOSE["configs"][mount["source"]]["content"]).splitlines()
-    # The master's name userdest asks for by default (REDIS_SENTINEL_MASTER, SETTINGS_AHEAD).
+    # The master's name userdest asks for by default (REDIS_SENTINEL_MASTER).
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
     master = defaults.get("redis_sentinel_master", "userdest")
     assert f"sentinel monitor {master} redis 6379 2" in lines

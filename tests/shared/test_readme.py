@@ -48,7 +48,8 @@ def expected_rows() -> dict[str, str]:
         var = f.name.upper()
         meaning = docs[f.name].removeprefix(f"{var}:").strip()
         meaning = meaning[:1].upper() + meaning[1:]
-        rows[var] = f"| `{var}` | `{f.default}` | {_cell(meaning)} |"
+        default = f"`{f.default}`" if f.default != "" else "none"
+        rows[var] = f"| `{var}` | {default} | {_cell(meaning)} |"
     return rows
 
 

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from shared.settings import Settings, SettingsError
+from shared.settings import SECRET_MIN, Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
+
+SECRETS = {"envelope_secret": "e" * SECRET_MIN, "suppression_secret": "s" * SECRET_MIN}
+"""What every verified Settings here needs besides the values a test is about."""
 
 
 def test_an_empty_environment_gives_the_defaults() -> None:
@@ -73,15 +76,25 @@ def test_settings_are_immutable() -> None:
     ],
 )
 def test_the_usual_postgres_url_gets_the_psycopg_driver(url: str, driver_url: str) -> None:
-    settings = Settings(database_url=url)
+    settings = Settings(database_url=url, **SECRETS)
     assert settings.sqlalchemy_url == driver_url
     assert settings.database_url == url
     assert settings.verify() is settings
 
 
-def test_the_defaults_verify() -> None:
-    settings = Settings()
+def test_the_defaults_verify_once_the_secrets_are_set() -> None:
+    settings = Settings(**SECRETS)
     assert settings.verify() is settings
+
+
+@pytest.mark.parametrize("name", ["envelope_secret", "suppression_secret"])
+@pytest.mark.parametrize("value", ["", "short"])
+def test_a_missing_or_short_secret_is_refused_without_showing_it(name: str, value: str) -> None:
+    settings = dataclasses.replace(Settings(**SECRETS), **{name: value})
+    with pytest.raises(SettingsError, match=name.upper()) as err:
+        settings.verify()
+    assert "short" not in str(err.value)
+    assert "e" * SECRET_MIN not in repr(settings) and "s" * SECRET_MIN not in repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +208,7 @@ print(len(names))
     ],
 )
 def test_libpq_multi_host_urls_verify_and_reach_sqlalchemy(url: str, driver_url: str) -> None:
-    settings = Settings(database_url=url).verify()
+    settings = Settings(database_url=url, **SECRETS).verify()
     assert settings.sqlalchemy_url == driver_url
     make_url(settings.sqlalchemy_url)  # SQLAlchemy reads it
 
@@ -209,7 +222,7 @@ def test_libpq_multi_host_urls_verify_and_reach_sqlalchemy(url: str, driver_url:
     ],
 )
 def test_sentinel_urls_verify(url: str) -> None:
-    Settings(redis_url=url).verify()
+    Settings(redis_url=url, **SECRETS).verify()
 
 
 @pytest.mark.parametrize(
@@ -225,4 +238,4 @@ def test_sentinel_urls_verify(url: str) -> None:
 )
 def test_bad_high_availability_settings_are_named(changes: dict[str, Any], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
-        Settings(**changes).verify()
+        Settings(**{**SECRETS, **changes}).verify()

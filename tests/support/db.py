@@ -10,3 +10,10 @@ ADMIN_URL = os.environ.get(
 """A database on the test Postgres to create and drop the run's own database from."""
 REDIS_BASE = os.environ.get("USERDEST_TEST_REDIS", "redis://127.0.0.1:6379")
 """The test Redis server, without a database number (the run claims one of its own)."""
+
+SECRETS = {
+    "envelope_secret": os.environ.get("ENVELOPE_SECRET") or "test-envelope-secret-0123456789",
+    "suppression_secret": os.environ.get("SUPPRESSION_SECRET")
+    or "test-suppression-secret-0123456789",
+}
+"""The secrets the tests' settings carry; conftest exports them for the processes tests start."""
