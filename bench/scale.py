@@ -42,6 +42,10 @@ from shared.settings import Settings
 from workers.apply import store
 from workers.apply.messages import apply_messages, prepare
 
+HISTORY_PROFILES = 300
+"""Bulk profiles topped up past 100 history rows, which the history-page reads ask for."""
+FULL_PAGES = ("events_page_100", "change_feed_page")
+"""Reads whose every answer must hold a full page of 100 rows (else the figure measures less)."""
 TABLES = ("processed_messages", "events", "page_views", "users", "identities", "memberships")
 
 
@@ -252,11 +256,22 @@ def _reads(settings: Settings, engine: Engine, app_id: int, calls: int, n: int) 
     from shared.tenancy import create_key
 
     users = max(calls // 100, 1)
+    history = min(HISTORY_PROFILES, users)
     with engine.begin() as conn:
         conn.execute(
             text("INSERT INTO changes (app_id, entity, entity_pk, kind, fields) SELECT :a, "
                  "'profile', g % :u + 1, 'updated', '[\"email\"]' FROM generate_series(1, 1000000) g"),
             {"a": app_id, "u": users},
+        )  # fmt: skip
+        # A bulk profile holds 85 history rows (60 events, 25 page views): the history pages are
+        # asked of HISTORY_PROFILES profiles topped up past a full page, so each answer is 100 rows.
+        conn.execute(
+            text("INSERT INTO events (app_id, user_pk, event_id, properties, occurred_at, message_id,"
+                 " ingested_at) SELECT :a, u.id, e.event_id, e.properties, now(), 'top-' || u.id || '-' || g,"
+                 " now() FROM users u, LATERAL (SELECT event_id, properties FROM events"
+                 " WHERE user_pk = u.id LIMIT 1) e, generate_series(1, :extra) g"
+                 " WHERE u.app_id = :a AND u.user_id = ANY(:ids)"),
+            {"a": app_id, "ids": [f"bulk-{g}" for g in range(history)], "extra": 40},
         )  # fmt: skip
         conn.execute(text("ANALYZE changes"))
         xid, last = conn.execute(text("SELECT xid, max(id) FROM changes GROUP BY xid")).first()  # type: ignore[misc]
@@ -276,7 +291,8 @@ def _reads(settings: Settings, engine: Engine, app_id: int, calls: int, n: int) 
         "profile_by_id": lambda g: client.get(f"/v1/users/bulk-{g}", headers=auth),
         "profile_by_email": lambda g: client.post(
             "/v1/users/lookup", json={"email": f"bulk-{g}@example.com"}, headers=auth),
-        "events_page_100": lambda g: client.get(f"/v1/users/bulk-{g}/timeline?limit=100", headers=auth),
+        "events_page_100": lambda g: client.get(
+            f"/v1/users/bulk-{g % history}/timeline?limit=100", headers=auth),
         "filtered_list_page": lambda g: client.post("/v1/users/search", headers=auth, json={
             "limit": 100, "filter": {"and": [{"field": "email", "op": "contains", "value": f"bulk-{g % 97}"},
                                              {"field": "last_seen", "op": ">", "value": since}]}}),
@@ -292,6 +308,10 @@ def _reads(settings: Settings, engine: Engine, app_id: int, calls: int, n: int) 
             times.append((time.perf_counter() - started) * 1000)
             if answer.status_code != 200:
                 raise RuntimeError(f"{name}: {answer.get_json()}")
+            if name in FULL_PAGES and len(answer.get_json()["data"]) != 100:
+                raise RuntimeError(
+                    f"{name}: {len(answer.get_json()['data'])} rows, not a full page"
+                )
         times.sort()
         out[name] = {"p50": round(times[len(times) // 2], 2),
                      "p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2)}  # fmt: skip
