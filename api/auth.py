@@ -69,19 +69,20 @@ def first_element(raw: bytes) -> bytes | None:
     return text[start:end].encode("utf-8")
 
 
-def check_signature(secret: str | None, signature: str | None, *bodies: bytes | None) -> None:
+def check_signature(secret: str | None, signature: str | None, *bodies: bytes | None) -> int | None:
     """Where the app has a webhook secret, X-Signature must be hex HMAC-SHA1 of one of `bodies`
-    (the body as received, as sent before gzip, or an Actions array's first element)."""
+    (the body as received, as sent before gzip, or an Actions array's first element); the answer
+    is the position in `bodies` of the one it signs, None where the app has no secret."""
     if not secret:
-        return
+        return None
     if not signature:
         raise Refusal(401, "missing_signature", "X-Signature is required for this app's webhooks")
     given = signature.strip().lower().encode("latin-1", "replace")
     key = secret.encode()
-    for body in bodies:
+    for position, body in enumerate(bodies):
         if body is None:
             continue
         expected = hmac.new(key, body, hashlib.sha1).hexdigest().encode()
         if hmac.compare_digest(expected, given):
-            return
+            return position
     raise Refusal(401, "bad_signature", "X-Signature does not match the body")

@@ -25,6 +25,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from time import monotonic, perf_counter
 from typing import Any
 
@@ -284,9 +285,12 @@ class Receiver:
                 raise _missing_key()
             view = self._authenticate(body_key)
 
+        signed = None
         if route.source == "webhook":
             first = first_element(raw) if type(body) is list else None
-            check_signature(view.webhook_secret, environ.get("HTTP_X_SIGNATURE"), raw, wire, first)
+            signed = check_signature(
+                view.webhook_secret, environ.get("HTTP_X_SIGNATURE"), raw, wire, first
+            )
         check_depth(body, raw, settings.max_depth)
         as_batch = route.batch or (route.arrays and type(body) is list)
         if route.batch:
@@ -310,8 +314,10 @@ class Receiver:
             else:
                 check_domains(view.domains, host)
 
-        # A signed webhook request comes from Segment itself: only it may ask for an erasure.
-        deletions = route.source == "webhook" and view.webhook_secret is not None
+        # A signed webhook request comes from Segment itself: only it may ask for an erasure, and
+        # only in what its signature covers. Segment's Actions destination signs a batched request
+        # over its first element alone: that element is all such a signature vouches for.
+        deletions = 0 if signed is None else len(calls) if signed < 2 else 1
         accepted, message_ids, rejected, answers = self._check_calls(
             route, as_batch, calls, raw, domains, defaults, deletions
         )
@@ -365,7 +371,7 @@ class Receiver:
         raw: bytes,
         domains: tuple[str, ...],
         defaults: dict[str, Any],
-        deletions: bool = False,
+        deletions: int = 0,
     ) -> tuple[list[Any], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
         """Accepted calls with their message ids; rejected entries for the envelope and answer."""
         max_call = self.settings.max_call_bytes
@@ -378,6 +384,7 @@ class Receiver:
             domains,
             defaults,
             deletions,
+            utcnow() - timedelta(days=self.settings.dedupe_days) if deletions else None,
         )
         for entry in checked.rejected:
             errors = entry["errors"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -163,11 +164,18 @@ def error(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def check_call(call: Any, fixed_type: str | None, deletions: bool = False) -> list[dict[str, str]]:
+def check_call(
+    call: Any,
+    fixed_type: str | None,
+    deletions: bool = False,
+    deletions_after: datetime | None = None,
+) -> list[dict[str, str]]:
     """Every structural problem of one call; an empty list when it can be enqueued.
 
     `fixed_type` is the type the endpoint implies (`/v1/track`), or None where the call must name
-    its own (`/v1/batch`, `/webhook`). `deletions`: whether this request may carry a DELETION.
+    its own (`/v1/batch`, `/webhook`). `deletions`: whether this call may be a DELETION (a signature
+    covers it). `deletions_after`: where given, a DELETION's own `timestamp` must be later (a
+    captured signed request cannot be used again once its messageId has left the dedupe window).
     """
     if type(call) is not dict:
         return [error("not_an_object", "a call must be a JSON object")]
@@ -218,6 +226,8 @@ def check_call(call: Any, fixed_type: str | None, deletions: bool = False) -> li
             )
         )
 
+    if kind == DELETION:
+        errors.extend(_deletion_errors(call, deletions_after))
     if kind == "track":
         event = get("event")
         if not isinstance(event, str) or not event.strip():
@@ -234,6 +244,23 @@ def check_call(call: Any, fixed_type: str | None, deletions: bool = False) -> li
         if value is not None and parse_iso(value) is None:
             errors.append(error("invalid_timestamp", f"{name} must be an ISO-8601 date and time"))
     return errors
+
+
+def _deletion_errors(call: dict[str, Any], after: datetime | None) -> list[dict[str, str]]:
+    """A deletion request is kept once by its messageId (which the signature covers), and only
+    while that messageId is remembered: a copy sent again later is then a no-op, not a new erasure."""
+    if usable_message_id(call) is None:
+        return [error("deletion_needs_message_id", "a delete call needs its own messageId")]
+    if after is not None:
+        when = parse_iso(call.get("timestamp"))
+        if when is None or when < after:
+            return [
+                error(
+                    "deletion_expired",
+                    "a delete call's timestamp must be within the app's dedupe window",
+                )
+            ]
+    return []
 
 
 def usable_message_id(call: dict[str, Any]) -> str | None:
@@ -286,7 +313,8 @@ def check_calls(
     max_call_bytes: int | None,
     domains: tuple[str, ...] = (),
     defaults: dict[str, Any] | None = None,
-    deletions: bool = False,
+    deletions: int = 0,
+    deletions_after: datetime | None = None,
 ) -> Checked:
     """Check every call of a request; `max_call_bytes` measures each call (None: no need, as the
     whole body is already within it). The `writeKey` a call may carry is removed: it is the
@@ -294,13 +322,16 @@ def check_calls(
 
     `domains`: the app's trusted domains where the request named no site (no Origin or Referer):
     each call's context.page.url (else the batch's) then decides for that call alone.
+
+    `deletions`: how many calls, from the first, a signature covers; only those may be deletion
+    requests, and only with a `timestamp` after `deletions_after`.
     """
     checked = Checked()
     default_url = _page_url((defaults or {}).get("context")) if domains else None
     for index, call in enumerate(calls):
         if type(call) is dict:
             call.pop("writeKey", None)
-        errors = check_call(call, fixed_type, deletions)
+        errors = check_call(call, fixed_type, index < deletions, deletions_after)
         if max_call_bytes is not None and len(orjson.dumps(call)) > max_call_bytes:
             errors.append(error("call_too_large", f"a call is at most {max_call_bytes} bytes"))
         if domains and type(call) is dict:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import time
+from datetime import timedelta
 from typing import Any
 from unittest.mock import ANY
 
@@ -18,6 +19,7 @@ from shared.db import make_engine
 from shared.keycache import AuthCache, key_from_authorization
 from shared.settings import Settings
 from shared.tenancy import hash_key, url_host
+from shared.timeparse import iso, utcnow
 from tests.support.fixtures import fixture
 from tests.support.receiver import Tenant, basic, gz, jdump
 
@@ -558,7 +560,7 @@ DELETION = {
     "type": "delete",
     "userId": "user-to-forget",
     "messageId": "delete-2b9c1f0e",
-    "timestamp": "2026-11-28T10:00:00.000Z",
+    "timestamp": iso(utcnow() - timedelta(hours=1)),
     "context": {"library": {"name": "segment-regulation", "version": "1"}},
 }
 
@@ -586,3 +588,66 @@ def test_a_deletion_request_is_refused_elsewhere(client, tenant: Tenant, ingest_
     else:
         assert response.json["rejected"][0]["errors"][0]["code"] == "deletion_not_allowed"
         assert [c for e in ingest_queue() for c in e["calls"]] == []  # kept as a dead letter
+
+
+def _deletion(user_id: str, **changes: Any) -> dict[str, Any]:
+    return {**DELETION, "userId": user_id, "messageId": f"delete-{user_id}", **changes}
+
+
+def test_a_first_element_signature_vouches_for_the_first_element_only(
+    client, tenant: Tenant, ingest_queue
+):
+    """A captured signed body put first does not carry deletions appended after it."""
+    tenant.set_secret("s3cret")
+    captured = jdump(fixture("server-track"))
+    wire = (
+        b"[" + captured + b"," + jdump(_deletion("1000")) + b"," + jdump(_deletion("1001")) + b"]"
+    )
+    headers = {**basic(tenant.api_key), "X-Signature": sign("s3cret", captured)}
+    response = post(client, "/webhook", wire, headers)
+    assert response.status_code == 200
+    codes = [r["errors"][0]["code"] for r in response.json["rejected"]]
+    assert codes == ["deletion_not_allowed", "deletion_not_allowed"]
+    assert [c.get("type") for e in ingest_queue() for c in e["calls"]] == ["track"]
+
+
+def test_a_first_element_signature_covers_a_deletion_in_that_element(
+    client, tenant: Tenant, ingest_queue
+):
+    tenant.set_secret("s3cret")
+    first = jdump(_deletion("u-first"))
+    wire = b"[" + first + b"," + jdump(fixture("server-track")) + b"]"
+    headers = {**basic(tenant.api_key), "X-Signature": sign("s3cret", first)}
+    response = post(client, "/webhook", wire, headers)
+    assert response.status_code == 200 and not response.json.get("rejected")
+    assert [c["type"] for e in ingest_queue() for c in e["calls"]] == ["delete", "track"]
+
+
+def test_a_whole_body_signature_covers_every_deletion(client, tenant: Tenant, ingest_queue):
+    tenant.set_secret("s3cret")
+    body = jdump([_deletion("a1"), _deletion("a2")])
+    headers = {**basic(tenant.api_key), "X-Signature": sign("s3cret", body)}
+    assert post(client, "/webhook", body, headers).status_code == 200
+    assert [c["userId"] for e in ingest_queue() for c in e["calls"]] == ["a1", "a2"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"timestamp": iso(utcnow() - timedelta(days=31))}, "deletion_expired"),
+        ({"timestamp": None}, "deletion_expired"),
+        ({"messageId": None}, "deletion_needs_message_id"),
+    ],
+)
+def test_a_signed_deletion_needs_its_message_id_and_a_recent_timestamp(
+    client, tenant: Tenant, ingest_queue, changes: dict[str, Any], code: str
+):
+    """Its messageId keeps a copy sent again from erasing twice, but only while the dedupe window
+    remembers it: a deletion older than that window is refused."""
+    tenant.set_secret("s3cret")
+    body = jdump({k: v for k, v in _deletion("old", **changes).items() if v is not None})
+    headers = {**basic(tenant.api_key), "X-Signature": sign("s3cret", body)}
+    response = post(client, "/webhook", body, headers)
+    assert response.status_code == 400
+    assert response.json["code"] == code
+    assert ingest_queue() == []
