@@ -18,6 +18,8 @@ CALL_ERROR_CODES = [
     "missing_type",
     "unknown_type",
     "deletion_not_allowed",
+    "deletion_needs_message_id",
+    "deletion_expired",
     "missing_user_id",
     "missing_previous_id",
     "invalid_message_id",

@@ -174,8 +174,9 @@ def check_call(
 
     `fixed_type` is the type the endpoint implies (`/v1/track`), or None where the call must name
     its own (`/v1/batch`, `/webhook`). `deletions`: whether this call may be a DELETION (a signature
-    covers it). `deletions_after`: where given, a DELETION's own `timestamp` must be later (a
-    captured signed request cannot be used again once its messageId has left the dedupe window).
+    covers it). `deletions_after`: the receiver's check of a DELETION, which then needs a messageId
+    and a `timestamp` after this (a captured signed request cannot be used again once its messageId
+    has left the dedupe window); the workers leave it None, the receiver having decided.
     """
     if type(call) is not dict:
         return [error("not_an_object", "a call must be a JSON object")]
@@ -226,7 +227,7 @@ def check_call(
             )
         )
 
-    if kind == DELETION:
+    if kind == DELETION and deletions_after is not None:
         errors.extend(_deletion_errors(call, deletions_after))
     if kind == "track":
         event = get("event")
@@ -246,20 +247,16 @@ def check_call(
     return errors
 
 
-def _deletion_errors(call: dict[str, Any], after: datetime | None) -> list[dict[str, str]]:
+def _deletion_errors(call: dict[str, Any], after: datetime) -> list[dict[str, str]]:
     """A deletion request is kept once by its messageId (which the signature covers), and only
     while that messageId is remembered: a copy sent again later is then a no-op, not a new erasure."""
     if usable_message_id(call) is None:
         return [error("deletion_needs_message_id", "a delete call needs its own messageId")]
-    if after is not None:
-        when = parse_iso(call.get("timestamp"))
-        if when is None or when < after:
-            return [
-                error(
-                    "deletion_expired",
-                    "a delete call's timestamp must be within the app's dedupe window",
-                )
-            ]
+    when = parse_iso(call.get("timestamp"))
+    if when is None or when < after:
+        return [
+            error("deletion_expired", "a delete call's timestamp must be within the dedupe window")
+        ]
     return []
 
 
