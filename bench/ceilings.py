@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from api.publish import HighWater, Publisher
 from bench.load import Request
+from bench.stack import bench_suppression
 from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.envelope import Envelope
@@ -178,7 +179,9 @@ def baseline(
         started = time.perf_counter()
         for env in envelopes:
             with engine.begin() as conn:
-                outcome = apply_messages(conn, [prepare(env)], isolate=False)
+                outcome = apply_messages(
+                    conn, [prepare(env)], isolate=False, suppression=bench_suppression()
+                )
             applied += sum(outcome.applied.values())
             dead += sum(outcome.dead_letters.values())
         seconds = time.perf_counter() - started

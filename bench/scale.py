@@ -31,6 +31,7 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from bench.stack import bench_suppression
 from bench.workload import DEFINED, generate
 from shared import dedupe
 from shared.db import make_engine
@@ -145,7 +146,7 @@ def _apply_calls(engine: Engine, app_id: int, calls: list[dict[str, Any]]) -> li
         )
         started = time.perf_counter()
         with engine.begin() as conn:
-            apply_messages(conn, [prepare(env)])
+            apply_messages(conn, [prepare(env)], suppression=bench_suppression())
         times.append((time.perf_counter() - started) * 1000)
     return times
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 
+from shared.erasure import Suppression
 from shared.settings import Settings, SettingsError
 
 BIN = Path(sys.executable).parent
@@ -35,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RECEIVER_PROCESSES = 2
 WORKER_PROCESSES = 2
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def bench_suppression() -> Suppression:
+    """The keyed hashes of erased ids for the bench's in-process applies (its SUPPRESSION_SECRET)."""
+    return Suppression(Settings.from_env().suppression_secret)
 
 
 class BenchError(RuntimeError):

@@ -18,6 +18,7 @@ import psycopg
 from sqlalchemy import text
 
 from bench.scale import app_with_definitions
+from bench.stack import bench_suppression
 from bench.workload import generate
 from shared.db import make_engine
 from shared.envelope import Envelope
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             message_ids=[c["messageId"] for c in chunk],
         )
         with engine.begin() as conn:
-            apply_messages(conn, [prepare(env)])
+            apply_messages(conn, [prepare(env)], suppression=bench_suppression())
     seconds = time.perf_counter() - started
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.stack import recreate_database, target_from_env
+from bench.stack import bench_suppression, recreate_database, target_from_env
 from shared.db import make_engine
 from shared.envelope import Envelope
 from workers.apply.messages import apply_messages, prepare
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         env = batch(app_id, agents)
         with engine.connect() as conn, conn.begin() as transaction:
             started = time.process_time()
-            apply_messages(conn, [prepare(env)])
+            apply_messages(conn, [prepare(env)], suppression=bench_suppression())
             spent = time.process_time() - started
             transaction.rollback()
         return spent

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import redis
 
-from shared import wire
+from shared import erasure, wire
 from shared.envelope import Envelope, merge_defaults
 from shared.eventtime import MAX_FUTURE
 from shared.queues import QUEUES
@@ -176,3 +176,73 @@ def requeue_unacked(client: redis.Redis, older_than: float) -> dict[str, int]:
     moved: Counter[str] = Counter(dict.fromkeys(QUEUES, 0))
     moved.update(wire.restore_unacked(client, time.time() - older_than, QUEUES))
     return dict(moved)
+
+
+# --- erasure -------------------------------------------------------------------------------------
+
+# Replace one exact message where it stands (LPOS then LSET, atomically), or remove it when the
+# replacement is empty; a message a worker took meanwhile is left to the worker (which skips the
+# person's calls: their ids are suppressed before this runs).
+_REPLACE = """
+local at = redis.call('LPOS', KEYS[1], ARGV[1])
+if not at then return 0 end
+if ARGV[2] == '' then redis.call('LREM', KEYS[1], 1, ARGV[1]) else redis.call('LSET', KEYS[1], at, ARGV[2]) end
+return 1
+"""
+
+
+def drop_person(
+    client: redis.Redis,
+    app_id: int,
+    keys: set[erasure.IdKey],
+    rewrite: Callable[[Envelope], dict[str, Any]],
+) -> dict[str, int]:
+    """Remove the calls naming any of `keys` (ids and contacts) from the app's waiting messages:
+    a message left with no call is removed, the others are put back in place without them
+    (`rewrite` turns the envelope into what is queued). Counts of calls and messages touched."""
+    replace = client.register_script(_REPLACE)
+    out = {"calls": 0, "messages": 0}
+    for queue in QUEUES:
+        for raw in client.lrange(queue, 0, -1):
+            try:
+                envelope = wire.decode_envelope(raw)
+            except wire.ForeignMessage:
+                continue
+            if envelope.app_id != app_id:
+                continue
+            keep = [
+                i
+                for i, call in enumerate(envelope.calls)
+                if not (
+                    isinstance(call, dict)
+                    and erasure.call_keys(merge_defaults(call, envelope.defaults)) & keys
+                )
+            ]
+            rejected = [
+                r for r in envelope.rejected
+                if not (isinstance(r, dict) and isinstance(r.get("call"), dict)
+                        and erasure.call_keys(merge_defaults(r["call"], envelope.defaults)) & keys)
+            ]  # fmt: skip
+            dropped = len(envelope.calls) - len(keep) + len(envelope.rejected) - len(rejected)
+            if not dropped:
+                continue
+            envelope.calls = [envelope.calls[i] for i in keep]
+            envelope.message_ids = [envelope.message_ids[i] for i in keep]
+            envelope.rejected = rejected
+            new = wire.with_argument(raw, rewrite(envelope)) if keep or rejected else b""
+            if replace(keys=[queue], args=[raw, new]):
+                out["calls"] += dropped
+                out["messages"] += 1
+    return out
+
+
+def rewrite_append_only_file(client: redis.Redis) -> str:
+    """Ask Redis to rewrite its append-only file (BGREWRITEAOF), which then holds only what is
+    queued now; what it answered, in words."""
+    try:
+        if client.config_get("appendonly").get("appendonly") != "yes":
+            return "not needed: Redis keeps no append-only file"
+        client.bgrewriteaof()
+    except redis.ResponseError as exc:
+        return f"refused by Redis: {str(exc).strip()[:200]}"
+    return "started"

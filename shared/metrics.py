@@ -160,6 +160,12 @@ DUPLICATES_SKIPPED = Counter(
     "a replay), by queue.",
     ["queue"],
 )
+CALLS_SUPPRESSED = Counter(
+    "userdest_calls_suppressed_total",
+    "Calls skipped because they name an erased person (a suppressed id, email or phone), by call "
+    "type; `userdest messages show` says so for each, `userdest suppressions` lists and lifts.",
+    ["type"],
+)
 CALLS_ROUTED_AWAY = Counter(
     "userdest_calls_routed_away_total",
     "Calls accepted but not applied because their `integrations` turn this destination off "

@@ -19,6 +19,8 @@ def alembic_config(settings: Settings) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     cfg.attributes["database_url"] = settings.database_url
+    # Migration 0009 keys the suppressed ids' hashes with it.
+    cfg.attributes["suppression_secret"] = settings.suppression_secret
     return cfg
 
 

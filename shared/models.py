@@ -414,7 +414,25 @@ class SuppressedId(Base):
         BigInteger, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[Any] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str | None] = mapped_column(
+        String(10),
+        comment="user, anonymous, email or phone; null for ids suppressed before kinds were kept",
+    )
     created_at: Mapped[datetime] = _now()
+
+
+class SkippedMessage(Base):
+    """A call skipped because it named an erased person, by its dedupe key, kept as long as the
+    dedupe records: `messages show` says why it was not applied."""
+
+    __tablename__ = "skipped_messages"
+
+    key: Mapped[Any] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    app_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("apps.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(40))
+    skipped_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
 
 
 class IgnoredValue(Base):

@@ -15,8 +15,8 @@ import orjson
 from sqlalchemy import Select, and_, case, func, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
-from shared import search
-from shared.erasure import LETTER_NAMES_PERSON
+from shared import erasure, search
+from shared.ids import normalize_id
 from shared.models import (
     CANONICAL_PROFILES,
     COMPANY_FIELDS,
@@ -470,37 +470,87 @@ def company_profile(
     }
 
 
+def person_of(session: Session, app_id: int, id: str) -> erasure.Person:
+    """Everything held about the person `id` names, found as erasure finds it: the profile `id`
+    names (as `find_user` does) and what links to it; else, for someone known only from dead
+    letters, the letters naming `id` as a userId, anonymousId or email. NotFound if nothing."""
+    try:
+        pks, keys = [find_user(session, app_id, id).id], set()
+    except NotFound:
+        pks, keys = [], _keys_of(id)
+    person = erasure.find(session.connection(), app_id, keys, pks)
+    if not person.found:
+        raise NotFound(f"no one with userId, anonymousId or email {id!r}")
+    return person
+
+
+def _keys_of(id: str) -> set[erasure.IdKey]:
+    keys: set[erasure.IdKey] = set()
+    value = normalize_id(id)
+    if value is not None:
+        keys |= {("user", value), ("anonymous", value)}
+    email = erasure.normalize_email(id)
+    if email is not None:
+        keys.add(("email", email))
+    return keys
+
+
 def user_export(session: Session, app_id: int, id: str) -> dict[str, Any]:
-    """Everything held about the person `id` names (a subject access request): the profile, every
-    id, event, page view, company link and dead letter naming them."""
-    profile = user_profile(session, app_id, id)
-    user = find_user(session, app_id, id)
-    family = _family(session, user.id)
+    """Everything held about the person `id` names (a subject access request): their profiles,
+    every id and contact, event, page view, company link and dead letter naming them."""
+    person = person_of(session, app_id, id)
+    pks = person.pks
+    profiles = session.scalars(
+        select(User).where(User.id.in_(pks), User.merged_into.is_(None)).order_by(User.id)
+    ).all()
     identities = session.execute(
         select(Identity.kind, Identity.value, Identity.created_at)
-        .where(Identity.app_id == app_id, Identity.user_pk.in_(family))
+        .where(Identity.app_id == app_id, Identity.user_pk.in_(pks))
         .order_by(Identity.kind, Identity.value)
     ).all()
-    events = user_events(session, app_id, id, limit=None)
+    events = session.execute(
+        select(
+            EventDefinition.name,
+            EventOccurrence.properties,
+            EventOccurrence.occurred_at,
+            EventOccurrence.message_id,
+        )
+        .join(EventDefinition, EventDefinition.id == EventOccurrence.event_id)
+        .where(EventOccurrence.user_pk.in_(pks))
+        .order_by(EventOccurrence.occurred_at.desc(), EventOccurrence.id.desc())
+    )
     views = session.scalars(
         select(PageView)
-        .where(PageView.user_pk.in_(family))
+        .where(PageView.user_pk.in_(pks))
         .order_by(PageView.occurred_at.desc(), PageView.id.desc())
     )
-    values = [row.value for row in identities]
     letters = session.execute(
         text(
-            "SELECT id, reason, created_at, call FROM dead_letters "  # noqa: S608 (fixed)
-            f"WHERE {LETTER_NAMES_PERSON} ORDER BY id"
+            "SELECT l.id, l.reason, l.created_at, l.call, d.defaults FROM dead_letters l "
+            "LEFT JOIN dead_letter_defaults d ON d.digest = l.defaults_digest "
+            "WHERE l.id = ANY(:ids) ORDER BY l.id"
         ),
-        {"app": app_id, "v": values},
+        {"ids": person.letters},
     ).all()
+    documents = [user_document(session, app_id, user) for user in profiles]
     return {
-        "profile": profile,
+        "profile": documents[0] if documents else None,
+        "other_profiles": documents[1:],
         "identities": [
             {"kind": r.kind, "value": r.value, "created_at": iso(r.created_at)} for r in identities
         ],
-        "events": [{k: v for k, v in e.items() if k != "cursor"} for e in events],
+        "ids_and_contacts": [
+            {"kind": kind, "value": value} for kind, value in sorted(person.ids | person.contacts)
+        ],
+        "events": [
+            {
+                "event": r.name,
+                "properties": r.properties,
+                "timestamp": iso(r.occurred_at),
+                "message_id": r.message_id,
+            }
+            for r in events
+        ],
         "page_views": [
             {
                 "kind": v.kind,
@@ -517,7 +567,13 @@ def user_export(session: Session, app_id: int, id: str) -> dict[str, Any]:
             for v in views
         ],
         "dead_letters": [
-            {"id": r.id, "reason": r.reason, "created_at": iso(r.created_at), "call": r.call}
+            {
+                "id": r.id,
+                "reason": r.reason,
+                "created_at": iso(r.created_at),
+                "call": r.call,
+                "batch_defaults": r.defaults,
+            }
             for r in letters
         ],
     }

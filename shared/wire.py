@@ -151,6 +151,19 @@ def parse_task_message(raw: bytes | str) -> tuple[str | None, Any]:
         ) from None
 
 
+def with_argument(raw: bytes | str, argument: Any) -> bytes:
+    """The queued message `raw` with its task's first argument (the envelope) replaced."""
+    message = orjson.loads(raw)
+    body = task_body(message)
+    body[0][0] = argument
+    encoded = orjson.dumps(body)
+    if (message.get("properties") or {}).get("body_encoding") == "base64":
+        message["body"] = b64encode(encoded).decode("ascii")
+    else:
+        message["body"] = encoded.decode()
+    return encode(message)
+
+
 def decode_envelope(raw: bytes | str) -> Envelope:
     """The envelope inside one queued message; ForeignMessage where there is none."""
     _task_id, argument = parse_task_message(raw)

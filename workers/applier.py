@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, text
 from shared import metrics, wire
 from shared.db import make_engine
 from shared.envelope import VERSION, Envelope, EnvelopeError
+from shared.erasure import Suppression
 from shared.queues import INGEST
 from shared.redisconn import make_redis
 from shared.settings import Settings
@@ -80,7 +81,7 @@ class SystemClock:
 
 
 GroupApply = Callable[..., Outcome]
-"""`apply_messages(conn, prepared, *, isolate)`, or a stand-in for it."""
+"""`apply_messages(conn, prepared, *, suppression, isolate)`, or a stand-in for it."""
 LetterSink = Callable[[Connection, int | None, list[LetterToKeep]], None]
 """`deadletters.keep(conn, app_id, letters)`, or a stand-in for it."""
 
@@ -113,6 +114,7 @@ class Applier:
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings
+        self._suppression = Suppression(settings.suppression_secret)
         self._engine = engine
         self._drainer = drainer
         self._group_apply = apply_group
@@ -216,7 +218,9 @@ class Applier:
                 )
                 letters.extend(message_letters(body, delivery_id, reason, str(exc)))
         with self.engine.begin() as conn:
-            outcome = self._group_apply(conn, prepared, isolate=step is not Step.TOGETHER)
+            outcome = self._group_apply(
+                conn, prepared, suppression=self._suppression, isolate=step is not Step.TOGETHER
+            )
             self._keep_letters(conn, None, letters)
         for letter in letters:
             outcome.dead_letters[letter.reason] += 1
@@ -388,6 +392,8 @@ def _record_metrics(outcome: Outcome, prepared: list[Prepared], queue: str, seco
         metrics.DEAD_LETTERS.labels(reason=reason).inc(n)
     for kind, n in outcome.routed_away.items():
         metrics.CALLS_ROUTED_AWAY.labels(type=kind).inc(n)
+    for kind, n in outcome.suppressed.items():
+        metrics.CALLS_SUPPRESSED.labels(type=kind).inc(n)
     for (scope, _event, _name, reason), n in outcome.ignored.items():
         # The attribute's name is the sender's: it goes to `ignored_values`, never to a label.
         if reason == "over_cap":

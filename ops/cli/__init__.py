@@ -28,6 +28,7 @@ from ops.cli import (
     messages,
     queue,
     replay,
+    suppressions,
     users,
     webhook_secret,
 )
@@ -99,6 +100,7 @@ for command in (
     webhook_secret.webhook_secret,
     attributes.attributes,
     events.events,
+    suppressions.suppressions,
     users.users,
     companies.companies,
     replay.replay_group,

@@ -12,15 +12,17 @@ from sqlalchemy.orm import Session
 from ops.cli.common import (
     after_option,
     app_option,
+    broker,
     emit,
     in_app,
     in_transaction,
     json_option,
     limit_option,
+    load_settings,
     private_file,
 )
-from shared import readmodel, search, tenancy
-from shared.erasure import erase
+from shared import erasure, readmodel, search, tenancy
+from shared.erasure import Suppression
 from shared.ids import lock_key
 
 
@@ -163,25 +165,53 @@ def users_export(app_name: str, id: str, out: str | None) -> None:
 @app_option
 @click.argument("id")
 @click.option("--yes", is_flag=True, help="Really erase: there is no undo.")
+@click.option(
+    "--keep-queued",
+    is_flag=True,
+    help="Leave their calls waiting in Redis (workers skip them) instead of removing them now.",
+)
+@click.option(
+    "--rewrite-aof",
+    is_flag=True,
+    help="Then have Redis rewrite its append-only file, so it no longer holds removed calls.",
+)
 @json_option
-def users_delete(app_name: str, id: str, yes: bool, as_json: bool) -> None:
-    """Erase the person ID names: profile, ids, events, page views, company links and dead
-    letters; later calls naming any of their ids are skipped."""
+def users_delete(
+    app_name: str, id: str, yes: bool, keep_queued: bool, rewrite_aof: bool, as_json: bool
+) -> None:
+    """Erase the person ID names (a userId, anonymousId or email): profiles, ids, events, page
+    views, company links, dead letters and the traces in shared rows; later calls naming any of
+    their ids, their email or phone are skipped. Their calls waiting in Redis are removed."""
     if not yes:
         raise click.UsageError("erasing a person cannot be undone: add --yes")
+    settings = load_settings()
+    suppression = Suppression(settings.suppression_secret)
+    found: dict[str, Any] = {}
 
     def unit(session: Session) -> dict[str, object]:
         app_id = tenancy.get_app(session, app_name).id
-        user = readmodel.find_user(session, app_id, id)
-        conn = session.connection()
-        ids = readmodel.identities_of(session, app_id, user.id)
-        # The workers' locks on these ids: no message applies to the person meanwhile.
-        locks = sorted({lock_key(app_id, kind, value) for kind, value in ids})
+        person = readmodel.person_of(session, app_id, id)
+        # The workers' locks on these ids: no message applies to the person meanwhile; then look
+        # again, now that nothing can add to what was found.
+        locks = sorted({lock_key(app_id, kind, value) for kind, value in person.ids})
         session.execute(
             text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:l AS bigint[])) AS k"),
             {"l": locks},
         )
-        erased = erase(conn, app_id, [user.id], ids)
-        return {"erased": id, "rows": erased.rows, "suppressed_ids": len(erased.ids)}
+        person = readmodel.person_of(session, app_id, id)
+        erased = erasure.erase(session.connection(), person, suppression)
+        found.update(app_id=app_id, keys=erased.ids)
+        return {"erased": id, "rows": erased.rows, "suppressed": len(erased.ids)}
 
-    emit(in_transaction(unit), as_json, title="erased")
+    answer = in_transaction(unit)
+    if not keep_queued or rewrite_aof:
+        from ops.queues import drop_person, rewrite_append_only_file  # Redis only when needed
+
+        with broker(settings) as client:
+            if not keep_queued:
+                answer["queued"] = drop_person(
+                    client, found["app_id"], found["keys"], lambda env: env.to_dict()
+                )
+            if rewrite_aof:
+                answer["aof_rewrite"] = rewrite_append_only_file(client)
+    emit(answer, as_json, title="erased")

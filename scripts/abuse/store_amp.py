@@ -7,13 +7,15 @@ import uuid
 
 from sqlalchemy import create_engine, text
 
+from bench.stack import bench_suppression
 from shared.envelope import Envelope
 from shared.settings import Settings
 from workers.apply.messages import Outcome, apply_messages, prepare
 
 
 def apply_envelope(conn, env: Envelope) -> Outcome:
-    return apply_messages(conn, [prepare(env)])
+    return apply_messages(conn, [prepare(env)], suppression=bench_suppression())
+
 
 s = Settings.from_env()
 eng = create_engine(s.database_url.replace("postgresql://", "postgresql+psycopg://"))

@@ -22,6 +22,7 @@ import readapi
 from shared.models import App, AttributeDefinition, User
 from shared.settings import Settings
 from shared.tenancy import create_key
+from tests.support.db import SUPPRESSION
 from tests.support.readmodel import seed
 
 PORT = 8500
@@ -285,7 +286,8 @@ def test_the_feed_records_worker_changes_and_erasure(clean_db: Engine) -> None:
         shop = session.query(App).filter_by(name="shop").one()
         ada = session.query(User).filter_by(app_id=shop.id, user_id="u1").one()
         shop_id, ada_id = shop.id, ada.id
-        erasure.erase(session.connection(), shop_id, [ada_id])
+        conn = session.connection()
+        erasure.erase(conn, erasure.find(conn, shop_id, set(), [ada_id]), SUPPRESSION)
         session.commit()
         rows = session.execute(text("SELECT entity, entity_pk, kind, fields FROM changes")).all()
     assert [tuple(r) for r in rows] == [("profile", ada_id, "erased", None)]
@@ -302,7 +304,8 @@ def test_erased_people_and_revoked_keys(served: Any, clean_db: Engine, settings:
         assert client.get("/v1/users/u1").status_code == 200
         with Session(clean_db) as session:
             ada = session.query(User).filter_by(app_id=shop_id, user_id="u1").one()
-            erasure.erase(session.connection(), shop_id, [ada.id])
+            conn = session.connection()
+            erasure.erase(conn, erasure.find(conn, shop_id, set(), [ada.id]), SUPPRESSION)
             session.commit()
         erased, never = client.get("/v1/users/u1"), client.get("/v1/users/never-seen")
         assert erased.status_code == never.status_code == 404

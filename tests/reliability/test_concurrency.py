@@ -13,6 +13,7 @@ from shared.db import make_engine
 from shared.envelope import Envelope
 from shared.settings import Settings
 from tests.support.apply import apply_envelope
+from tests.support.db import SUPPRESSION
 from tests.support.factories import make_app
 from workers.apply.messages import apply_messages, prepare
 from workers.failures import is_transient
@@ -61,7 +62,9 @@ def _worker(database_url: str, app_id: int, proc: int, grouped: bool) -> tuple[i
             try:
                 with engine.begin() as conn:
                     if grouped:
-                        outcome = apply_messages(conn, [prepare(e) for e in envs], isolate=False)
+                        outcome = apply_messages(
+                            conn, [prepare(e) for e in envs], isolate=False, suppression=SUPPRESSION
+                        )
                     else:
                         outcome = apply_envelope(conn, envs[0])
                 if outcome.dead_letters:

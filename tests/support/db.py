@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from shared.erasure import Suppression
+
 ADMIN_URL = os.environ.get(
     "USERDEST_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -17,3 +19,5 @@ SECRETS = {
     or "test-suppression-secret-0123456789",
 }
 """The secrets the tests' settings carry; conftest exports them for the processes tests start."""
+SUPPRESSION = Suppression(SECRETS["suppression_secret"])
+"""The keyed hashes of erased ids, as the tests' workers and CLI make them."""

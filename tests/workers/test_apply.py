@@ -16,6 +16,7 @@ from shared import readmodel
 from shared.attributes import IGNORED_NAMES_KEPT
 from shared.calls import check_call
 from shared.envelope import Envelope
+from tests.support.db import SUPPRESSION
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.fixtures import fixture
@@ -502,7 +503,10 @@ def test_a_bad_call_in_a_good_batch(apply: Apply, conn: Connection, app_id: int)
         page(anonymous_id="a1", ts="2026-11-28T10:05:00Z"),
     ]
     outcome = apply_messages(
-        conn, [prepare(envelope(app_id, calls))], appliers={**APPLY, "identify": crashing_identify}
+        conn,
+        [prepare(envelope(app_id, calls))],
+        appliers={**APPLY, "identify": crashing_identify},
+        suppression=SUPPRESSION,
     )
     assert shown_profile(conn, app_id, "a1")["page_views"] == 2
     assert shown_profile(conn, app_id, "u2")["email"] == "u2@example.com"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from shared import readmodel
 from shared.attributes import Caps
 from shared.timeparse import utcnow
+from tests.support.db import SUPPRESSION
 from tests.support.envelopes import envelope
 from tests.support.scratchdb import scratch_database
 from workers.apply import store
@@ -103,7 +104,7 @@ def test_the_hot_path_probes_each_id_by_primary_key(engine: Engine) -> None:
         for i, raw in enumerate(env.calls)
     ]  # fmt: skip
     with engine.connect() as conn:
-        statements = _captured(conn, lambda: store.load(conn, 1, Caps(), calls))
+        statements = _captured(conn, lambda: store.load(conn, 1, Caps(), calls, SUPPRESSION))
         plans = _plans(conn, statements)
         _assert_probes(plans)
         # One probe per id by construction, not a bitmap over ranges the planner sized by guess.

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from shared.calls import DELETION, routed_away
 from shared.envelope import Envelope
+from shared.erasure import Suppression
 from shared.timeparse import parse_iso, utcnow
 from workers.apply import store
 from workers.apply.alias import apply_alias
@@ -56,6 +57,8 @@ class Outcome:
     dead_letters: Counter[str] = field(default_factory=Counter)
     routed_away: Counter[str] = field(default_factory=Counter)
     """Calls whose `integrations` turned this destination off, by call type."""
+    suppressed: Counter[str] = field(default_factory=Counter)
+    """Calls skipped because they name an erased person, by call type."""
     ignored: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     unknown_apps: set[int] = field(default_factory=set)
     """Apps named by messages of the group that no longer exist: those were dead-lettered whole."""
@@ -119,6 +122,7 @@ def apply_messages(
     conn: Connection,
     messages: list[Prepared],
     *,
+    suppression: Suppression,
     isolate: bool = True,
     appliers: Mapping[str, CallApplier] = APPLY,
 ) -> Outcome:
@@ -128,7 +132,8 @@ def apply_messages(
     first attempt. With it, a message that fails is applied again alone and then call by call, each
     in a savepoint, and what still fails becomes a dead letter; only errors worth another try
     escape (workers/failures.py). A message whose app no longer exists is dead-lettered whole.
-    `appliers` maps each call type to the function that applies it.
+    `appliers` maps each call type to the function that applies it; `suppression` keys the
+    hashes of erased people's ids (SUPPRESSION_SECRET).
     """
     outcome = Outcome()
     by_app: dict[int, list[Prepared]] = {}
@@ -150,7 +155,7 @@ def apply_messages(
             _keep(conn, None, letters, outcome)
             outcome.unknown_apps.add(app_id)
             continue
-        run = _Run(conn, app_id, caps, outcome, appliers)
+        run = _Run(conn, app_id, caps, outcome, appliers, suppression)
         letters = [letter for p in group for letter in p.letters]
         if isolate:
             for p in group:
@@ -242,6 +247,7 @@ class _Run:
     caps: Caps
     outcome: Outcome
     appliers: Mapping[str, CallApplier]
+    suppression: Suppression
 
     def apply(self, key_ids: list[str | None], calls: list[Call]) -> None:
         """Claim the calls' messageIds and apply those never applied before, all or nothing."""
@@ -253,16 +259,21 @@ class _Run:
         calls = [c for c in calls if c.message_id in fresh]
         if not calls:
             return
-        state = store.load(conn, self.app_id, self.caps, calls)
-        store.erase_requested(conn, state, calls)
+        state = store.load(conn, self.app_id, self.caps, calls, self.suppression)
+        store.erase_requested(conn, state, calls, self.suppression)
+        skipped = []
         for call in calls:
             if call.type == DELETION:
                 state.count(call.type)
-            elif not store.suppressed(state, call):
+            elif store.suppressed(state, call):
+                skipped.append(call)
+            else:
                 self.appliers[call.type](state, call)
                 state.count(call.type)
+        store.record_skipped(conn, self.app_id, skipped)
         store.flush(conn, state, key_ids)
         outcome.applied.update(state.applied)
+        outcome.suppressed.update(call.type for call in skipped)
         outcome.ignored.update(state.definitions.ignored)
 
     def isolated(self, prepared: Prepared) -> list[LetterToKeep]:

@@ -85,8 +85,11 @@ def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
     return {by_key[r[0]] for r in rows}
 
 
-def load(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> BatchState:
-    """Lock and read everything `calls` will touch: profiles, companies, definitions."""
+def load(
+    conn: Connection, app_id: int, caps: Caps, calls: list[Call], suppression: erasure.Suppression
+) -> BatchState:
+    """Lock and read everything `calls` will touch: profiles, companies, definitions; and which of
+    their ids and contacts belong to erased people."""
     keys = id_keys(calls)
     locks = sorted({lock_key(app_id, kind, value) for kind, value in keys})
     definitions = _lock_and_load_definitions(conn, app_id, caps, calls, locks)
@@ -100,7 +103,7 @@ def load(conn: Connection, app_id: int, caps: Caps, calls: list[Call]) -> BatchS
     state = BatchState(app_id=app_id, definitions=definitions)
     for _ in range(3):
         try:
-            _load_profiles(conn, state, keys)
+            _load_profiles(conn, state, keys, _contacts(calls), suppression)
             break
         except ProfileVanished:
             state.ids.clear()
@@ -138,8 +141,23 @@ def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
     return False
 
 
-def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> None:
-    ordered = sorted(keys)
+def _contacts(calls: list[Call]) -> set[IdKey]:
+    """The emails and phones `calls` give (an erased person's, with a new id, must not come back)."""
+    found: set[IdKey] = set()
+    for call in calls:
+        found |= erasure.contact_keys(call.body)
+    return found
+
+
+def _load_profiles(
+    conn: Connection,
+    state: BatchState,
+    keys: set[IdKey],
+    contacts: set[IdKey],
+    suppression: erasure.Suppression,
+) -> None:
+    # Contacts ride along: their identity probe finds nothing (no identity has their kinds).
+    ordered = sorted(keys | contacts)
     # One primary-key probe per id, whatever the statistics say: LIMIT 1 in a LATERAL subquery
     # keeps the planner from flattening it into a join that could scan the app's identities. The
     # same round trip says which ids belong to erased people.
@@ -157,7 +175,7 @@ def _load_profiles(conn: Connection, state: BatchState, keys: set[IdKey]) -> Non
             "app": state.app_id,
             "kinds": [kind for kind, _ in ordered],
             "values": [value for _, value in ordered],
-            "skeys": [erasure.suppression_key(state.app_id, k, v) for k, v in ordered],
+            "skeys": [suppression.key(state.app_id, k, v) for k, v in ordered],
         },
     ).all()
     rows = [(kind, value, pk) for kind, value, pk, _ in probed if pk is not None]
@@ -205,24 +223,44 @@ def _canonical(conn: Connection, pks: set[int]) -> dict[int, int]:
 
 
 def suppressed(state: BatchState, call: Call) -> bool:
-    """Whether `call` names an erased person (by any of its ids)."""
-    return bool(state.suppressed) and not id_keys([call]).isdisjoint(state.suppressed)
+    """Whether `call` names an erased person (by any of its ids, or the email or phone it gives)."""
+    if not state.suppressed:
+        return False
+    keys = id_keys([call]) | erasure.contact_keys(call.body)
+    return not keys.isdisjoint(state.suppressed)
 
 
-def erase_requested(conn: Connection, state: BatchState, calls: list[Call]) -> None:
-    """Apply the message's deletion requests before anything else: erase the profiles their ids
-    name (the locks on those ids are held since `load`) and suppress every id those people had.
-    The other calls of the message naming them are then skipped like any later call."""
+def record_skipped(conn: Connection, app_id: int, calls: list[Call]) -> None:
+    """Remember that `calls` were skipped as an erased person's (`messages show` says so)."""
+    if calls:
+        conn.execute(
+            text(
+                "INSERT INTO skipped_messages (key, app_id, reason) SELECT k, :app, 'suppressed' "
+                "FROM unnest(CAST(:keys AS uuid[])) AS k ON CONFLICT DO NOTHING"
+            ),
+            {"app": app_id, "keys": [dedupe.key(app_id, c.message_id) for c in calls]},
+        )
+
+
+def erase_requested(
+    conn: Connection, state: BatchState, calls: list[Call], suppression: erasure.Suppression
+) -> None:
+    """Apply the message's deletion requests before anything else: erase everything held about
+    the person their ids name (the locks on those ids are held since `load`) and suppress every id
+    and contact they had. The other calls of the message naming them are then skipped like any
+    later call."""
     for call in calls:
         if call.type != DELETION:
             continue
         named = id_keys([call])
         pks = {state.find(state.ids[key]) for key in named if key in state.ids}
-        erased = erasure.erase(conn, state.app_id, [pk for pk in pks if pk > 0], named)
+        person = erasure.find(conn, state.app_id, named, [pk for pk in pks if pk > 0])
+        erased = erasure.erase(conn, person, suppression)
         state.suppressed.update(erased.ids)
-        for pk in pks:
+        gone = pks | set(person.pks)
+        for pk in gone:
             state.profiles.pop(pk, None)
-        for key in [k for k, pk in state.ids.items() if state.find(pk) in pks]:
+        for key in [k for k, pk in state.ids.items() if state.find(pk) in gone]:
             del state.ids[key]
 
 
