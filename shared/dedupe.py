@@ -59,4 +59,14 @@ def prune(
             gone = prune_batch(conn, days, limit, now)
         total += gone
         if gone < limit:
-            return total
+            break
+    with conn.begin():
+        # What `messages show` says of a skipped call is kept as long as its dedupe record.
+        conn.execute(
+            text(
+                "DELETE FROM skipped_messages WHERE skipped_at < "
+                "coalesce(CAST(:now AS timestamptz), now()) - make_interval(days => :days)"
+            ),
+            {"days": days, "now": now},
+        )
+    return total

@@ -4,6 +4,7 @@ A call is known by its app and messageId. In order of what settles it:
 - applied: its dedupe record (`processed_messages`) says when; a track, page or screen call also
   names its profile through the event or page view it recorded (identify, group and alias calls
   leave no row that names the message, so their profile is not known here);
+- skipped: taken like an applied call, but it named an erased person (`skipped_messages`);
 - dead-lettered: an open dead letter holds it, with its reason (a call the receiver refused in a
   batch is known by the `messageId` the receiver's answer gave it in `rejected`);
 - held by a worker (unacknowledged) or waiting in a queue, found by reading them (a scan of
@@ -21,7 +22,15 @@ from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from shared import dedupe, wire
-from shared.models import DeadLetter, EventOccurrence, Identity, PageView, ProcessedMessage, User
+from shared.models import (
+    DeadLetter,
+    EventOccurrence,
+    Identity,
+    PageView,
+    ProcessedMessage,
+    SkippedMessage,
+    User,
+)
 from shared.queues import QUEUES
 from shared.timeparse import iso
 
@@ -38,9 +47,15 @@ def in_postgres(session: Session, app_id: int, message_id: str) -> dict[str, Any
             ProcessedMessage.key == dedupe.key(app_id, message_id)
         )
     )
-    profile = None
+    profile = skipped = None
     if applied_at is not None:
-        profile = _profile(session, app_id, message_id)
+        skipped = session.execute(
+            select(SkippedMessage.reason, SkippedMessage.skipped_at).where(
+                SkippedMessage.key == dedupe.key(app_id, message_id)
+            )
+        ).first()
+        if skipped is None:
+            profile = _profile(session, app_id, message_id)
     letters = session.execute(
         select(DeadLetter)
         .where(
@@ -59,6 +74,10 @@ def in_postgres(session: Session, app_id: int, message_id: str) -> dict[str, Any
     return {
         "applied_at": iso(applied_at) if applied_at is not None else None,
         "profile": profile,
+        # Taken, but not applied: it named an erased person (`userdest suppressions`).
+        "skipped": None
+        if skipped is None
+        else {"reason": skipped.reason, "at": iso(skipped.skipped_at)},
         "dead_letters": [
             {
                 "id": letter.id,
@@ -136,7 +155,9 @@ def settled(postgres: dict[str, Any]) -> bool:
 
 
 def state(postgres: dict[str, Any], redis_places: list[dict[str, Any]] | None) -> str:
-    """One word for where the call is: applied, dead_letter, unacked, waiting or unknown."""
+    """One word for where the call is: applied, skipped, dead_letter, unacked, waiting or unknown."""
+    if postgres.get("skipped") is not None:
+        return "skipped"
     if postgres["applied_at"] is not None:
         return "applied"
     if any(letter["open"] for letter in postgres["dead_letters"]):

@@ -3,12 +3,14 @@ partitions, dedupe records are rehashed so nothing applied is applied again, mod
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from shared import dedupe, partitions
+from shared import dedupe, erasure, partitions
 from shared.migrate import check, upgrade
+from tests.support.db import SUPPRESSION
 from tests.support.scratchdb import scratch_database
 
 
@@ -66,3 +68,20 @@ def test_an_existing_database_keeps_its_history_and_dedupe_records() -> None:
                 )
             )
             assert conn.scalar(text("SELECT count(DISTINCT id) FROM events")) == 3
+
+
+def test_suppressed_ids_hashed_before_the_secret_are_keyed_in_place() -> None:
+    """0009 keys the plain hashes an older release stored: the erased id stays suppressed, and the
+    plain hash (which a database copy could reverse by counting) is gone."""
+    with scratch_database("suppression", revision="0008") as (settings, engine):
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO apps (id, name) VALUES (3, 'shop')"))
+            conn.execute(
+                text("INSERT INTO suppressed_ids (app_id, key) VALUES (3, :k)"),
+                {"k": uuid.UUID(bytes=erasure.unkeyed(3, "user", "1000"))},
+            )
+        upgrade(settings)
+        with engine.connect() as conn:
+            keys = conn.scalars(text("SELECT key FROM suppressed_ids")).all()
+            assert keys == [SUPPRESSION.key(3, "user", "1000")]
+            assert erasure.suppressed(conn, 3, [("user", "1000")], SUPPRESSION)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from shared.db import make_engine
 from shared.migrate import upgrade
 from shared.settings import Settings
-from tests.support.db import ADMIN_URL
+from tests.support.db import ADMIN_URL, SECRETS
 
 
 def _admin(sql: str) -> None:
@@ -27,7 +27,7 @@ def scratch_database(suffix: str, revision: str = "head") -> Iterator[tuple[Sett
     name = f"userdest_test_{os.getpid()}_{suffix}"
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _admin(f'CREATE DATABASE "{name}"')
-    settings = Settings(database_url=f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}")
+    settings = Settings(database_url=f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", **SECRETS)
     upgrade(settings, revision)
     engine = make_engine(settings)
     try:

@@ -141,3 +141,24 @@ def test_erasure_takes_profiles_merged_in_whose_history_has_not_moved_yet(
     assert rows["users"] == 0 and rows["page_views"] == 0 and rows["identities"] == 0
     apply({"type": "page", "anonymousId": "anon-m"})
     assert _rows(conn, app_id)["users"] == 0
+
+
+def test_a_delete_call_erases_dead_letters_naming_the_person_by_a_quoted_or_padded_id(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    """The workers read `" u9 "` and `"\\"u9\\""` as u9: so does erasure."""
+    _dead_letter(conn, app_id, {"type": "track", "userId": " u9 "}, "k-padded")
+    _dead_letter(conn, app_id, {"type": "track", "userId": '"u9"'}, "k-quoted")
+    _dead_letter(conn, app_id, {"type": "track", "userId": "u99"}, "k-other")
+    apply(envelope(app_id, [{"type": "delete", "userId": "u9"}], source="webhook"))
+    keys = conn.scalars(text("SELECT dedupe_key FROM dead_letters")).all()
+    assert keys == ["k-other"]
+
+
+def test_a_delete_call_suppresses_the_person_s_email_too(
+    apply: Apply, conn: Connection, app_id: int
+) -> None:
+    _history(apply, "u1", "a1")
+    apply(envelope(app_id, [{"type": "delete", "userId": "u1"}], source="webhook"))
+    apply({"type": "identify", "anonymousId": "fresh", "traits": {"email": "U1@example.com"}})
+    assert _rows(conn, app_id)["users"] == 0
