@@ -83,13 +83,17 @@ def suppressions_lift(
         app_id = tenancy.get_app(session, app_name).id
         lifted = erasure.lift(session.connection(), app_id, keys, suppression)
         if hashes:
-            lifted += session.connection().execute(
-                text(
-                    "DELETE FROM suppressed_ids WHERE app_id = :app "
-                    "AND CAST(key AS text) = ANY(:keys)"
-                ),
-                {"app": app_id, "keys": [h.strip().lower() for h in hashes]},
-            ).rowcount
+            lifted += (
+                session.connection()
+                .execute(
+                    text(
+                        "DELETE FROM suppressed_ids WHERE app_id = :app "
+                        "AND CAST(key AS text) = ANY(:keys)"
+                    ),
+                    {"app": app_id, "keys": [h.strip().lower() for h in hashes]},
+                )
+                .rowcount
+            )
         return {"lifted": lifted, "asked": len(keys) + len(hashes)}
 
     emit(in_transaction(unit), as_json, title="lifted")
