@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 
 from shared.settings import Settings
 
@@ -124,3 +125,43 @@ def log_records(log: Path) -> list[dict[str, Any]]:
             if isinstance(record, dict):
                 found.append(record)
     return found
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a port the system says is free, checked to be ours
+    before anything is written to it."""
+
+    def __init__(self, port: int, directory: Path, appendonly: bool = False) -> None:
+        self.port = port
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes" if appendonly else "no",
+             # An append-only file in plain commands only, which a test can search.
+             "--aof-use-rdb-preamble", "no",
+             "--maxmemory-policy", "noeviction", "--dir", str(directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client = redis.Redis.from_url(self.url)
+        wait_for(self._answers, timeout=10, what="the private redis-server")
+        assert self.proc.poll() is None, "the private redis-server did not start"
+        assert self.client.config_get("dir")["dir"] == str(directory.resolve()), "not our Redis"
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def fill_to_the_limit(self) -> None:
+        """maxmemory just above what Redis uses now: nothing more can be written."""
+        used = int(self.client.info("memory")["used_memory"])
+        self.client.config_set("maxmemory", used + 4096)
+        with contextlib.suppress(redis.ResponseError):
+            for i in range(10_000):
+                self.client.set(f"ballast:{i}", b"x" * 512)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
