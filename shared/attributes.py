@@ -50,14 +50,32 @@ def normalize_type(name: str) -> str:
     return key
 
 
+BUDGET_DEFAULT: Final = 100
+"""New names traffic may define per app and budget scope in any rolling hour, unless
+DEFINITION_BUDGET or the app's own budget says otherwise. Small against the caps, so that one burst
+of made-up names (two 2,500-call batches) cannot take a cap: filling a 1,000-name cap takes ten hours
+of it, and every name turned away meanwhile is counted (`over_budget`) for an alert to see."""
+BUDGET_WINDOW_SQL: Final = "interval '1 hour'"
+"""The rolling window of the budget, as SQL: traffic's definitions created within it count."""
+BUDGET_SCOPES: Final = ("user", "company", "event_names", "event")
+"""What a budget is counted per: user attributes, company attributes, event names, and event
+properties (of all the app's events together)."""
+CAP_MAX: Final = 10_000
+"""The highest cap or budget an operator may give an app: every message reads the app's user and
+company definitions and its event names, so a cap also bounds what each message reads."""
+
+
 @dataclass(frozen=True, slots=True)
 class Caps:
-    """An app's caps on definitions; past one, new names are ignored and counted."""
+    """An app's caps on definitions, and its budget of new names traffic may define per hour;
+    past either, new names are ignored and counted."""
 
     user: int = 1000
     company: int = 1000
     event_names: int = 1000
     event_attributes: int = 200
+    budget: int = BUDGET_DEFAULT
+    """New names traffic may define per budget scope (BUDGET_SCOPES) in any rolling hour."""
 
     def for_scope(self, scope: str) -> int:
         """The cap on attribute names in `scope` (for `event`, per event name)."""
@@ -71,8 +89,8 @@ DEFAULT_CAPS: Final = Caps()
 
 IGNORED_NAMES_KEPT: Final = 100
 """Names an app's `ignored_values` keeps one row each for, per scope and reason, of the names a
-sender chooses (over a cap, badly named); past it they are counted together under the name `*`
+sender chooses (over a cap or the budget, badly named); past it they are counted together under the name `*`
 (event `*`), so a sender cannot grow the table one row per new name."""
 
-SENDER_NAMED_REASONS: Final = ("over_cap", "bad_name")
+SENDER_NAMED_REASONS: Final = ("over_cap", "over_budget", "bad_name")
 """Reasons whose rows are named by whatever the sender sent, not by a definition."""

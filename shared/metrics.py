@@ -122,6 +122,12 @@ NAMES_OVER_CAP = Counter(
     "New attribute or event names ignored because the app reached its cap, by scope.",
     ["scope"],
 )
+NAMES_OVER_BUDGET = Counter(
+    "userdest_names_over_budget_total",
+    "New attribute or event names ignored because traffic had spent the app's budget of new names "
+    "for the hour (DEFINITION_BUDGET, or the app's own), by scope.",
+    ["scope"],
+)
 DEAD_LETTERS = Counter(
     "userdest_dead_letters_total",
     "Calls stored as dead letters (receiver rejections and worker failures), by reason code.",

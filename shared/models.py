@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared.attributes import DEFAULT_CAPS, NAME_MAX, ORIGINS, SCOPES, TYPES, Caps
+from shared.attributes import BUDGET_DEFAULT, DEFAULT_CAPS, NAME_MAX, ORIGINS, SCOPES, TYPES, Caps
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -97,16 +97,22 @@ class App(Base):
         server_default=str(DEFAULT_CAPS.event_attributes),
         comment="attribute definitions per event name",
     )
+    definition_budget: Mapped[int | None] = mapped_column(
+        Integer,
+        comment="new names traffic may define per scope in any hour; null: DEFINITION_BUDGET",
+    )
     created_at: Mapped[datetime] = _now()
 
     @property
     def caps(self) -> Caps:
-        """The app's caps on definitions, as workers and the CLI apply them."""
+        """The app's caps on definitions, as workers and the CLI apply them (the budget here is
+        the app's own or the built-in default; workers fall back to DEFINITION_BUDGET instead)."""
         return Caps(
             self.max_user_attributes,
             self.max_company_attributes,
             self.max_event_names,
             self.max_event_attributes,
+            BUDGET_DEFAULT if self.definition_budget is None else self.definition_budget,
         )
 
 
@@ -152,6 +158,14 @@ class AttributeDefinition(Base):
         CheckConstraint(f"type in {_sql_list(TYPES)}", name="type"),
         CheckConstraint(f"origin in {_sql_list(ORIGINS)}", name="origin"),
         CheckConstraint(f"char_length(name) between 1 and {NAME_MAX}", name="name_length"),
+        # Traffic's definitions of the last hour, per app: what its budget has used.
+        Index(
+            "ix_attribute_definitions_traffic",
+            "app_id",
+            "created_at",
+            "scope",
+            postgresql_where=text("origin = 'traffic'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -170,7 +184,15 @@ class AttributeDefinition(Base):
 
 class EventDefinition(Base):
     __tablename__ = "event_definitions"
-    __table_args__ = (UniqueConstraint("app_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("app_id", "name"),
+        Index(
+            "ix_event_definitions_traffic",
+            "app_id",
+            "created_at",
+            postgresql_where=text("origin = 'traffic'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     app_id: Mapped[int] = _app_fk()

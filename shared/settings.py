@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from shared.attributes import BUDGET_DEFAULT, CAP_MAX
 from shared.queues import QUEUES
 
 SECRET_MIN = 16
@@ -138,6 +139,8 @@ class Settings:
     """REPLAY_BATCH_SIZE: calls per queue message that replays make (at most MAX_BATCH_CALLS)."""
     dedupe_days: int = 30
     """DEDUPE_DAYS: how long a messageId is remembered per app."""
+    definition_budget: int = BUDGET_DEFAULT
+    """DEFINITION_BUDGET: new attribute or event names traffic may define per app and scope in any hour (an app's own budget wins; 0: only operators define)."""
     retention_days: int = 0
     """RETENTION_DAYS: days of events and page views kept, by month of receipt (0 keeps all)."""
     worker_metrics_port: int = 0
@@ -210,6 +213,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be positive")
         if self.retention_days < 0 or self.dedupe_days <= 0:
             raise SettingsError("RETENTION_DAYS must not be negative; DEDUPE_DAYS must be positive")
+        if not 0 <= self.definition_budget <= CAP_MAX:
+            raise SettingsError(f"DEFINITION_BUDGET must be 0 to {CAP_MAX}")
         if self.replay_batch_size <= 0:
             raise SettingsError("REPLAY_BATCH_SIZE must be positive")
         if self.worker_batch_messages <= 0 or self.worker_batch_bytes <= 0:

@@ -37,7 +37,7 @@ from shared.queues import INGEST
 from shared.redisconn import make_redis
 from shared.settings import Settings
 from shared.timeparse import parse_iso, utcnow
-from workers.apply import deadletters
+from workers.apply import deadletters, store
 from workers.apply.deadletters import LetterToKeep, letter_key
 from workers.apply.messages import Outcome, Prepared, apply_messages, message_letters, prepare
 from workers.broker import SET_ASIDE
@@ -218,6 +218,8 @@ class Applier:
                 )
                 letters.extend(message_letters(body, delivery_id, reason, str(exc)))
         with self.engine.begin() as conn:
+            # DEFINITION_BUDGET, for the apps without a budget of their own (store.app_caps).
+            conn.execution_options(**{store.BUDGET_OPTION: self.settings.definition_budget})
             outcome = self._group_apply(
                 conn, prepared, suppression=self._suppression, isolate=step is not Step.TOGETHER
             )
@@ -398,6 +400,8 @@ def _record_metrics(outcome: Outcome, prepared: list[Prepared], queue: str, seco
         # The attribute's name is the sender's: it goes to `ignored_values`, never to a label.
         if reason == "over_cap":
             metrics.NAMES_OVER_CAP.labels(scope=scope).inc(n)
+        elif reason == "over_budget":
+            metrics.NAMES_OVER_BUDGET.labels(scope=scope).inc(n)
         else:
             metrics.COERCIONS_IGNORED.labels(scope=scope, reason=reason).inc(n)
     if outcome.duplicates:

@@ -121,6 +121,8 @@ def test_a_missing_or_short_secret_is_refused_without_showing_it(name: str, valu
         ({"rate_limit_burst": -1}, "RATE_LIMIT"),
         ({"visibility_timeout": 300, "task_time_limit": 300}, "VISIBILITY_TIMEOUT"),
         ({"log_level": "VERBOSE"}, "LOG_LEVEL"),
+        ({"definition_budget": -1}, "DEFINITION_BUDGET"),
+        ({"definition_budget": 10_001}, "DEFINITION_BUDGET"),
         ({"worker_queues": "ingset"}, "WORKER_QUEUES"),
         ({"worker_queues": "ingest,replay,bulk"}, "WORKER_QUEUES"),
         ({"worker_queues": " , "}, "WORKER_QUEUES"),

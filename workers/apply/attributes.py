@@ -1,7 +1,7 @@
 """Attribute definitions of one app while a message is applied: lookup, auto-definition, caps.
 
-A name seen for the first time is defined as `string` unless the scope's cap is reached,
-in which case the value is dropped and counted. Values a definition cannot take are dropped and
+A name seen for the first time is defined as `string` unless the scope's cap is reached, or the
+app's budget of new names for the hour is spent, in which case the value is dropped and counted. Values a definition cannot take are dropped and
 counted too, and so are strings stored cut; none of it is ever an error for the sender.
 """
 
@@ -39,6 +39,20 @@ class Definitions:
     ignored: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     """(scope, event, name, reason) -> how many values were dropped, or stored changed
     (`truncated`)."""
+    budget_used: dict[str, int] = field(default_factory=dict)
+    """New names traffic defined in the last hour, by budget scope (BUDGET_SCOPES), read with the
+    definitions; the names this message defines are added as it goes."""
+
+    def budget_left(self, scope: str) -> int:
+        """How many more new names traffic may define in `scope` (a BUDGET_SCOPES name) now."""
+        return self.caps.budget - self.budget_used.get(scope, 0)
+
+    def _spend(self, scope: str) -> bool:
+        """Take one new name of `scope`'s budget; False if none is left."""
+        if self.budget_left(scope) <= 0:
+            return False
+        self.budget_used[scope] = self.budget_used.get(scope, 0) + 1
+        return True
 
     def add(self, scope: str, event: str, name: str, definition: Definition) -> None:
         """Register a definition loaded from the database."""
@@ -50,16 +64,34 @@ class Definitions:
         return self.user if scope == "user" else self.company
 
     def may_define(self, scope: str, event: str, name: str) -> bool:
-        """Whether a value under `name` would define it now: new, well named and under the cap."""
+        """Whether a value under `name` would define it now: new, well named, under the cap and
+        within the budget."""
         defs = self.event.get(event, {}) if scope == "event" else self._scope(scope, "")
-        return name not in defs and valid_name(name) and len(defs) < self.caps.for_scope(scope)
+        return (
+            name not in defs
+            and valid_name(name)
+            and len(defs) < self.caps.for_scope(scope)
+            and self.budget_left(scope) > 0
+        )
+
+    def may_define_event(self, name: str) -> bool:
+        """Whether a track of `name` would define the event name now."""
+        return (
+            name not in self.event_ids
+            and len(self.event_ids) < self.caps.event_names
+            and self.budget_left("event_names") > 0
+        )
 
     def define_event(self, name: str) -> bool:
-        """True if the event name is known or could be defined now; False if over the cap."""
+        """True if the event name is known or could be defined now; False if over the cap or the
+        budget."""
         if name in self.event_ids or name in self.new_events:
             return True
         if len(self.event_ids) + len(self.new_events) >= self.caps.event_names:
             self.ignored["event", name, "", "over_cap"] += 1
+            return False
+        if not self._spend("event_names"):
+            self.ignored["event", name, "", "over_budget"] += 1
             return False
         self.new_events.append(name)
         return True
@@ -86,6 +118,9 @@ class Definitions:
                     continue
                 if len(defs) >= self.caps.for_scope(scope):
                     self.ignored[scope, event, name, "over_cap"] += 1
+                    continue
+                if not self._spend(scope):
+                    self.ignored[scope, event, name, "over_budget"] += 1
                     continue
                 definition = defs[name] = STRING
                 self.new_attributes.append((scope, event, name))

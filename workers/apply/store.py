@@ -16,7 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from shared import dedupe, erasure
-from shared.attributes import IGNORED_NAMES_KEPT, SENDER_NAMED_REASONS, Caps
+from shared.attributes import (
+    BUDGET_DEFAULT,
+    BUDGET_WINDOW_SQL,
+    IGNORED_NAMES_KEPT,
+    SENDER_NAMED_REASONS,
+    Caps,
+)
 from shared.calls import DELETION
 from shared.db import json_dumps
 from shared.ids import lock_key, normalize_id
@@ -94,8 +100,9 @@ def load(
     locks = sorted({lock_key(app_id, kind, value) for kind, value in keys})
     definitions = _lock_and_load_definitions(conn, app_id, caps, calls, locks)
     if _defines_new_names(definitions, calls):
-        # New names count against the app's caps: one definer at a time, reading the definitions
-        # again once it holds the lock, so that concurrent workers never pass a cap together.
+        # New names count against the app's caps and its budget: one definer at a time, reading
+        # the definitions and the budget used again once it holds the lock (each statement sees
+        # what committed before it), so that concurrent workers never pass either together.
         conn.execute(
             text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(app_id, "definitions", "")}
         )
@@ -117,8 +124,9 @@ def load(
 def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
     """Whether applying `calls` may define an event name or attribute the app does not have yet.
 
-    A name past its scope's cap, too long, or sent only as null defines nothing, so it does not
-    count: an app that keeps sending new names past its cap must not serialise its workers.
+    A name past its scope's cap or budget, too long, or sent only as null defines nothing, so it
+    does not count: an app that keeps sending new names past its cap or its budget must not
+    serialise its workers.
     """
     for call in calls:
         if call.type == "identify":
@@ -127,7 +135,7 @@ def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
         elif call.type == "group":
             scope, event, values = "company", "", map_company_traits(call.obj("traits"))[1]
         elif call.type == "track":
-            if call.event not in defs.event_ids and len(defs.event_ids) < defs.caps.event_names:
+            if defs.may_define_event(call.event):
                 return True
             scope, event, values = "event", call.event, call.obj("properties")
         else:
@@ -298,14 +306,21 @@ def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> N
         state.before["company", company.pk] = snapshot(company)
 
 
+BUDGET_OPTION = "userdest_definition_budget"
+"""The execution option of a worker's connection that carries DEFINITION_BUDGET (workers/applier.py
+sets it); a connection without it gets BUDGET_DEFAULT."""
+
+
 def app_caps(conn: Connection, app_id: int) -> Caps:
-    """The app's caps on definitions; raises UnknownApp if the app was deleted."""
+    """The app's caps on definitions and its budget of new names (its own, else the connection's
+    BUDGET_OPTION); raises UnknownApp if the app was deleted."""
+    default = int(conn.get_execution_options().get(BUDGET_OPTION, BUDGET_DEFAULT))
     row = conn.execute(
         text(
             "SELECT max_user_attributes, max_company_attributes, max_event_names, "
-            "max_event_attributes FROM apps WHERE id = :app"
+            "max_event_attributes, coalesce(definition_budget, :budget) FROM apps WHERE id = :app"
         ),
-        {"app": app_id},
+        {"app": app_id, "budget": default},
     ).first()
     if row is None:
         raise UnknownApp(f"app {app_id} does not exist")
@@ -316,20 +331,22 @@ def _lock_and_load_definitions(
     conn: Connection, app_id: int, caps: Caps, calls: list[Call], locks: list[int]
 ) -> Definitions:
     """Take the advisory locks of the calls' ids, and read the app's user and company definitions,
-    those of the events in `calls` and every event name with its id: one round trip.
+    those of the events in `calls`, every event name with its id, and how many names traffic
+    defined in the budget's window, by scope: one round trip.
 
     The definitions do not depend on the locks; the profiles, read by the next statement (with a
     snapshot taken after the locks were granted), do.
     """
     defs = Definitions(caps=caps)
     events = sorted({c.event for c in calls if c.type == "track"})
-    attributes, event_ids, _ = conn.execute(
+    attributes, event_ids, used, names_used, _ = conn.execute(
         text(
-            "SELECT (SELECT coalesce(json_agg(json_build_array(scope, event, name, type, choices, "
+            "SELECT (SELECT coalesce(json_agg(json_build_array(scope, event, name, type, choices, "  # noqa: S608 (constants)
             "multiple)), '[]') FROM attribute_definitions "
             "WHERE app_id = :app AND (scope <> 'event' OR event = ANY(:events))), "
             "(SELECT coalesce(json_object_agg(name, id), '{}') FROM event_definitions "
             "WHERE app_id = :app), "
+            f"{_BUDGET_USED}, "
             "(SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:locks AS bigint[])) AS k)"
         ),
         {"app": app_id, "events": events, "locks": locks},
@@ -337,7 +354,21 @@ def _lock_and_load_definitions(
     for scope, event, name, type_, choices, multiple in attributes:
         defs.add(scope, event, name, Definition(type_, choices, multiple))
     defs.event_ids.update(event_ids)
+    defs.budget_used.update(used)
+    defs.budget_used["event_names"] = names_used
     return defs
+
+
+# Traffic's definitions made within the budget's window: the attributes by scope, then the event
+# names. Operators' never count. Each is an index range scan (ix_*_traffic) of at most a few
+# budgets' worth of rows.
+_BUDGET_USED = (
+    "(SELECT coalesce(json_object_agg(scope, n), '{}') FROM (SELECT scope, count(*) AS n "  # noqa: S608 (constants)
+    "FROM attribute_definitions WHERE app_id = :app AND origin = 'traffic' "
+    f"AND created_at > now() - {BUDGET_WINDOW_SQL} GROUP BY scope) AS used), "
+    "(SELECT count(*) FROM event_definitions WHERE app_id = :app AND origin = 'traffic' "
+    f"AND created_at > now() - {BUDGET_WINDOW_SQL})"
+)
 
 
 def _write_rows(conn: Connection, sql: str, rows: list[dict[str, Any]], **params: Any) -> None:
