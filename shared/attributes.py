@@ -1,4 +1,4 @@
-"""The attribute vocabulary: scopes, types, name limits and the per-app caps.
+"""The attribute vocabulary: scopes, types, name limits, the per-app caps and budgets.
 
 The one place these rules live: the models' check constraints, the workers' coercion and
 auto-definition, and the CLI's `attributes define` all read them from here.
@@ -29,6 +29,8 @@ SYNONYMS: Final[dict[str, str]] = {}
 """Other names operators may give a type, and the type they mean."""
 ORIGINS: Final = ("operator", "traffic")
 """Who made a definition: an operator (never changed by traffic) or traffic (auto-defined)."""
+ATTRIBUTE_TIME_PREFIX: Final = "a."
+"""Prefix of custom attributes in `field_times`, so an attribute never shares a standard field's time."""
 NAME_MAX: Final = 64
 """The longest attribute name, in characters (names are 1 to NAME_MAX characters)."""
 

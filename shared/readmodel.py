@@ -117,8 +117,20 @@ def _sorted_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
     return dict(sorted((attributes or {}).items()))
 
 
+def app_caps(app: App) -> dict[str, int | None]:
+    """The app's caps on definitions and its budget of new names per scope and hour (null: the
+    workers' DEFINITION_BUDGET), by the names `apps caps` takes."""
+    return {
+        "user_attributes": app.max_user_attributes,
+        "company_attributes": app.max_company_attributes,
+        "event_names": app.max_event_names,
+        "event_attributes": app.max_event_attributes,
+        "budget": app.definition_budget,
+    }
+
+
 def app_list(session: Session) -> list[dict[str, Any]]:
-    """Every app with its count of live keys and trusted domains, by name."""
+    """Every app with its count of live keys and trusted domains, and its caps, by name."""
     live_keys = (
         select(func.count(ApiKey.id))
         .where(ApiKey.app_id == App.id, ApiKey.revoked_at.is_(None))
@@ -127,20 +139,19 @@ def app_list(session: Session) -> list[dict[str, Any]]:
     domains = select(func.count(TrustedDomain.id)).where(TrustedDomain.app_id == App.id)
     rows = session.execute(
         select(
-            App.name,
-            App.created_at,
+            App,
             live_keys.label("keys"),
             domains.scalar_subquery().label("domains"),
-            App.webhook_secret.is_not(None).label("signed"),
         ).order_by(App.name)
     )
     return [
         {
-            "name": row.name,
-            "created_at": iso(row.created_at),
+            "name": row.App.name,
+            "created_at": iso(row.App.created_at),
             "active_keys": row.keys,
             "trusted_domains": row.domains,
-            "webhook_secret_set": row.signed,
+            "webhook_secret_set": row.App.webhook_secret is not None,
+            "caps": app_caps(row.App),
         }
         for row in rows
     ]

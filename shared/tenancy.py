@@ -18,6 +18,7 @@ import idna
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from shared.attributes import CAP_MAX
 from shared.models import ApiKey, App, Base, Company, Membership, TrustedDomain
 from shared.timeparse import utcnow
 
@@ -131,6 +132,31 @@ def delete_app(session: Session, app: App) -> dict[str, int]:
             rows[str(table.name)] = deleted(table.delete().where(table.c.app_id == app.id))
     session.execute(delete(App).where(App.id == app.id))
     return dict(sorted(rows.items()))
+
+
+CAP_COLUMNS = {
+    "user_attributes": "max_user_attributes",
+    "company_attributes": "max_company_attributes",
+    "event_names": "max_event_names",
+    "event_attributes": "max_event_attributes",
+    "budget": "definition_budget",
+}
+"""An app's caps and budget by the names operators give them, and their columns of `apps`."""
+
+
+def set_caps(session: Session, app: App, changes: dict[str, int | None]) -> None:
+    """Change the app's caps and budget named in `changes` (CAP_COLUMNS' names); a budget of None
+    is the workers' DEFINITION_BUDGET. Each is 0 to CAP_MAX. Names already defined past a lowered
+    cap stay; only new ones are refused."""
+    for name, value in changes.items():
+        if name not in CAP_COLUMNS:
+            raise TenancyError(f"{name!r} is not a cap: use one of {', '.join(CAP_COLUMNS)}")
+        if value is None and name != "budget":
+            raise TenancyError(f"the {name} cap needs a number")
+        if value is not None and not 0 <= value <= CAP_MAX:
+            raise TenancyError(f"a cap or budget is 0 to {CAP_MAX}, got {value}")
+        setattr(app, CAP_COLUMNS[name], value)
+    session.flush()
 
 
 @dataclass(frozen=True, slots=True)

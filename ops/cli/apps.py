@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from ops.cli.common import already_gone, emit, in_transaction, json_option, require_yes
 from shared import readmodel, tenancy
+from shared.attributes import CAP_MAX
 from shared.models import App
 from shared.timeparse import iso
 
@@ -35,8 +36,65 @@ def apps_create(name: str, as_json: bool) -> None:
 @apps.command("list")
 @json_option
 def apps_list(as_json: bool) -> None:
-    """List every app with its count of live keys and trusted domains."""
+    """List every app with its count of live keys and trusted domains, and its caps."""
     emit(in_transaction(readmodel.app_list), as_json, title="apps", empty="no apps")
+
+
+class _Budget(click.ParamType):
+    """A budget: a number of new names an hour, or `default` for DEFINITION_BUDGET."""
+
+    name = "N|default"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "default":
+            return _DEFAULT
+        try:
+            number = int(value)
+        except ValueError:
+            number = -1
+        if not 0 <= number <= CAP_MAX:
+            self.fail(f"{value!r} is not a number from 0 to {CAP_MAX}, nor `default`", param, ctx)
+        return number
+
+
+_DEFAULT = "default"
+_CAP = click.IntRange(0, CAP_MAX)
+
+
+@apps.command("caps")
+@click.argument("name")
+@click.option("--user-attributes", type=_CAP, metavar="N", help="Cap on user attributes.")
+@click.option("--company-attributes", type=_CAP, metavar="N", help="Cap on company attributes.")
+@click.option("--event-names", type=_CAP, metavar="N", help="Cap on event names.")
+@click.option("--event-attributes", type=_CAP, metavar="N", help="Cap on attributes per event.")
+@click.option(
+    "--budget",
+    type=_Budget(),
+    help="New names traffic may define per scope in any hour; `default`: DEFINITION_BUDGET.",
+)
+@json_option
+def apps_caps(name: str, as_json: bool, **given: Any) -> None:
+    """Show the app NAME's caps on definitions and its budget of new names, or change those given.
+
+    A cap counts the names defined, whoever defined them; traffic's new names past it are ignored
+    and counted, an operator's are refused. The budget counts only the names traffic defined in the
+    last hour. Lowering a cap below what is defined keeps those names and refuses new ones.
+    """
+    changes = {
+        key: None if value == _DEFAULT else value
+        for key, value in given.items()
+        if value is not None
+    }
+
+    def unit(session: Session) -> dict[str, Any]:
+        app = tenancy.get_app(session, name)
+        if changes:
+            tenancy.set_caps(session, app, changes)
+        return {"name": app.name, **readmodel.app_caps(app)}
+
+    emit(in_transaction(unit), as_json, title="caps changed" if changes else "caps")
 
 
 @apps.command("delete")

@@ -9,7 +9,17 @@ from sqlalchemy import func, null, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from ops.cli.common import app_option, emit, in_app, in_transaction, json_option
+from ops import definitions
+from ops.cli.common import (
+    already_gone,
+    app_option,
+    database,
+    emit,
+    in_app,
+    in_transaction,
+    json_option,
+    require_yes,
+)
 from shared import readmodel, tenancy
 from shared.attributes import NAME_MAX, SCOPES, normalize_type, valid_name
 from shared.models import App, AttributeDefinition, EventDefinition
@@ -160,6 +170,49 @@ def attributes_define(
     emit(in_transaction(unit), as_json, title="attribute defined")
 
 
+@attributes.command("delete")
+@app_option
+@click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    default="user",
+    show_default=True,
+    help="Whose attribute it is.",
+)
+@click.option("--event", metavar="EVENT", help="The event name (event scope only).")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Really delete it and its values: there is no undo.")
+@json_option
+def attributes_delete(
+    app_name: str, scope: str, event: str | None, name: str, yes: bool, as_json: bool
+) -> None:
+    """Delete the attribute NAME and its values: from every profile (user scope) or company
+    (company scope), in batches of a short transaction each. Needs --yes.
+
+    An event's recorded properties stay as they were sent. Traffic may define the name again
+    later, as a new name (within the app's cap and budget). An attribute that is not there is
+    already deleted (exit 0), and its values are swept all the same: run the command again to
+    finish one that was interrupted.
+    """
+    event_name = _check_event(scope, event)
+    where = f"{scope} attribute {name!r}" + (f" of event {event_name!r}" if event_name else "")
+    require_yes(yes, f"deleting the {where} removes its values from every profile or company")
+    with database() as engine:
+        done = definitions.delete_attribute(engine, app_name, scope, event_name, name)
+    answer = {
+        "app": app_name,
+        "scope": scope,
+        "event": event_name or None,
+        "name": name,
+        "origin": done.origin,
+        "values_removed": done.values_removed,
+    }
+    if done.origin is None:
+        already_gone(answer, as_json, title="attribute", what=f"the {where}")
+        return
+    emit({**answer, "already_gone": False}, as_json, title="attribute deleted")
+
+
 @attributes.command("list")
 @app_option
 @json_option
@@ -183,7 +236,8 @@ def attributes_ignored(app_name: str, as_json: bool) -> None:
     truncated: a string stored cut to 255 characters; json_too_long: an object or array too long
     for a string attribute, not stored (define the attribute as json to keep it);
     unknown_choices: a list stored without its members that are not choices; over_cap: a
-    new attribute or event name past the app's cap; bad_name: a name over 64 characters.
+    new attribute or event name past the app's cap; over_budget: a new name past the app's budget
+    of new names for the hour; bad_name: a name over 64 characters.
     Senders are never told, so this is where such losses show.
     """
     emit(

@@ -16,6 +16,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -74,6 +75,17 @@ def in_transaction(unit: Callable[[Session], T]) -> T:
     try:
         with make_sessionmaker(engine).begin() as session:
             return unit(session)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def database() -> Iterator[Engine]:
+    """An engine on DATABASE_URL for a command that works in several transactions of its own
+    (a sweep in bounded batches), disposed of when it is done."""
+    engine = make_engine(load_settings(), connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    try:
+        yield engine
     finally:
         engine.dispose()
 

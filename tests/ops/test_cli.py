@@ -155,7 +155,9 @@ def test_apps_create_and_list(run: Run) -> None:
         "active_keys",
         "trusted_domains",
         "webhook_secret_set",
+        "caps",
     }
+    assert listed[0]["caps"]["user_attributes"] == 1000
     table = run("apps", "list").stdout
     assert "blog" in table
     assert "shop" in table

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.attributes import ATTRIBUTE_TIME_PREFIX
 from workers.apply.attributes import Definitions
-
-ATTRIBUTE_TIME_PREFIX = "a."
-"""Prefix of custom attributes in `field_times`, so an attribute never shares a standard field's time."""
 
 
 @dataclass(slots=True)
