@@ -235,7 +235,8 @@ def ignored_list(session: Session, app_id: int) -> list[dict[str, Any]]:
     """Values the workers ignored or stored changed, by attribute and reason (`uncoercible`: a
     value its type could not take; `truncated`: a string stored cut; `json_too_long`: an object or
     array too long for a string attribute; `unknown_choices`: a list that lost members not among
-    the choices; `over_cap`: a name past the app's cap; `bad_name`),
+    the choices; `over_cap`: a name past the app's cap; `over_budget`: a new name past the app's
+    budget for the hour; `bad_name`),
     most frequent first."""
     rows = session.scalars(
         select(IgnoredValue)
