@@ -1,8 +1,8 @@
 """Budgets of new definitions: an app's own budget of names traffic may define per hour (null: the
 DEFINITION_BUDGET setting), and indexes that find traffic's definitions of the last hour.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
