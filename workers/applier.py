@@ -37,7 +37,7 @@ from shared.queues import INGEST
 from shared.redisconn import make_redis
 from shared.settings import Settings
 from shared.timeparse import parse_iso, utcnow
-from workers.apply import deadletters, store
+from workers.apply import deadletters
 from workers.apply.deadletters import LetterToKeep, letter_key
 from workers.apply.messages import Outcome, Prepared, apply_messages, message_letters, prepare
 from workers.broker import SET_ASIDE
@@ -81,7 +81,7 @@ class SystemClock:
 
 
 GroupApply = Callable[..., Outcome]
-"""`apply_messages(conn, prepared, *, suppression, isolate)`, or a stand-in for it."""
+"""`apply_messages(conn, prepared, *, suppression, definition_budget, isolate)`, or a stand-in."""
 LetterSink = Callable[[Connection, int | None, list[LetterToKeep]], None]
 """`deadletters.keep(conn, app_id, letters)`, or a stand-in for it."""
 
@@ -218,10 +218,12 @@ class Applier:
                 )
                 letters.extend(message_letters(body, delivery_id, reason, str(exc)))
         with self.engine.begin() as conn:
-            # DEFINITION_BUDGET, for the apps without a budget of their own (store.app_caps).
-            conn.execution_options(**{store.BUDGET_OPTION: self.settings.definition_budget})
             outcome = self._group_apply(
-                conn, prepared, suppression=self._suppression, isolate=step is not Step.TOGETHER
+                conn,
+                prepared,
+                suppression=self._suppression,
+                definition_budget=self.settings.definition_budget,
+                isolate=step is not Step.TOGETHER,
             )
             self._keep_letters(conn, None, letters)
         for letter in letters:

@@ -16,12 +16,12 @@ from sqlalchemy import Connection, Engine, text
 from shared.attributes import BUDGET_DEFAULT, IGNORED_NAMES_KEPT
 from shared.settings import Settings
 from tests.support.apply import apply_envelope
+from tests.support.db import SUPPRESSION
 from tests.support.envelopes import envelope
 from tests.support.factories import make_app
 from tests.support.tasks import FakeClock, FakeTask
 from workers.applier import Applier
-from workers.apply import store
-from workers.apply.messages import Outcome
+from workers.apply.messages import Outcome, apply_messages, prepare
 
 Apply = Callable[..., Outcome]
 BATCH = 2500
@@ -164,9 +164,15 @@ def test_a_budget_of_zero_leaves_defining_to_operators(
 
 
 def test_the_setting_is_the_budget_of_apps_without_their_own(conn: Connection, app_id: int) -> None:
-    conn.execution_options(**{store.BUDGET_OPTION: 1})
-    apply_envelope(
-        conn, envelope(app_id, [{"type": "identify", "userId": "u", "traits": {"a": 1, "b": 2}}])
+    apply_messages(
+        conn,
+        [
+            prepare(
+                envelope(app_id, [{"type": "identify", "userId": "u", "traits": {"a": 1, "b": 2}}])
+            )
+        ],
+        suppression=SUPPRESSION,
+        definition_budget=1,
     )
     assert defined(conn) == {"a"}
     budget(conn, app_id, 3)  # the app's own budget wins

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from shared.attributes import BUDGET_DEFAULT
 from shared.calls import DELETION, routed_away
 from shared.envelope import Envelope
 from shared.erasure import Suppression
@@ -123,6 +124,7 @@ def apply_messages(
     messages: list[Prepared],
     *,
     suppression: Suppression,
+    definition_budget: int = BUDGET_DEFAULT,
     isolate: bool = True,
     appliers: Mapping[str, CallApplier] = APPLY,
 ) -> Outcome:
@@ -133,7 +135,8 @@ def apply_messages(
     in a savepoint, and what still fails becomes a dead letter; only errors worth another try
     escape (workers/failures.py). A message whose app no longer exists is dead-lettered whole.
     `appliers` maps each call type to the function that applies it; `suppression` keys the
-    hashes of erased people's ids (SUPPRESSION_SECRET).
+    hashes of erased people's ids (SUPPRESSION_SECRET); `definition_budget` is the budget of new
+    names of the apps without their own (DEFINITION_BUDGET).
     """
     outcome = Outcome()
     by_app: dict[int, list[Prepared]] = {}
@@ -143,7 +146,7 @@ def apply_messages(
         outcome.routed_away.update(prepared.routed_away)
     for app_id, group in by_app.items():
         try:
-            caps = store.app_caps(conn, app_id)
+            caps = store.app_caps(conn, app_id, definition_budget)
         except store.UnknownApp as exc:
             letters = [
                 letter

@@ -306,21 +306,15 @@ def _load_companies(conn: Connection, state: BatchState, calls: list[Call]) -> N
         state.before["company", company.pk] = snapshot(company)
 
 
-BUDGET_OPTION = "userdest_definition_budget"
-"""The execution option of a worker's connection that carries DEFINITION_BUDGET (workers/applier.py
-sets it); a connection without it gets BUDGET_DEFAULT."""
-
-
-def app_caps(conn: Connection, app_id: int) -> Caps:
-    """The app's caps on definitions and its budget of new names (its own, else the connection's
-    BUDGET_OPTION); raises UnknownApp if the app was deleted."""
-    default = int(conn.get_execution_options().get(BUDGET_OPTION, BUDGET_DEFAULT))
+def app_caps(conn: Connection, app_id: int, default_budget: int = BUDGET_DEFAULT) -> Caps:
+    """The app's caps on definitions and its budget of new names (its own, else `default_budget`,
+    DEFINITION_BUDGET in a worker); raises UnknownApp if the app was deleted."""
     row = conn.execute(
         text(
             "SELECT max_user_attributes, max_company_attributes, max_event_names, "
             "max_event_attributes, coalesce(definition_budget, :budget) FROM apps WHERE id = :app"
         ),
-        {"app": app_id, "budget": default},
+        {"app": app_id, "budget": default_budget},
     ).first()
     if row is None:
         raise UnknownApp(f"app {app_id} does not exist")
