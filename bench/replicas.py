@@ -1,6 +1,10 @@
 """What REDIS_WAIT_REPLICAS=1 costs the receiver: the same single calls sent to a receiver without
 WAIT and to one that waits for a replica after each push, against a replica of the bench's Redis
-started here on a free port (loopback), one after the other in the same run."""
+started here on a free port (loopback), in the same run.
+
+The phases run in the order without, with, with, without (ABBA), so a load that grows or falls
+during the run (this machine is shared) weighs on both sides alike; each side's rate is its calls
+over its seconds, summed over its two phases."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from bench.load import Request, send
 from bench.stack import BenchError, Stack, Target, free_port
 from shared.queues import INGEST
 from shared.wire import UNACKED
+
+ORDER = ("without", "with", "with", "without")
+"""The phases, ABBA; each sends half the calls (the halves alternate, so each side sends both)."""
 
 
 def _replica(
@@ -73,15 +80,20 @@ def wait_cost(
     with tempfile.TemporaryDirectory(prefix="userdest-bench-replica-") as directory:
         proc, client = _replica(server, target, directory)
         try:
-            rates = {}
-            for name, env in (("without", {}), ("with", {"REDIS_WAIT_REPLICAS": "1"})):
-                with Stack(target, logs / f"wait-{name}", env=env) as stack:
-                    phase = send(stack.url, api_key, requests, clients, max_seconds)
+            totals = {"without": [0, 0.0], "with": [0, 0.0]}
+            halves = (requests[: len(requests) // 2], requests[len(requests) // 2 :])
+            for i, name in enumerate(ORDER):
+                env = {"REDIS_WAIT_REPLICAS": "1"} if name == "with" else {}
+                part = halves[i % 2]
+                with Stack(target, logs / f"wait-{name}-{i}", env=env) as stack:
+                    phase = send(stack.url, api_key, part, clients, max_seconds)
                     stack.check_alive()
                     _drained(target, max_seconds)
-                if phase.calls < len(requests):
-                    raise BenchError(f"{len(requests) - phase.calls} calls refused {name} WAIT")
-                rates[name] = phase.calls / phase.seconds if phase.seconds > 0 else 0.0
+                if phase.calls < len(part):
+                    raise BenchError(f"{len(part) - phase.calls} calls refused {name} WAIT")
+                totals[name][0] += phase.calls
+                totals[name][1] += phase.seconds
+            rates = {k: (n / s if s > 0 else 0.0) for k, (n, s) in totals.items()}
         finally:
             client.close()
             proc.kill()
