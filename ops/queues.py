@@ -5,6 +5,7 @@ shared/wire.py's knowledge; this module asks it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -191,6 +192,52 @@ return 1
 """
 
 
+def _names(call: Any, envelope: Envelope, keys: set[erasure.IdKey]) -> bool:
+    """Whether the queued `call` (its batch's defaults merged) names any of `keys`."""
+    return isinstance(call, dict) and bool(
+        erasure.call_keys(merge_defaults(call, envelope.defaults)) & keys
+    )
+
+
+def _waiting_and_held(client: redis.Redis) -> Iterator[tuple[str, Envelope]]:
+    """Every envelope waiting in a queue or held by a worker, with where it is."""
+    for queue in QUEUES:
+        for raw in client.lrange(queue, 0, -1):
+            with contextlib.suppress(wire.ForeignMessage):
+                yield queue, wire.decode_envelope(raw)
+    for _tag, value in wire.unacked_entries(client):
+        entry = wire.unacked_entry(value)
+        if entry is not None:
+            with contextlib.suppress(wire.ForeignMessage):
+                yield "held by a worker", wire.decode_envelope(orjson.dumps(entry[0]))
+
+
+def calls_naming(
+    client: redis.Redis, app_id: int, keys: set[erasure.IdKey]
+) -> list[dict[str, Any]]:
+    """The app's calls waiting in a queue or held by a worker that name any of `keys`, each with
+    where it is, its messageId and when it was received (an access request's queued part)."""
+    found: list[dict[str, Any]] = []
+    for where, envelope in _waiting_and_held(client):
+        if envelope.app_id != app_id:
+            continue
+        named: list[tuple[Any, Any]] = [
+            (call, mid)
+            for call, mid in zip(envelope.calls, envelope.message_ids, strict=True)
+            if _names(call, envelope, keys)
+        ]
+        named += [
+            (r.get("call"), r.get("message_id"))
+            for r in envelope.rejected
+            if isinstance(r, dict) and _names(r.get("call"), envelope, keys)
+        ]
+        found += [
+            {"where": where, "message_id": mid, "received_at": envelope.received_at, "call": call}
+            for call, mid in named
+        ]
+    return found
+
+
 def drop_person(
     client: redis.Redis,
     app_id: int,
@@ -210,19 +257,12 @@ def drop_person(
                 continue
             if envelope.app_id != app_id:
                 continue
-            keep = [
-                i
-                for i, call in enumerate(envelope.calls)
-                if not (
-                    isinstance(call, dict)
-                    and erasure.call_keys(merge_defaults(call, envelope.defaults)) & keys
-                )
-            ]
+            keep = [i for i, call in enumerate(envelope.calls) if not _names(call, envelope, keys)]
             rejected = [
-                r for r in envelope.rejected
-                if not (isinstance(r, dict) and isinstance(r.get("call"), dict)
-                        and erasure.call_keys(merge_defaults(r["call"], envelope.defaults)) & keys)
-            ]  # fmt: skip
+                r
+                for r in envelope.rejected
+                if not (isinstance(r, dict) and _names(r.get("call"), envelope, keys))
+            ]
             dropped = len(envelope.calls) - len(keep) + len(envelope.rejected) - len(rejected)
             if not dropped:
                 continue

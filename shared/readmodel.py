@@ -482,21 +482,26 @@ def company_profile(
     }
 
 
-def person_of(session: Session, app_id: int, id: str) -> erasure.Person:
+def person_of(
+    session: Session, app_id: int, id: str, must_exist: bool = True
+) -> erasure.Person:
     """Everything held about the person `id` names, found as erasure finds it: the profile `id`
     names (as `find_user` does) and what links to it; else, for someone known only from dead
-    letters, the letters naming `id` as a userId, anonymousId or email. NotFound if nothing."""
+    letters, the letters naming `id` as a userId, anonymousId or email. NotFound if nothing,
+    unless not `must_exist` (someone whose calls still wait in a queue): then the person of those
+    ids alone."""
     try:
         pks, keys = [find_user(session, app_id, id).id], set()
     except NotFound:
-        pks, keys = [], _keys_of(id)
+        pks, keys = [], keys_of(id)
     person = erasure.find(session.connection(), app_id, keys, pks)
-    if not person.found:
+    if must_exist and not person.found:
         raise NotFound(f"no one with userId, anonymousId or email {id!r}")
     return person
 
 
-def _keys_of(id: str) -> set[erasure.IdKey]:
+def keys_of(id: str) -> set[erasure.IdKey]:
+    """The ids and contact an operator's ID may be: a userId, an anonymousId, an email."""
     keys: set[erasure.IdKey] = set()
     value = normalize_id(id)
     if value is not None:
@@ -507,10 +512,13 @@ def _keys_of(id: str) -> set[erasure.IdKey]:
     return keys
 
 
-def user_export(session: Session, app_id: int, id: str) -> dict[str, Any]:
-    """Everything held about the person `id` names (a subject access request): their profiles,
-    every id and contact, event, page view, company link and dead letter naming them."""
-    person = person_of(session, app_id, id)
+def user_export(
+    session: Session, app_id: int, id: str, must_exist: bool = True
+) -> tuple[dict[str, Any], erasure.Person]:
+    """Everything held in Postgres about the person `id` names (a subject access request): their
+    profiles, every id and contact, event, page view, company link and dead letter naming them;
+    and the person, whose ids and contacts find their calls still queued."""
+    person = person_of(session, app_id, id, must_exist)
     pks = person.pks
     profiles = session.scalars(
         select(User).where(User.id.in_(pks), User.merged_into.is_(None)).order_by(User.id)
@@ -545,7 +553,7 @@ def user_export(session: Session, app_id: int, id: str) -> dict[str, Any]:
         {"ids": person.letters},
     ).all()
     documents = [user_document(session, app_id, user) for user in profiles]
-    return {
+    document = {
         "profile": documents[0] if documents else None,
         "other_profiles": documents[1:],
         "identities": [
@@ -589,6 +597,7 @@ def user_export(session: Session, app_id: int, id: str) -> dict[str, Any]:
             for r in letters
         ],
     }
+    return document, person
 
 
 def page_of(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:

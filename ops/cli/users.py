@@ -151,8 +151,17 @@ def _emit_page(
 @click.argument("id")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
 def users_export(app_name: str, id: str, out: str | None) -> None:
-    """Write everything held about the person ID as one JSON document (an access request)."""
-    found = in_transaction(in_app(app_name, lambda s, app_id: readmodel.user_export(s, app_id, id)))
+    """Write everything held about the person ID as one JSON document (an access request): what
+    Postgres holds and their calls still waiting in Redis."""
+    from ops.queues import calls_naming  # Redis only for the commands that need it
+
+    app_id, (found, person) = in_transaction(
+        in_app(app_name, lambda s, app_id: (app_id, readmodel.user_export(s, app_id, id, False)))
+    )
+    with broker(load_settings()) as client:
+        found["queued"] = calls_naming(client, app_id, person.ids | person.contacts)
+    if not person.found and not found["queued"]:
+        raise readmodel.NotFound(f"no one with userId, anonymousId or email {id!r}")
     data = orjson.dumps(found, option=orjson.OPT_INDENT_2)
     if out is None:
         click.echo(data.decode())
@@ -182,6 +191,8 @@ def users_delete(
     """Erase the person ID names (a userId, anonymousId or email): profiles, ids, events, page
     views, company links, dead letters and the traces in shared rows; later calls naming any of
     their ids, their email or phone are skipped. Their calls waiting in Redis are removed."""
+    from ops.queues import calls_naming, drop_person, rewrite_append_only_file  # Redis: here only
+
     if not yes:
         raise click.UsageError("erasing a person cannot be undone: add --yes")
     settings = load_settings()
@@ -190,7 +201,12 @@ def users_delete(
 
     def unit(session: Session) -> dict[str, object]:
         app_id = tenancy.get_app(session, app_name).id
-        person = readmodel.person_of(session, app_id, id)
+        person = readmodel.person_of(session, app_id, id, must_exist=False)
+        if not person.found:
+            # Someone whose calls only wait in a queue yet: erased all the same (suppressed).
+            with broker(settings) as client:
+                if not calls_naming(client, app_id, person.ids | person.contacts):
+                    raise readmodel.NotFound(f"no one with userId, anonymousId or email {id!r}")
         # The workers' locks on these ids: no message applies to the person meanwhile; then look
         # again, now that nothing can add to what was found.
         locks = sorted({lock_key(app_id, kind, value) for kind, value in person.ids})
@@ -198,15 +214,13 @@ def users_delete(
             text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:l AS bigint[])) AS k"),
             {"l": locks},
         )
-        person = readmodel.person_of(session, app_id, id)
+        person = readmodel.person_of(session, app_id, id, must_exist=False)
         erased = erasure.erase(session.connection(), person, suppression)
         found.update(app_id=app_id, keys=erased.ids)
         return {"erased": id, "rows": erased.rows, "suppressed": len(erased.ids)}
 
     answer = in_transaction(unit)
     if not keep_queued or rewrite_aof:
-        from ops.queues import drop_person, rewrite_append_only_file  # Redis only when needed
-
         with broker(settings) as client:
             if not keep_queued:
                 answer["queued"] = drop_person(

@@ -227,3 +227,29 @@ def test_suppression_keys_cannot_be_recomputed_without_the_secret(
     assert stored == SUPPRESSION.key(shop, "user", "1000")
     assert stored.bytes != erasure.unkeyed(shop, "user", "1000")
     assert stored != erasure.Suppression("another-secret-0123456789").key(shop, "user", "1000")
+
+
+def test_a_person_known_only_from_queued_calls_is_exported_and_erased(
+    clean_db: Engine, settings: Settings, shop: int, redis_client: redis.Redis
+) -> None:
+    """Calls of someone never applied yet still wait in Redis: an access request lists them, and
+    an erasure removes them and suppresses the ids, so nothing of them is applied later."""
+    Publisher(make_celery(settings), redis_client, settings).publish(
+        envelope(
+            shop, [{"type": "identify", "userId": "new-9", "traits": {"email": EMAIL}}]
+        ).to_dict(),
+        INGEST,
+    )
+    run = invoker(settings)
+    exported = orjson.loads(ok(run("users", "export", "--app", "shop", "new-9")).stdout)
+    assert exported["profile"] is None
+    assert [q["call"]["userId"] for q in exported["queued"]] == ["new-9"]
+    answer = orjson.loads(
+        ok(run("users", "delete", "--app", "shop", "new-9", "--yes", "--json")).stdout
+    )
+    assert answer["queued"] == {"calls": 1, "messages": 1}
+    assert redis_client.llen(INGEST) == 0
+    with clean_db.connect() as conn:
+        assert erasure.suppressed(conn, shop, [("user", "new-9")], SUPPRESSION)
+    gone = run("users", "export", "--app", "shop", "nobody-at-all")
+    assert gone.exit_code != 0 and "no one" in gone.stderr
