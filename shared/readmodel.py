@@ -482,9 +482,7 @@ def company_profile(
     }
 
 
-def person_of(
-    session: Session, app_id: int, id: str, must_exist: bool = True
-) -> erasure.Person:
+def person_of(session: Session, app_id: int, id: str, must_exist: bool = True) -> erasure.Person:
     """Everything held about the person `id` names, found as erasure finds it: the profile `id`
     names (as `find_user` does) and what links to it; else, for someone known only from dead
     letters, the letters naming `id` as a userId, anonymousId or email. NotFound if nothing,
