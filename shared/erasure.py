@@ -244,10 +244,13 @@ class Erased:
     ids: set[IdKey] = field(default_factory=set)
 
 
-def erase(conn: Connection, person: Person, suppression: Suppression) -> Erased:
+def erase(
+    conn: Connection, person: Person, suppression: Suppression, contacts: bool = True
+) -> Erased:
     """Delete every row `find` gathered and the person's traces in shared rows, and suppress
-    every id and contact. The caller holds the advisory locks of the person's ids and commits."""
-    out = Erased(ids=person.ids | person.contacts)
+    every id, and every contact unless not `contacts` (the person may sign up again with the same
+    email). The caller holds the advisory locks of the person's ids and commits."""
+    out = Erased(ids=person.ids | (person.contacts if contacts else set()))
     app, pks = person.app_id, person.pks
     params: dict[str, Any] = {"app": app, "pks": pks}
     message_ids: set[str] = set()

@@ -180,13 +180,24 @@ def users_export(app_name: str, id: str, out: str | None) -> None:
     help="Leave their calls waiting in Redis (workers skip them) instead of removing them now.",
 )
 @click.option(
+    "--ids-only",
+    is_flag=True,
+    help="Suppress the person's ids only, not their email and phone (they may sign up again).",
+)
+@click.option(
     "--rewrite-aof",
     is_flag=True,
     help="Then have Redis rewrite its append-only file, so it no longer holds removed calls.",
 )
 @json_option
 def users_delete(
-    app_name: str, id: str, yes: bool, keep_queued: bool, rewrite_aof: bool, as_json: bool
+    app_name: str,
+    id: str,
+    yes: bool,
+    keep_queued: bool,
+    ids_only: bool,
+    rewrite_aof: bool,
+    as_json: bool,
 ) -> None:
     """Erase the person ID names (a userId, anonymousId or email): profiles, ids, events, page
     views, company links, dead letters and the traces in shared rows; later calls naming any of
@@ -215,8 +226,9 @@ def users_delete(
             {"l": locks},
         )
         person = readmodel.person_of(session, app_id, id, must_exist=False)
-        erased = erasure.erase(session.connection(), person, suppression)
-        found.update(app_id=app_id, keys=erased.ids)
+        erased = erasure.erase(session.connection(), person, suppression, contacts=not ids_only)
+        # Their queued calls go by every id and contact, suppressed or not.
+        found.update(app_id=app_id, keys=person.ids | person.contacts)
         return {"erased": id, "rows": erased.rows, "suppressed": len(erased.ids)}
 
     answer = in_transaction(unit)

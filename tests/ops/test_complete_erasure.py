@@ -253,3 +253,16 @@ def test_a_person_known_only_from_queued_calls_is_exported_and_erased(
         assert erasure.suppressed(conn, shop, [("user", "new-9")], SUPPRESSION)
     gone = run("users", "export", "--app", "shop", "nobody-at-all")
     assert gone.exit_code != 0 and "no one" in gone.stderr
+
+
+def test_ids_only_leaves_the_email_free_for_a_new_signup(
+    clean_db: Engine, settings: Settings, shop: int
+) -> None:
+    _apply(clean_db, [{"type": "identify", "userId": "ada-7731", "traits": {"email": EMAIL}}],
+           app_id=shop)  # fmt: skip
+    ok(invoker(settings)("users", "delete", "--app", "shop", "ada-7731", "--yes", "--ids-only"))
+    _apply(clean_db, [{"type": "identify", "userId": "ada-new", "traits": {"email": EMAIL}}],
+           app_id=shop)  # fmt: skip
+    _apply(clean_db, [{"type": "identify", "userId": "ada-7731"}], app_id=shop)
+    with clean_db.connect() as conn:
+        assert list(conn.scalars(text("SELECT user_id FROM users"))) == ["ada-new"]
