@@ -28,6 +28,7 @@ from tests.support.cli import (
     one_line_error,
     writes_private_files,
 )
+from tests.support.envelopes import sealed
 from tests.support.tasks import FakeTask, applying
 from workers.apply.deadletters import LetterToKeep, keep
 
@@ -433,7 +434,7 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
 
     applier = Applier(settings, apply_group=applying(track=crash))
     try:
-        applier.apply(FakeTask("task-1"), env.to_dict())
+        applier.apply(FakeTask("task-1"), sealed(env))
     finally:
         applier.close()
 

@@ -89,7 +89,7 @@ def apps(clean_db: Engine, redis_client: redis.Redis) -> dict[str, int]:
 @pytest.fixture
 def publisher(settings: Settings) -> Iterator[Publisher]:
     celery, client = make_celery(settings), make_redis(settings)
-    yield Publisher(celery, client)
+    yield Publisher(celery, client, settings)
     client.close()
     celery.close()
 

@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_transaction_loses_nothing_and_doubles_nothing(
     kill: str, clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     app_id = make_app(clean_db, "killed")
-    publisher = Publisher(make_celery(settings), redis_client)
+    publisher = Publisher(make_celery(settings), redis_client, settings)
     calls = fill(publisher, app_id)
     log = tmp_path / "worker.log"
     worker_env = stack_env(settings) | {"VISIBILITY_TIMEOUT": "6", "TASK_TIME_LIMIT": "5"}
@@ -173,7 +173,7 @@ def test_poison_messages_are_set_aside_and_the_worker_lives(
     clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     app_id = make_app(clean_db, "poison")
-    publisher = Publisher(make_celery(settings), redis_client)
+    publisher = Publisher(make_celery(settings), redis_client, settings)
 
     def poison() -> list[bytes]:
         """Eight messages a worker cannot apply, each with ids of its own; one good call."""
@@ -287,7 +287,7 @@ def test_a_full_redis_loses_no_message_a_worker_takes(
 ) -> None:
     app_id = make_app(clean_db, "full")
     full = replace(settings, redis_url=private_redis.url).verify()
-    publisher = Publisher(make_celery(full), private_redis.client)
+    publisher = Publisher(make_celery(full), private_redis.client, full)
     for i in range(40):
         publisher.publish(env(app_id, [page(f"u{i % 5}")]), INGEST)
     private_redis.fill_to_the_limit()

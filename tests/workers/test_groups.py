@@ -19,7 +19,7 @@ from shared.publish import Publisher
 from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
 from shared.wire import GROUP_PREFIX, UNACKED, UNACKED_INDEX, parse_task_message
-from tests.support.envelopes import envelope
+from tests.support.envelopes import envelope, sealed
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
 from tests.support.readmodel import shown_profile
@@ -37,7 +37,7 @@ def app_id(clean_db: Engine) -> int:
 
 @pytest.fixture
 def publisher(settings: Settings, redis_client: redis.Redis) -> Publisher:
-    return Publisher(make_celery(settings), redis_client)
+    return Publisher(make_celery(settings), redis_client, settings)
 
 
 def page(user: str, mid: str | None = None) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def test_messages_waiting_behind_one_are_applied_with_it_and_acknowledged(
         publisher.publish(envelope(app_id, [page(f"u{i % 3}")]).to_dict(), INGEST)
     batch_of_100 = envelope(app_id, [page(f"u{i % 7}") for i in range(100)])
     publisher.publish(batch_of_100.to_dict(), INGEST)
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0")]).to_dict())
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0")])))
 
     assert transactions == [32]
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 131
@@ -98,7 +98,7 @@ def test_a_group_holds_at_most_worker_batch_messages(
     try:
         for i in range(9):
             publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
-        applier.apply(FakeTask("leader"), envelope(app_id, [page("u0")]).to_dict())
+        applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0")])))
     finally:
         applier.close()
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 5
@@ -119,7 +119,7 @@ def test_the_replay_queue_groups_too_and_a_lone_message_takes_nothing(
 ) -> None:
     publisher.publish(envelope(app_id, [page("u1")]).to_dict(), REPLAY)
     publisher.publish(envelope(app_id, [page("u2")]).to_dict(), INGEST)
-    applier.apply(FakeTask("r", REPLAY), envelope(app_id, [page("u3")]).to_dict())
+    applier.apply(FakeTask("r", REPLAY), sealed(envelope(app_id, [page("u3")])))
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 2
     assert redis_client.llen(INGEST) == 1  # another queue's message is not taken
     assert redis_client.llen(REPLAY) == 0
@@ -129,7 +129,7 @@ def test_the_same_call_in_two_messages_of_a_group_counts_once(
     applier: Applier, clean_db: Engine, app_id: int, publisher: Publisher
 ) -> None:
     publisher.publish(envelope(app_id, [page("u1", "m-1")]).to_dict(), INGEST)  # a client's retry
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u1", "m-1")]).to_dict())
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u1", "m-1")])))
     with clean_db.connect() as conn:
         assert shown_profile(conn, app_id, "u1")["page_views"] == 1
 
@@ -149,7 +149,7 @@ def test_a_bad_call_is_isolated_alone(
         envelope(app_id, [page("u1"), page("bad", "m-bad"), page("u2")]).to_dict(), INGEST
     )
     publisher.publish(envelope(app_id, [page("u3")]).to_dict(), INGEST)
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u4")]).to_dict())
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u4")])))
     assert [(r[1], r[2]["messageId"]) for r in letters(clean_db)] == [("apply_failed", "m-bad")]
     assert count(clean_db, "SELECT count(*) FROM users") == 4
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 4
@@ -172,7 +172,7 @@ def test_messages_that_cannot_be_applied_are_dead_letters_alone(
     foreign["headers"]["task"] = "someone.else"
     redis_client.lpush(INGEST, orjson.dumps(foreign))
     publisher.publish(envelope(app_id, [page("u2")]).to_dict(), INGEST)
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u3")]).to_dict())
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u3")])))
 
     assert count(clean_db, "SELECT count(*) FROM users") == 3
     found = sorted((r[0], r[1]) for r in letters(clean_db))
@@ -197,7 +197,7 @@ def test_a_malformed_rejected_entry_keeps_the_rejected_calls(
         {"index": 2, "call": {"type": "track"}, "errors": "not a list"},
         ["not", "an", "object"],
     ]
-    applier.apply(FakeTask("leader"), env.to_dict())
+    applier.apply(FakeTask("leader"), sealed(env))
     assert [r[1] for r in letters(clean_db)] == ["missing_user_id", "rejected", "rejected"]
     with clean_db.connect() as conn:
         assert shown_profile(conn, app_id, "u1")["page_views"] == 1
@@ -222,7 +222,7 @@ def test_a_transient_failure_puts_the_group_back_and_retries_it_whole(
         return apply_messages(conn, messages, **kw)
 
     applier = make_applier(apply_group=deadlock_once)
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0", "m-leader")]).to_dict())
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0", "m-leader")])))
     assert seen_waiting == [0, 0]  # taken both times: put back in between
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 11
     assert count(clean_db, "SELECT sum(page_views) FROM users") == 11
@@ -246,7 +246,7 @@ def test_while_postgres_is_unreachable_the_group_waits_visible_in_the_queue(
             waiting_while_paused.append(int(redis_client.llen(INGEST)))
 
     applier = make_applier(apply_group=failing(2, down, apply_messages), clock=LookingClock())
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0")]).to_dict())
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0")])))
     assert waiting_while_paused == [10, 10]
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 11
     assert in_flight(redis_client) == 0
@@ -266,7 +266,7 @@ def test_a_redelivered_leader_first_puts_back_what_its_lost_run_took(
     lost = applier.drainer.take(INGEST, "leader", 99, 1 << 20)  # the run that died
     assert len(lost) == 5 and redis_client.llen(INGEST) == 0 and in_flight(redis_client) == 10
     publisher.publish(envelope(app_id, [page("u9", "m-9")]).to_dict(), INGEST)
-    applier.apply(FakeTask("leader"), envelope(app_id, [page("u0", "m-leader")]).to_dict())
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0", "m-leader")])))
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 7
     assert count(clean_db, "SELECT sum(page_views) FROM users") == 7
     assert in_flight(redis_client) == 0 and redis_client.llen(INGEST) == 0
@@ -288,7 +288,7 @@ def test_a_put_back_leader_taken_into_another_group_brings_its_group_along(
     lost_id = orjson.loads(message)["headers"]["id"]
     assert len(applier.drainer.take(INGEST, lost_id, 99, 1 << 20)) == 4  # the run that died
     redis_client.lpush(INGEST, message)  # put back by Celery (reject_on_worker_lost)
-    applier.apply(FakeTask("other"), envelope(app_id, [page("u9", "m-other")]).to_dict())
+    applier.apply(FakeTask("other"), sealed(envelope(app_id, [page("u9", "m-other")])))
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 6
     assert in_flight(redis_client) == 0 and redis_client.llen(INGEST) == 0
     assert not redis_client.keys(GROUP_PREFIX + "*")
@@ -319,7 +319,7 @@ def test_taken_messages_are_restorable_by_kombu_as_it_restores_its_own(
     assert len(restored) == 3 and in_flight(redis_client) == 0
     decoded = [orjson.loads(m) for m in restored]
     ours = next(m for m in restored if b"apply_message" in m)
-    assert parse_task_message(ours)[1] == env.to_dict()
+    assert parse_task_message(ours)[1] == sealed(env)
     wrapped = [m["body"] for m in decoded if m["properties"].get("userdest_raw")]
     assert sorted(wrapped) == sorted(["\ufffdnot json", '{"headers": "odd"}'])
 
@@ -342,7 +342,7 @@ def test_a_group_past_its_soft_time_limit_keeps_the_leader_and_puts_the_rest_bac
         raise SoftTimeLimitExceeded()
 
     make_applier(apply_group=too_slow).apply(
-        FakeTask("leader"), envelope(app_id, [page("u-leader", "m-leader")]).to_dict()
+        FakeTask("leader"), sealed(envelope(app_id, [page("u-leader", "m-leader")]))
     )
 
     assert calls == [6]  # tried once, as a group; never again within the same task
