@@ -58,7 +58,7 @@ class SignatureError(EnvelopeError):
     """An envelope without a MAC this deployment made: never applied. `code` is the dead
     letters' reason."""
 
-    code = "bad_signature"
+    code = "bad_envelope_mac"
 
 
 class UnsignedEnvelope(SignatureError):

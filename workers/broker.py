@@ -238,11 +238,17 @@ def strict_json_loads(data: str | bytes) -> Any:
     return orjson.loads(data)
 
 
+def decode_json_with_orjson() -> None:
+    """Have kombu (and so Celery, for a task's body) decode `application/json` with orjson;
+    encoding stays kombu's."""
+    serialization.registry.register("json", dumps, strict_json_loads, "application/json", "utf-8")
+
+
 def install(celery: Celery, settings: Settings) -> None:
     """Make this process's kombu Redis transport tolerant of poison messages, a full Redis and a
     failover, and its JSON bodies decoded by orjson."""
     _detached[:] = [make_redis(settings)]
-    serialization.registry.register("json", dumps, strict_json_loads, "application/json", "utf-8")
+    decode_json_with_orjson()
     kombu_redis.QoS.restore_visible = restore_visible  # type: ignore[method-assign]
     kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
     kombu_redis.QoS.ack = ack  # type: ignore[method-assign]

@@ -28,7 +28,7 @@ from shared.redisconn import make_redis
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import iso, utcnow
-from tests.support.apply import apply_envelope
+from tests.support.apply import apply_queued
 from tests.support.cli import (
     Invoke,
     envelopes,
@@ -456,7 +456,7 @@ def apply_all(engine: Engine, queued: list[dict[str, Any]]) -> list[Outcome]:
     outcomes = []
     for env in queued:
         with engine.begin() as conn:
-            outcomes.append(apply_envelope(conn, Envelope.from_dict(env)))
+            outcomes.append(apply_queued(conn, env))
     return outcomes
 
 
