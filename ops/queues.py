@@ -15,7 +15,7 @@ import orjson
 import redis
 
 from shared import wire
-from shared.envelope import Envelope, merge_defaults
+from shared.envelope import Envelope, EnvelopeKeys, merge_defaults
 from shared.eventtime import MAX_FUTURE
 from shared.queues import QUEUES
 from shared.queuestate import read_queues
@@ -135,11 +135,14 @@ def export_queue(
     *,
     max_bytes: int,
     max_calls: int,
+    keys: EnvelopeKeys,
     app_id: int | None = None,
     app_name: Callable[[int], str | None] = lambda _: None,
 ) -> Export:
     """Write the messages waiting on `queue` (of `app_id` only, where given), oldest first,
     without taking any off it; each line names its app (`app_name` of its id) in APP_FIELD.
+    A message none of `keys` signed is skipped as a worker would refuse it: a replay of the
+    file would sign its calls.
 
     One LRANGE reads the whole list at one instant, so the export is exactly the queue as it was
     then (no message missed or written twice while receivers push and workers pop); it holds the
@@ -149,7 +152,7 @@ def export_queue(
     waiting = client.lrange(queue, 0, -1)
     for position, raw in enumerate(reversed(waiting), start=1):
         try:
-            envelope = wire.decode_envelope(raw)
+            envelope = wire.decode_envelope(raw, keys)
         except wire.ForeignMessage as exc:
             summary.skipped.append({"position": position, "error": str(exc)})
             continue
