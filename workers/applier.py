@@ -369,10 +369,11 @@ def _decode(taken: Taken) -> tuple[str | None, Any, Any]:
 
 
 def _known_app(conn: Connection, app_id: Any) -> int | None:
-    """`app_id` where it names an app that exists, else None (the letters' app)."""
-    if type(app_id) is not int or not conn.scalar(
-        text("SELECT 1 FROM apps WHERE id = :a"), {"a": app_id}
-    ):
+    """`app_id` where it names an app that exists, else None (the letters' app). It may be any
+    value a forged message holds: one Postgres's bigint cannot take is no app either."""
+    if type(app_id) is not int or not -(2**63) <= app_id < 2**63:
+        return None
+    if not conn.scalar(text("SELECT 1 FROM apps WHERE id = :a"), {"a": app_id}):
         return None
     return app_id
 

@@ -165,10 +165,11 @@ def test_a_forged_deletion_waiting_behind_a_signed_message_is_kept_and_the_rest_
     assert redis_client.llen(INGEST) == 0 and redis_client.hlen(wire.UNACKED) == 0
 
 
+@pytest.mark.parametrize("app_id", [424242, 2**64 - 1, "1", True, None])
 def test_a_forgery_naming_no_app_that_exists_is_kept_without_an_app(
-    applier: Applier, clean_db: Engine, apps: dict[str, int]
+    applier: Applier, clean_db: Engine, apps: dict[str, int], app_id: Any
 ) -> None:
-    applier.apply(FakeTask("forged"), forged_deletion(424242, None))
+    applier.apply(FakeTask("forged"), {**forged_deletion(1, None), "app_id": app_id})
     assert letters(clean_db) == [(None, "unsigned_envelope", DELETE)]
 
 
