@@ -21,7 +21,8 @@ __all__ = ["HighWater", "Publisher", "make_redis"]
 
 
 class Publisher(publish.Publisher):
-    """Enqueues envelopes for the APPLY_TASK task on a queue, or raises Refusal 503."""
+    """Signs envelopes and enqueues them for the APPLY_TASK task on a queue, or raises Refusal
+    503."""
 
     def __init__(
         self,
@@ -29,7 +30,7 @@ class Publisher(publish.Publisher):
         client: Redis,
         retry_after: int,
         high_water: HighWater,
-        settings: Settings | None = None,
+        settings: Settings,
     ) -> None:
         super().__init__(celery, client, settings)
         self._retry_after = {"Retry-After": str(retry_after)}

@@ -52,6 +52,7 @@ def queue_messages(
         client,
         settings.retry_after_seconds,
         HighWater(client, settings.redis_high_water),
+        settings,
     )
     messages = []
     for req in requests:

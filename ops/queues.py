@@ -16,7 +16,7 @@ import orjson
 import redis
 
 from shared import erasure, wire
-from shared.envelope import Envelope, merge_defaults
+from shared.envelope import Envelope, EnvelopeKeys, merge_defaults
 from shared.eventtime import MAX_FUTURE
 from shared.queues import QUEUES
 from shared.queuestate import read_queues
@@ -136,11 +136,14 @@ def export_queue(
     *,
     max_bytes: int,
     max_calls: int,
+    keys: EnvelopeKeys,
     app_id: int | None = None,
     app_name: Callable[[int], str | None] = lambda _: None,
 ) -> Export:
     """Write the messages waiting on `queue` (of `app_id` only, where given), oldest first,
     without taking any off it; each line names its app (`app_name` of its id) in APP_FIELD.
+    A message none of `keys` signed is skipped as a worker would refuse it: a replay of the
+    file would sign its calls.
 
     One LRANGE reads the whole list at one instant, so the export is exactly the queue as it was
     then (no message missed or written twice while receivers push and workers pop); it holds the
@@ -150,7 +153,7 @@ def export_queue(
     waiting = client.lrange(queue, 0, -1)
     for position, raw in enumerate(reversed(waiting), start=1):
         try:
-            envelope = wire.decode_envelope(raw)
+            envelope = wire.decode_envelope(raw, keys)
         except wire.ForeignMessage as exc:
             summary.skipped.append({"position": position, "error": str(exc)})
             continue
@@ -242,11 +245,13 @@ def drop_person(
     client: redis.Redis,
     app_id: int,
     keys: set[erasure.IdKey],
-    rewrite: Callable[[Envelope], dict[str, Any]],
+    envelope_keys: EnvelopeKeys,
 ) -> dict[str, int]:
     """Remove the calls naming any of `keys` (ids and contacts) from the app's waiting messages:
-    a message left with no call is removed, the others are put back in place without them
-    (`rewrite` turns the envelope into what is queued). Counts of calls and messages touched."""
+    a message left with no call is removed, the others are put back in place without them, signed
+    again. A message no ENVELOPE_SECRET signed loses those calls too but is put back unsigned:
+    erasing must not launder a forgery (a worker keeps what is left as dead letters). Counts of
+    calls and messages touched."""
     replace = client.register_script(_REPLACE)
     out = {"calls": 0, "messages": 0}
     for queue in QUEUES:
@@ -255,6 +260,11 @@ def drop_person(
                 envelope = wire.decode_envelope(raw)
             except wire.ForeignMessage:
                 continue
+            try:
+                wire.decode_envelope(raw, envelope_keys)
+                signed = True
+            except wire.ForeignMessage:
+                signed = False
             if envelope.app_id != app_id:
                 continue
             keep = [i for i, call in enumerate(envelope.calls) if not _names(call, envelope, keys)]
@@ -269,7 +279,10 @@ def drop_person(
             envelope.calls = [envelope.calls[i] for i in keep]
             envelope.message_ids = [envelope.message_ids[i] for i in keep]
             envelope.rejected = rejected
-            new = wire.with_argument(raw, rewrite(envelope)) if keep or rejected else b""
+            argument: Any = envelope.to_dict()
+            if signed:
+                argument = orjson.Fragment(envelope_keys.seal(argument))
+            new = wire.with_argument(raw, argument) if keep or rejected else b""
             if replace(keys=[queue], args=[raw, new]):
                 out["calls"] += dropped
                 out["messages"] += 1

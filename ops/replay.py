@@ -37,7 +37,7 @@ from shared.calls import (
     message_id_of,
     parse_json,
 )
-from shared.envelope import REPLAY_SOURCE, Envelope, merge_defaults
+from shared.envelope import REPLAY_SOURCE, SIGNATURE_REASONS, Envelope, merge_defaults
 from shared.models import DeadLetter
 from shared.publish import MEMORY_CHECK_SECONDS, BrokerUnavailable, HighWater, Publisher
 from shared.readmodel import NotFound
@@ -443,12 +443,15 @@ def replay_dead_letters(
     size: int = 100,
     high_water: HighWater | None = None,
     on_wait: Callable[[], None] = lambda: None,
+    vouch: bool = False,
 ) -> dict[str, Any]:
     """Enqueue dead letters again and mark them replayed, in the caller's transaction.
 
     With `ids`, exactly those (replayed before or not); else every open one (never replayed, or
     failed again since), of `app_id` and `reason` where given. A letter the receiver's checks
-    still refuse, or of an unknown app, is skipped and stays open. Messages are published before
+    still refuse, or of an unknown app, is skipped and stays open; so is one whose message no
+    ENVELOPE_SECRET signed (SIGNATURE_REASONS) unless the operator vouches for it (`vouch`): its
+    calls are then signed anew like any replay's. Messages are published before
     the caller commits the marks: a failure in between leaves letters open that are already on
     the queue, and replaying them again applies nothing twice.
     """
@@ -499,7 +502,7 @@ def replay_dead_letters(
         page_metas = metas(session, page)
         done: list[int] = []
         for letter in page:
-            problem = _unreplayable(letter, page_metas[letter.id])
+            problem = _unreplayable(letter, page_metas[letter.id], vouch)
             if problem is not None:
                 skipped.append({"id": letter.id, "reason": problem[0], "error": problem[1]})
                 continue
@@ -529,7 +532,13 @@ def replay_dead_letters(
     }
 
 
-def _unreplayable(letter: DeadLetter, meta: dict[str, Any]) -> tuple[str, str] | None:
+def _unreplayable(letter: DeadLetter, meta: dict[str, Any], vouch: bool) -> tuple[str, str] | None:
+    if letter.reason in SIGNATURE_REASONS and not vouch:
+        return (
+            "unvouched",
+            "its message was not signed with ENVELOPE_SECRET (it may be forged): replay it with "
+            "--vouch once you have checked it",
+        )
     if letter.app_id is None:
         return "unknown_app", "the call named no app this deployment knows; nowhere to replay it"
     if not isinstance(letter.call, dict):

@@ -10,13 +10,27 @@ read by people and replayed:
      "calls": [{...raw Segment call...}, ...],   # exactly as sent, never modified
      "message_ids": ["…", ...],                  # each call's messageId, a UUID where it had none
      "rejected": [{"index": 4, "call": {...}, "errors": [{"code": …, "message": …}],
-                   "message_id": "…"}]}             # the id the answer gave the refused call
+                   "message_id": "…"}],             # the id the answer gave the refused call
+     "mac": "hs256:…"}                             # last: the MAC of everything before it
+
+Every producer signs (`EnvelopeKeys.seal`) and a worker verifies (`EnvelopeKeys.verify`) before it
+acts on anything: the MAC is HMAC-SHA256, keyed with ENVELOPE_SECRET, of the envelope's JSON
+without `mac` as orjson writes it; docs/security.md says why and what it covers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from base64 import urlsafe_b64encode
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 VERSION = 1
 DIRECT_SOURCE = "http"
@@ -28,8 +42,93 @@ REPLAY_SOURCE = "replay"
 whose own `receivedAt` counts; a live sender's `receivedAt` is ignored."""
 
 
+MAC_FIELD = "mac"
+"""The key of an envelope's MAC, written after every other field."""
+MAC_SCHEME = "hs256:"
+"""What a MAC starts with: HMAC-SHA256, base64url without padding after it."""
+_MAC_CONTEXT = b"userdest envelope\n"
+"""Fed to the HMAC before the envelope, so that ENVELOPE_SECRET's MACs mean nothing elsewhere."""
+
+
 class EnvelopeError(ValueError):
     """A queued message that is not an envelope this code understands."""
+
+
+class SignatureError(EnvelopeError):
+    """An envelope without a MAC this deployment made: never applied. `code` is the dead
+    letters' reason."""
+
+    code = "bad_envelope_mac"
+
+
+class UnsignedEnvelope(SignatureError):
+    """An envelope with no MAC at all: an older version's, or written by hand."""
+
+    code = "unsigned_envelope"
+
+
+SIGNATURE_REASONS = (SignatureError.code, UnsignedEnvelope.code)
+"""The dead letters' reasons of envelopes no ENVELOPE_SECRET signed."""
+
+
+class EnvelopeKeys:
+    """Signs envelopes with the first of ENVELOPE_SECRET's secrets and verifies them with any."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValueError("no ENVELOPE_SECRET to sign envelopes with")
+        # The context is hashed once per secret; each envelope copies the state and goes on.
+        self._macs = [hmac.new(s.encode(), _MAC_CONTEXT, hashlib.sha256) for s in secrets]
+
+    @classmethod
+    def of(cls, settings: Settings) -> EnvelopeKeys:
+        """The keys of a `Settings`' ENVELOPE_SECRET."""
+        return cls(settings.envelope_secrets)
+
+    @staticmethod
+    def _mac(key: Any, signed: bytes) -> bytes:
+        mac = key.copy()
+        mac.update(signed)
+        return MAC_SCHEME.encode() + urlsafe_b64encode(mac.digest()).rstrip(b"=")
+
+    def seal(self, envelope: Mapping[str, Any]) -> bytes:
+        """The envelope as JSON with its MAC as last field: what publishers put in a message (as
+        is, without serializing it again). A `mac` it holds already is replaced."""
+        if MAC_FIELD in envelope:
+            envelope = {k: v for k, v in envelope.items() if k != MAC_FIELD}
+        signed = orjson.dumps(envelope)
+        comma = b"," if len(signed) > 2 else b""
+        return b'%s%s"%s":"%s"}' % (
+            signed[:-1],
+            comma,
+            MAC_FIELD.encode(),
+            self._mac(self._macs[0], signed),
+        )
+
+    def verify(self, data: Any) -> None:
+        """Return if `data`, a parsed message argument, carries the MAC of exactly what it holds
+        beside it (made with any of the secrets); raise UnsignedEnvelope or SignatureError if not.
+        The MAC is checked against `data` itself, serialized again, so what passes is what the
+        worker acts on, whatever the bytes were. An argument that is not an object is left to
+        `Envelope.from_dict` to refuse."""
+        if not isinstance(data, dict):
+            return
+        given = data.get(MAC_FIELD)
+        if given is None:
+            raise UnsignedEnvelope(
+                "the envelope carries no MAC: written by an older version or by hand"
+            )
+        try:
+            signed = orjson.dumps({k: v for k, v in data.items() if k != MAC_FIELD})
+            claimed = given.encode("ascii")
+        except (TypeError, AttributeError, UnicodeEncodeError):
+            signed, claimed = b"", b""
+        if claimed and any(hmac.compare_digest(self._mac(k, signed), claimed) for k in self._macs):
+            return
+        raise SignatureError(
+            "the envelope's MAC matches none of ENVELOPE_SECRET's secrets: altered or forged, "
+            "or signed with a secret no longer listed"
+        )
 
 
 @dataclass(slots=True)

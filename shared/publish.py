@@ -5,7 +5,8 @@ library's json and opens a Redis client object per message, several times the co
 itself (docs/receiver.md has the figures). The receiver publishes a few hundred thousand calls a minute, so it builds
 the same message itself (shared/wire.py: Celery's own `as_task_v2` makes the task headers and body, so
 the task protocol stays Celery's), orjson serializes it once, and one LPUSH on a long-lived
-connection pool delivers it. tests/api/test_publish.py reads such a message back through
+connection pool delivers it. Each envelope is signed on the way (`EnvelopeKeys.seal`, serialized once
+with its MAC, the same bytes then go into the message). tests/api/test_publish.py reads such a message back through
 kombu and checks it against one written by `send_task`, so an upgrade that changes the format fails
 there and not in production. `userdest replay` and `userdest deadletters replay` publish through the
 same class, onto the `replay` queue.
@@ -24,9 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis
 
 from shared import wire
+from shared.envelope import EnvelopeKeys
 from shared.redisconn import NotReplicated, check_replicated, wait_command
 from shared.settings import Settings
 
@@ -99,20 +102,22 @@ class HighWater:
 
 
 class Publisher:
-    """Enqueues envelopes for the APPLY_TASK task on a queue, or raises BrokerUnavailable."""
+    """Signs envelopes and enqueues them for the APPLY_TASK task on a queue, or raises
+    BrokerUnavailable."""
 
-    def __init__(
-        self, celery: Celery, client: redis.Redis, settings: Settings | None = None
-    ) -> None:
+    def __init__(self, celery: Celery, client: redis.Redis, settings: Settings) -> None:
         self._celery = celery
         self._client = client
         self._settings = settings
-        self._wait = wait_command(settings) if settings is not None else None
+        self._keys = EnvelopeKeys.of(settings)
+        self._wait = wait_command(settings)
 
     def message(self, envelope: dict[str, Any], queue: str) -> bytes:
-        """The bytes kombu's Redis transport would push for `send_task(APPLY_TASK, [envelope])`."""
+        """The bytes kombu's Redis transport would push for `send_task(APPLY_TASK, [envelope])`,
+        the envelope signed with ENVELOPE_SECRET (its `mac` last)."""
         summary = f"[envelope app_id={envelope.get('app_id')} calls={len(envelope['calls'])}]"
-        return wire.encode(wire.task_message(self._celery, envelope, queue, summary))
+        sealed = orjson.Fragment(self._keys.seal(envelope))
+        return wire.encode(wire.task_message(self._celery, sealed, queue, summary))
 
     def publish(self, envelope: dict[str, Any], queue: str) -> int:
         """Returns once Redis has the message, with its size; BrokerUnavailable if it cannot be
@@ -126,7 +131,7 @@ class Publisher:
             return 0
         payloads = [self.message(envelope, queue) for envelope in envelopes]
         try:
-            if self._wait is None or self._settings is None:
+            if self._wait is None:
                 self._client.lpush(queue, *payloads)
             else:
                 # WAIT counts the writes of its own connection: one pipeline keeps both on one.

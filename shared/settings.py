@@ -16,7 +16,7 @@ from shared.attributes import BUDGET_DEFAULT, CAP_MAX
 from shared.queues import QUEUES
 
 SECRET_MIN = 16
-"""The shortest ENVELOPE_SECRET or SUPPRESSION_SECRET accepted."""
+"""The shortest ENVELOPE_SECRET (each of its secrets) or SUPPRESSION_SECRET accepted."""
 
 
 class SettingsError(ValueError):
@@ -159,7 +159,7 @@ class Settings:
     """LOG_LEVEL: the lowest level logged (DEBUG, INFO, WARNING, ERROR)."""
 
     envelope_secret: str = field(default="", repr=False)
-    """ENVELOPE_SECRET: the key of the MAC every queued message carries; receivers, workers and the CLI share it (required)."""
+    """ENVELOPE_SECRET: the key of the MAC every queued message carries; receivers, workers and the CLI share it (required). During a rotation a comma list: the first signs, any verifies."""
     suppression_secret: str = field(default="", repr=False)
     """SUPPRESSION_SECRET: the key of the hashes erased ids are remembered by; workers and the CLI share it (required)."""
 
@@ -249,7 +249,17 @@ class Settings:
                     f"{name.upper()} must be set, at least {SECRET_MIN} characters "
                     "(make run and make test set their own; see docs/security.md)"
                 )
+        if not self.envelope_secrets or any(len(s) < SECRET_MIN for s in self.envelope_secrets):
+            raise SettingsError(
+                f"ENVELOPE_SECRET must be one secret, or a comma list of them during a rotation, "
+                f"each at least {SECRET_MIN} characters (see docs/security.md)"
+            )
         return self
+
+    @property
+    def envelope_secrets(self) -> list[str]:
+        """ENVELOPE_SECRET's secrets, in order: the first signs envelopes, any of them verifies."""
+        return [part.strip() for part in self.envelope_secret.split(",") if part.strip()]
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -31,7 +31,7 @@ import orjson
 import redis
 from kombu.transport import redis as kombu_redis
 
-from shared.envelope import Envelope, EnvelopeError
+from shared.envelope import Envelope, EnvelopeError, EnvelopeKeys, SignatureError
 from shared.queues import APPLY_TASK
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ RAW_MARK = "userdest_raw"
 
 class ForeignMessage(ValueError):
     """A queued message that is not an APPLY_TASK message carrying an envelope; `code` says why:
-    `not_json`, `not_ours` (another shape or task) or `bad_envelope`."""
+    `not_json`, `not_ours` (another shape or task), `bad_envelope`, or, where its MAC is checked,
+    `unsigned_envelope` or `bad_envelope_mac`."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -164,11 +165,16 @@ def with_argument(raw: bytes | str, argument: Any) -> bytes:
     return encode(message)
 
 
-def decode_envelope(raw: bytes | str) -> Envelope:
-    """The envelope inside one queued message; ForeignMessage where there is none."""
+def decode_envelope(raw: bytes | str, keys: EnvelopeKeys | None = None) -> Envelope:
+    """The envelope inside one queued message; ForeignMessage where there is none, or, given
+    `keys`, where none of them signed it."""
     _task_id, argument = parse_task_message(raw)
     try:
+        if keys is not None:
+            keys.verify(argument)
         return Envelope.from_dict(argument)
+    except SignatureError as exc:
+        raise ForeignMessage(exc.code, str(exc)) from None
     except EnvelopeError as exc:
         raise ForeignMessage("bad_envelope", str(exc)) from None
 

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, text
 
 from shared import metrics, wire
 from shared.db import make_engine
-from shared.envelope import VERSION, Envelope, EnvelopeError
+from shared.envelope import VERSION, Envelope, EnvelopeError, EnvelopeKeys, SignatureError
 from shared.erasure import Suppression
 from shared.queues import INGEST
 from shared.redisconn import make_redis
@@ -120,6 +120,7 @@ class Applier:
         self._group_apply = apply_group
         self._keep_letters = keep_letters
         self._clock = clock or SystemClock()
+        self._keys = EnvelopeKeys.of(settings)
 
     @property
     def engine(self) -> Engine:
@@ -200,9 +201,12 @@ class Applier:
         self, leader: str, payload: Any, taken: list[Taken], step: Step
     ) -> tuple[Outcome, list[Prepared]]:
         """One transaction for the leader and the messages taken behind it; messages that are
-        not ours or not envelopes become dead letters in it, alone."""
+        not ours, not envelopes or not signed with ENVELOPE_SECRET become dead letters in it,
+        alone. An envelope is verified before anything of it is read, and what is applied is the
+        very object verified."""
         prepared: list[Prepared] = []
         letters: list[LetterToKeep] = []
+        refused: list[tuple[Any, list[LetterToKeep]]] = []
         for delivery_id, body, raw in [_leader(leader, payload)] + [_decode(t) for t in taken]:
             if isinstance(body, wire.ForeignMessage):
                 letters.append(
@@ -210,7 +214,13 @@ class Applier:
                 )
                 continue
             try:
+                self._keys.verify(body)
                 prepared.append(prepare(Envelope.from_dict(body), delivery_id))
+            except SignatureError as exc:
+                _log_refused(body, delivery_id, exc)
+                refused.append(
+                    (body.get("app_id"), message_letters(body, delivery_id, exc.code, str(exc)))
+                )
             except EnvelopeError as exc:
                 reason = _envelope_reason(body)
                 logger.error(
@@ -226,21 +236,29 @@ class Applier:
                 isolate=step is not Step.TOGETHER,
             )
             self._keep_letters(conn, None, letters)
+            for app_id, kept in refused:
+                self._keep_letters(conn, _known_app(conn, app_id), kept)
+                letters.extend(kept)
         for letter in letters:
             outcome.dead_letters[letter.reason] += 1
         return outcome, prepared
 
     def _keep_whole(self, payload: Any, leader: str, reason: str, error: str) -> None:
         """Keep every call of the leader as a dead letter (Postgres answers, but never for it);
-        if even that fails, the message goes back to the queue rather than away."""
+        if even that fails, the message goes back to the queue rather than away. A leader no
+        ENVELOPE_SECRET signed keeps its signature's reason, so that it is never replayed as one
+        that merely failed."""
         app_id = payload.get("app_id") if isinstance(payload, dict) else None
+        if isinstance(payload, dict) and SET_ASIDE not in payload:
+            try:
+                self._keys.verify(payload)
+            except SignatureError as exc:
+                _log_refused(payload, leader, exc)
+                reason, error = exc.code, str(exc)
         letters = message_letters(payload, leader, reason, error)
         try:
             with self.engine.begin() as conn:
-                exists = isinstance(app_id, int) and conn.scalar(
-                    text("SELECT 1 FROM apps WHERE id = :a"), {"a": app_id}
-                )
-                self._keep_letters(conn, app_id if exists else None, letters)
+                self._keep_letters(conn, _known_app(conn, app_id), letters)
         except Exception as exc:
             logger.error("cannot keep dead letters, requeueing",
                          extra={"leader": leader, "error": describe(exc)})  # fmt: skip
@@ -356,6 +374,30 @@ def _decode(taken: Taken) -> tuple[str | None, Any, Any]:
         logger.error("message set aside", extra={"reason": exc.code, "tag": taken.tag})
         return taken.tag, exc, taken.raw.decode("utf-8", "replace")
     return task_id, body, None
+
+
+def _known_app(conn: Connection, app_id: Any) -> int | None:
+    """`app_id` where it names an app that exists, else None (the letters' app). It may be any
+    value a forged message holds: one Postgres's bigint cannot take is no app either."""
+    if type(app_id) is not int or not -(2**63) <= app_id < 2**63:
+        return None
+    if not conn.scalar(text("SELECT 1 FROM apps WHERE id = :a"), {"a": app_id}):
+        return None
+    return app_id
+
+
+def _log_refused(body: dict[str, Any], delivery_id: str | None, exc: SignatureError) -> None:
+    """The log line of a message refused for its signature: the app it claims, never more of
+    what it holds."""
+    claimed = body.get("app_id")
+    logger.error(
+        "message refused: not signed with ENVELOPE_SECRET",
+        extra={
+            "reason": exc.code,
+            "delivery_id": delivery_id,
+            "app_id": claimed if type(claimed) is int else None,
+        },
+    )
 
 
 def _envelope_reason(body: Any) -> str:

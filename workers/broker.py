@@ -17,6 +17,12 @@ letter without ever logging its body; and it records a popped message in `unacke
 allowed to run when Redis is full (it adds back little more than the pop freed), and likewise
 acknowledges; the other writes a starting worker makes (queue bindings, the sweep's lock) wait
 for a Redis with room, and the worker starts. The format it reads and writes is shared/wire.py's.
+
+It also has Celery decode a task's JSON body with orjson, as the worker decodes the messages it
+takes behind it (shared/wire.py), rather than with kombu's `json.loads`, which reads `NaN` and
+turns objects such as `{"__type__": "datetime", "__value__": …}` into Python objects: every
+envelope a worker verifies and applies is then the same object whichever way it came
+(docs/security.md).
 tests/reliability/test_worker_groups.py runs a real worker against poison messages and a full
 Redis, so an upgrade of kombu that changes either fails there.
 """
@@ -27,7 +33,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis
+from kombu import serialization
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
@@ -225,10 +233,22 @@ def brpop_read(self: kombu_redis.Channel, **options: Any) -> Any:
         raise kombu_redis.redis.exceptions.ConnectionError(f"waiting for a master: {exc}") from None
 
 
+def strict_json_loads(data: str | bytes) -> Any:
+    """Celery's JSON decoder in a worker: orjson's, the parser of every other message."""
+    return orjson.loads(data)
+
+
+def decode_json_with_orjson() -> None:
+    """Have kombu (and so Celery, for a task's body) decode `application/json` with orjson;
+    encoding stays kombu's."""
+    serialization.registry.register("json", dumps, strict_json_loads, "application/json", "utf-8")
+
+
 def install(celery: Celery, settings: Settings) -> None:
     """Make this process's kombu Redis transport tolerant of poison messages, a full Redis and a
-    failover."""
+    failover, and its JSON bodies decoded by orjson."""
     _detached[:] = [make_redis(settings)]
+    decode_json_with_orjson()
     kombu_redis.QoS.restore_visible = restore_visible  # type: ignore[method-assign]
     kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
     kombu_redis.QoS.ack = ack  # type: ignore[method-assign]

@@ -146,12 +146,19 @@ def deadletters_export(
     help="Replay the letters of this file (a `deadletters export`, fixed) with their calls as "
     "the file has them; - reads stdin.",
 )
+@click.option(
+    "--vouch",
+    is_flag=True,
+    help="Also replay letters whose message was not signed with ENVELOPE_SECRET "
+    "(unsigned_envelope, bad_envelope_mac): you vouch for their calls, which are signed anew.",
+)
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
 @json_option
 def deadletters_replay(
     app_name: str | None,
     reason: str | None,
     edited: BinaryIO | None,
+    vouch: bool,
     ids: tuple[int, ...],
     as_json: bool,
 ) -> None:
@@ -161,7 +168,8 @@ def deadletters_replay(
     the letters of an edited `deadletters export` (each line's `id` and `call`): each letter takes
     its fixed call (the one received stays in its meta as original_call) and is replayed. Each
     keeps its messageId, so what was applied before is not applied twice. A letter the receiver's
-    checks still refuse, or of an unknown app, is skipped and stays listed.
+    checks still refuse, or of an unknown app, is skipped and stays listed; so is one whose
+    message was not signed with ENVELOPE_SECRET (it may be forged), unless --vouch.
 
     For example: userdest deadletters export --reason missing_event | jq -c '.call.event =
     "Unknown"' | userdest deadletters replay --from -
@@ -197,6 +205,7 @@ def deadletters_replay(
                 reason=reason,
                 size=min(settings.replay_batch_size, settings.max_batch_calls),
                 high_water=high_water,
+                vouch=vouch,
                 on_wait=lambda: click.echo(
                     "Redis is past REDIS_HIGH_WATER: waiting for the workers to make room",
                     err=True,

@@ -27,6 +27,7 @@ from ops.cli.common import (
     private_file,
 )
 from shared import tenancy
+from shared.envelope import EnvelopeKeys
 from shared.models import App
 from shared.queues import QUEUES
 
@@ -129,7 +130,8 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
     receivedAt, so `userdest replay` of the file, here or on another deployment, applies each
     call once and with its event time. Calls the receiver refused travel in the same messages
     (a worker stores them as dead letters): they are exported too, last in their line and as
-    sent, and a replay names them again.
+    sent, and a replay names them again. A message not signed with ENVELOPE_SECRET is skipped
+    (a worker keeps it as a dead letter), so that a replay never signs what nobody vouched for.
     A queue holds every app's messages and `replay --app` puts a file under one app: each line
     names its app (`userdestApp`) and a replay refuses the lines of another; export one app at a
     time with --app. The summary goes to stdout with --out, else to stderr.
@@ -161,6 +163,7 @@ def queue_export(name: str, out: str | None, app_name: str | None, as_json: bool
                 target.write,
                 max_bytes=settings.max_batch_bytes,
                 max_calls=settings.max_batch_calls,
+                keys=EnvelopeKeys.of(settings),
                 app_id=app_id,
                 app_name=names.get,
             )

@@ -22,6 +22,7 @@ from ops.cli.common import (
     private_file,
 )
 from shared import erasure, readmodel, search, tenancy
+from shared.envelope import EnvelopeKeys
 from shared.erasure import Suppression
 from shared.ids import lock_key
 
@@ -236,7 +237,7 @@ def users_delete(
         with broker(settings) as client:
             if not keep_queued:
                 answer["queued"] = drop_person(
-                    client, found["app_id"], found["keys"], lambda env: env.to_dict()
+                    client, found["app_id"], found["keys"], EnvelopeKeys.of(settings)
                 )
             if rewrite_aof:
                 answer["aof_rewrite"] = rewrite_append_only_file(client)

@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import text
 
+from shared.envelope import EnvelopeKeys, SignatureError
+from shared.settings import Settings
 from shared.timeparse import parse_iso
 from tests.support.fixtures import all_fixtures
 from tests.support.receiver import Tenant, gz, jdump
+from tests.support.tasks import FakeTask
 
 FIXTURES = all_fixtures()
 SINGLE = {name: call for name, call in FIXTURES.items() if name != "webhook-forwarded"}
@@ -592,3 +596,23 @@ def test_the_queue_message_is_json_a_person_can_read(send, redis_client: redis.R
     # No pickle, no trait values in the task's argument summary.
     assert message["content-type"] == "application/json"
     assert "Clicked" not in message["headers"]["argsrepr"]
+
+
+def test_what_the_receiver_queues_is_signed_and_a_worker_applies_it(
+    send, ingest_queue, tenant: Tenant, settings: Settings, clean_db
+):
+    from workers.applier import Applier
+
+    assert send("/v1/batch", {"batch": [ok_call(), ok_call(messageId="m-2")]}).status_code == 200
+    [queued] = ingest_queue()
+    EnvelopeKeys.of(settings).verify(queued)
+    with pytest.raises(SignatureError):
+        EnvelopeKeys(["another-deployment-s-secret"]).verify(queued)
+    applier = Applier(settings)
+    try:
+        applier.apply(FakeTask(), queued)
+    finally:
+        applier.close()
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM events")) == 2
+        assert conn.scalar(text("SELECT count(*) FROM dead_letters")) == 0

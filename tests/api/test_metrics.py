@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared.metrics import OTHER_APP, AppLabels
 from shared.settings import Settings
+from tests.support.db import SECRETS
 from tests.support.envelopes import envelope
 from tests.support.receiver import Tenant, basic, jdump
 
@@ -139,8 +140,8 @@ def _publish(redis_client, envelopes, queue: str) -> None:
     from shared.celery_app import make_celery
     from shared.publish import Publisher
 
-    app = make_celery(Settings(redis_url="redis://127.0.0.1:1/0"))
-    publisher = Publisher(app, redis_client)
+    unused = Settings(redis_url="redis://127.0.0.1:1/0", **SECRETS)
+    publisher = Publisher(make_celery(unused), redis_client, unused)
     publisher.publish_many([e.to_dict() for e in envelopes], queue)
 
 

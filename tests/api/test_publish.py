@@ -17,6 +17,7 @@ from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.queues import APPLY_TASK, INGEST, REPLAY
 from shared.settings import Settings
+from tests.support.envelopes import sealed
 from tests.support.fixtures import fixture
 
 ENVELOPE = Envelope(
@@ -31,6 +32,8 @@ ENVELOPE = Envelope(
     sent_at="2026-11-28T09:15:01.020Z",
     rejected=[{"index": 2, "call": {"type": "x"}, "errors": [{"code": "c", "message": "m"}]}],
 ).to_dict()
+SIGNED = sealed(ENVELOPE)
+"""The envelope as the publisher signs it, with the test settings' ENVELOPE_SECRET."""
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def celery_app(settings: Settings) -> Iterator[Celery]:
 @pytest.fixture
 def publisher(celery_app: Celery, settings: Settings) -> Iterator[Publisher]:
     client = make_redis(settings)
-    yield Publisher(celery_app, client, 5, HighWater(client, settings.redis_high_water))
+    yield Publisher(celery_app, client, 5, HighWater(client, settings.redis_high_water), settings)
     client.close()
 
 
@@ -58,7 +61,7 @@ def body_of(message: dict[str, Any]) -> Any:
 def test_the_message_has_the_shape_send_task_gives_it(
     publisher: Publisher, celery_app: Celery, redis_client: redis.Redis
 ):
-    celery_app.send_task(APPLY_TASK, args=[ENVELOPE], queue=INGEST, retry=False)
+    celery_app.send_task(APPLY_TASK, args=[SIGNED], queue=INGEST, retry=False)
     publisher.publish(ENVELOPE, INGEST)
     theirs, ours = raw_messages(redis_client, INGEST)
 
@@ -76,7 +79,7 @@ def test_the_message_has_the_shape_send_task_gives_it(
     assert ours["properties"]["correlation_id"] == ours["headers"]["id"]
     assert ours["properties"]["delivery_tag"] != theirs["properties"]["delivery_tag"]
     assert body_of(ours) == body_of(theirs)
-    assert body_of(ours)[0] == [ENVELOPE]
+    assert body_of(ours)[0] == [SIGNED]
 
 
 def test_kombu_reads_the_message_back_as_the_task_and_its_envelope(
@@ -89,7 +92,7 @@ def test_kombu_reads_the_message_back_as_the_task_and_its_envelope(
         args, kwargs, embed = message.decode()
         assert message.headers["task"] == APPLY_TASK
         assert message.content_type == "application/json"
-        assert args == [ENVELOPE]
+        assert args == [SIGNED]
         assert kwargs == {}
         assert embed == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
         message.ack()

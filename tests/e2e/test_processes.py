@@ -77,7 +77,7 @@ def test_worker_metrics_count_without_a_multiprocess_directory(
     private.mkdir()
     env = {**stack_env(settings), "WORKER_METRICS_PORT": str(port), "TMPDIR": str(private)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    publisher = Publisher(make_celery(settings), redis_client)
+    publisher = Publisher(make_celery(settings), redis_client, settings)
     calls = [{"type": "track", "userId": f"u{i}", "event": "Paid"} for i in range(3)]
     publisher.publish_many([envelope(tenant.app_id, [call]).to_dict() for call in calls], "ingest")
     with (tmp_path / "worker.log").open("wb") as out:

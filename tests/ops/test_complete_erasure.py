@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from shared import erasure
+from shared import erasure, wire
 from shared.celery_app import make_celery
 from shared.publish import Publisher
 from shared.queues import INGEST
@@ -266,3 +266,22 @@ def test_ids_only_leaves_the_email_free_for_a_new_signup(
     _apply(clean_db, [{"type": "identify", "userId": "ada-7731"}], app_id=shop)
     with clean_db.connect() as conn:
         assert list(conn.scalars(text("SELECT user_id FROM users"))) == ["ada-new"]
+
+
+def test_erasure_takes_the_person_out_of_an_unsigned_message_without_signing_it(
+    clean_db: Engine, settings: Settings, shop: int, redis_client: redis.Redis
+) -> None:
+    """A forged (unsigned) message loses the person's calls, and stays unsigned: the CLI holds
+    ENVELOPE_SECRET, and an erasure must not make a forgery pass."""
+    _apply(clean_db, [{"type": "identify", "userId": "ada-7731"}], app_id=shop)
+    forged = envelope(
+        shop, [{"type": "page", "userId": "ada-7731"}, {"type": "page", "userId": "x"}]
+    )
+    redis_client.lpush(
+        INGEST, wire.encode(wire.task_message(make_celery(settings), forged.to_dict(), INGEST, "x"))
+    )
+    ok(invoker(settings)("users", "delete", "--app", "shop", "ada-7731", "--yes"))
+    (raw,) = redis_client.lrange(INGEST, 0, -1)
+    _task, argument = wire.parse_task_message(raw)
+    assert [c["userId"] for c in argument["calls"]] == ["x"]
+    assert "mac" not in argument

@@ -19,7 +19,7 @@ from shared.queues import INGEST, REPLAY
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import iso
-from tests.support.apply import apply_envelope
+from tests.support.apply import apply_queued
 from tests.support.cli import (
     Invoke,
     envelopes,
@@ -28,6 +28,7 @@ from tests.support.cli import (
     one_line_error,
     writes_private_files,
 )
+from tests.support.envelopes import sealed
 from tests.support.tasks import FakeTask, applying
 from workers.apply.deadletters import LetterToKeep, keep
 
@@ -334,10 +335,51 @@ def test_a_replayed_letter_applies_once_however_often_it_is_replayed(
     outcomes = []
     for env in envelopes(redis_client, REPLAY):
         with clean_db.begin() as conn:
-            outcomes.append(apply_envelope(conn, Envelope.from_dict(env)))
+            outcomes.append(apply_queued(conn, env))
     assert sum(outcomes[0].applied.values()) == 1
     assert sum(outcomes[1].applied.values()) == 0
     assert outcomes[1].duplicates == 1
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM events")) == 1
+
+
+def test_letters_of_unsigned_messages_replay_only_when_the_operator_vouches_for_them(
+    invoke: Invoke, clean_db: Engine, redis_client: redis.Redis, settings: Settings
+):
+    """A message queued before envelopes were signed (or forged) is kept, never applied; its
+    calls go back only with --vouch, then signed, and a worker applies them."""
+    from workers.applier import Applier
+
+    with Session(clean_db) as session:
+        app_id = new_app(session, "shop").id
+        session.commit()
+    old = Envelope(
+        app_id=app_id,
+        received_at=RECEIVED,
+        request_id="req-old",
+        calls=[dict(FAILED)],
+        message_ids=["m-9"],
+    ).to_dict()
+    applier = Applier(settings)
+    try:
+        applier.apply(FakeTask("queued-by-an-older-version"), old)
+        [letter] = ids(listed(invoke, "--reason", "unsigned_envelope"))
+
+        answer = replay_json(invoke)
+        assert answer["replayed"] == 0 and redis_client.llen(REPLAY) == 0
+        assert [(s["id"], s["reason"]) for s in answer["skipped"]] == [(letter, "unvouched")]
+        assert "--vouch" in answer["skipped"][0]["error"]
+        assert replay_json(invoke, str(letter))["replayed"] == 0  # named, still not vouched for
+        assert ids(listed(invoke)) == [letter]
+
+        vouched = replay_json(invoke, "--reason", "unsigned_envelope", "--vouch")
+        assert (vouched["replayed"], vouched["skipped"]) == (1, [])
+        [queued] = envelopes(redis_client, REPLAY)
+        assert queued["source"] == "replay" and queued["message_ids"] == ["m-9"]
+        applier.apply(FakeTask("vouched", REPLAY), queued)
+    finally:
+        applier.close()
+    assert ids(listed(invoke)) == []
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM events")) == 1
 
@@ -433,7 +475,7 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
 
     applier = Applier(settings, apply_group=applying(track=crash))
     try:
-        applier.apply(FakeTask("task-1"), env.to_dict())
+        applier.apply(FakeTask("task-1"), sealed(env))
     finally:
         applier.close()
 
@@ -444,7 +486,7 @@ def test_a_worker_failure_replays_with_its_batch_defaults_and_sent_at(
                 "receivedAt": RECEIVED}
     ]  # fmt: skip
     with clean_db.begin() as conn:
-        outcome = apply_envelope(conn, Envelope.from_dict(replayed))
+        outcome = apply_queued(conn, replayed)
     assert outcome.applied == {"track": 1}
     with clean_db.connect() as conn:
         occurred = conn.scalar(text("SELECT occurred_at FROM events"))

@@ -25,7 +25,7 @@ TRACK = {"type": "track", "userId": "u1", "anonymousId": "a1", "event": "Paid", 
 @pytest.fixture
 def publisher(settings: Settings, redis_client: redis.Redis) -> Iterator[Publisher]:
     app = make_celery(settings)
-    yield Publisher(app, redis_client)
+    yield Publisher(app, redis_client, settings)
     app.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import os
 import stat
@@ -19,7 +20,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from ops.queues import export_lines
-from shared import readmodel
+from shared import readmodel, wire
 from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.publish import Publisher
@@ -28,7 +29,7 @@ from shared.redisconn import make_redis
 from shared.settings import Settings
 from shared.tenancy import new_app
 from shared.timeparse import iso, utcnow
-from tests.support.apply import apply_envelope
+from tests.support.apply import apply_queued
 from tests.support.cli import (
     Invoke,
     envelopes,
@@ -89,7 +90,7 @@ def apps(clean_db: Engine, redis_client: redis.Redis) -> dict[str, int]:
 @pytest.fixture
 def publisher(settings: Settings) -> Iterator[Publisher]:
     celery, client = make_celery(settings), make_redis(settings)
-    yield Publisher(celery, client)
+    yield Publisher(celery, client, settings)
     client.close()
     celery.close()
 
@@ -424,6 +425,42 @@ def test_export_skips_what_is_not_an_envelope(
     assert redis_client.llen(INGEST) == 4
 
 
+def test_export_skips_what_no_envelope_secret_signed(
+    invoke: Invoke,
+    apps: dict[str, int],
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    settings: Settings,
+):
+    """A replay signs what it enqueues: an export must not hand it a forgery to sign."""
+    forged = Envelope(
+        app_id=apps["shop"],
+        received_at=iso(utcnow()),
+        request_id="forged",
+        calls=[{**TRACK, "messageId": "m-forged"}],
+        message_ids=["m-forged"],
+    ).to_dict()
+    celery = make_celery(settings)
+    redis_client.lpush(INGEST, wire.encode(wire.task_message(celery, forged, INGEST, "[x]")))
+    altered = orjson.loads(publisher.message(forged, INGEST))
+    body = wire.task_body(altered)
+    body[0][0]["calls"][0]["event"] = "Altered"
+    altered["body"] = base64.b64encode(orjson.dumps(body)).decode()
+    redis_client.lpush(INGEST, orjson.dumps(altered))
+    celery.close()
+    backlog(publisher, apps["shop"])
+
+    result = ok(invoke("queue", "export", "--queue", "ingest"))
+    assert len(result.stdout.splitlines()) == 3
+    assert b"m-forged" not in result.stdout.encode()
+    assert result.stderr.splitlines()[:2] == [
+        "message 1: skipped: the envelope carries no MAC: written by an older version or by hand",
+        "message 2: skipped: the envelope's MAC matches none of ENVELOPE_SECRET's secrets: "
+        "altered or forged, or signed with a secret no longer listed",
+    ]
+    assert redis_client.llen(INGEST) == 5
+
+
 def test_export_lines_stay_within_the_batch_limits(apps: dict[str, int]):
     calls = [{**TRACK, "messageId": f"m-{i}", "properties": {"pad": "x" * 300}} for i in range(40)]
     envelope = Envelope(
@@ -456,7 +493,7 @@ def apply_all(engine: Engine, queued: list[dict[str, Any]]) -> list[Outcome]:
     outcomes = []
     for env in queued:
         with engine.begin() as conn:
-            outcomes.append(apply_envelope(conn, Envelope.from_dict(env)))
+            outcomes.append(apply_queued(conn, env))
     return outcomes
 
 

@@ -182,7 +182,7 @@ def test_a_worker_started_while_redis_refuses_writes_stays_up(
             assert worker.poll() is None, "the worker stopped on a refused write"
             master.config_set("min-replicas-to-write", 0)
             body = {"type": "page", "userId": "u1", "properties": {"url": "https://x.example/"}}
-            publisher = Publisher(make_celery(settings), master)
+            publisher = Publisher(make_celery(settings), master, settings)
             publisher.publish(envelope(tenant.app_id, [body]).to_dict(), INGEST)
             wait_for(lambda: len(applied_ids(clean_db)) == 1, timeout=60, what="the call applied")
         finally:

@@ -31,6 +31,7 @@ from shared.envelope import Envelope
 from shared.migrate import upgrade
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
+from tests.support.envelopes import sealed
 from tests.support.factories import make_app
 from tests.support.stack import (
     free_port,
@@ -171,7 +172,7 @@ def test_postgres_down_message_waits_and_is_applied_once(
             calls=[{"type": "identify", "userId": "u0", "traits": {"name": "Zero"}}],
             message_ids=["m-warmup"],
         )
-        celery.send_task(APPLY_TASK, args=[warmup.to_dict()], queue=INGEST)
+        celery.send_task(APPLY_TASK, args=[sealed(warmup)], queue=INGEST)
         wait_for(
             lambda: count(engine, "SELECT count(*) FROM processed_messages") == 1,
             timeout=30,
@@ -190,7 +191,7 @@ def test_postgres_down_message_waits_and_is_applied_once(
             ],
             message_ids=["m-pgdown-1", "m-pgdown-2"],
         )
-        celery.send_task(APPLY_TASK, args=[env.to_dict()], queue=INGEST)
+        celery.send_task(APPLY_TASK, args=[sealed(env)], queue=INGEST)
         wait_for(
             lambda: any(r.get("msg") == PAUSING for r in log_records(log)),
             timeout=20,
@@ -206,7 +207,7 @@ def test_postgres_down_message_waits_and_is_applied_once(
                 calls=[{"type": "page", "userId": f"b{n % 3}"}],
                 message_ids=[f"m-backlog-{n}"],
             )
-            celery.send_task(APPLY_TASK, args=[backlog.to_dict()], queue=INGEST)
+            celery.send_task(APPLY_TASK, args=[sealed(backlog)], queue=INGEST)
         time.sleep(2)
         assert redis_client.llen(INGEST) >= 15, redis_client.llen(INGEST)
         assert not log_lines(log, "message dead-lettered", "r-pgdown")

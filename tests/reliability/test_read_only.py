@@ -41,7 +41,7 @@ def test_a_worker_on_a_read_only_node_waits_without_spinning(
     clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     tenant = make_tenant(clean_db)
-    publisher = Publisher(make_celery(settings), redis_client)
+    publisher = Publisher(make_celery(settings), redis_client, settings)
     calls = [{"type": "track", "userId": f"u{i}", "event": "Paid"} for i in range(10)]
     publisher.publish_many([envelope(tenant.app_id, [c]).to_dict() for c in calls], INGEST)
     log = tmp_path / "worker.log"

@@ -19,6 +19,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
+from shared import wire
 from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.publish import Publisher
@@ -101,7 +102,7 @@ def test_a_worker_killed_mid_transaction_loses_nothing_and_doubles_nothing(
     kill: str, clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     app_id = make_app(clean_db, "killed")
-    publisher = Publisher(make_celery(settings), redis_client)
+    publisher = Publisher(make_celery(settings), redis_client, settings)
     calls = fill(publisher, app_id)
     log = tmp_path / "worker.log"
     worker_env = stack_env(settings) | {"VISIBILITY_TIMEOUT": "6", "TASK_TIME_LIMIT": "5"}
@@ -174,7 +175,7 @@ def test_poison_messages_are_set_aside_and_the_worker_lives(
     clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     app_id = make_app(clean_db, "poison")
-    publisher = Publisher(make_celery(settings), redis_client)
+    publisher = Publisher(make_celery(settings), redis_client, settings)
 
     def poison() -> list[bytes]:
         """Eight messages a worker cannot apply, each with ids of its own; one good call."""
@@ -235,6 +236,67 @@ def test_poison_messages_are_set_aside_and_the_worker_lives(
     assert applied and all(r.get("app_id") == app_id and r.get("message_ids") for r in applied)
 
 
+def test_a_real_worker_refuses_forged_messages_and_applies_signed_ones(
+    clean_db: Engine, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Through Celery (a leader) and taken behind one: a deletion pushed into Redis without the
+    secret erases nobody; a signed call holding what kombu's JSON would turn into a datetime
+    applies."""
+    app_id = make_app(clean_db, "victim")
+    publisher = Publisher(make_celery(settings), redis_client, settings)
+    celery = make_celery(settings)
+    identify = {"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}}
+    deletion = {**env(app_id, [{"type": "delete", "userId": "u1"}]), "source": "webhook"}
+
+    def forged() -> bytes:
+        """A task message of its own (LPUSHed by someone with Redis's password)."""
+        return wire.encode(wire.task_message(celery, deletion, INGEST, "[x]"))
+
+    typed = {"__type__": "datetime", "__value__": "2020-01-01T00:00:00"}
+    odd = {"type": "track", "userId": "u2", "event": "E", "properties": {"when": typed}}
+
+    log = tmp_path / "worker.log"
+    worker = start_worker(stack_env(settings), log, "ingest")
+    try:
+        publisher.publish(env(app_id, [identify]), INGEST)
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM users") == 1,
+            timeout=60,
+            what="the person to exist",
+        )
+        redis_client.lpush(INGEST, forged())  # alone: the leader Celery delivers
+        publisher.publish(env(app_id, [odd]), INGEST)
+        wait_for(
+            lambda: count(clean_db, "SELECT count(*) FROM processed_messages") == 2,
+            timeout=60,
+            what="the signed messages",
+        )
+        redis_client.lpush(
+            INGEST,
+            publisher.message(env(app_id, [page("u3")]), INGEST),
+            forged(),  # taken behind a leader this time
+            publisher.message(env(app_id, [page("u4")]), INGEST),
+        )
+        wait_for(
+            lambda: (
+                count(clean_db, "SELECT count(*) FROM processed_messages") == 4
+                and count(clean_db, "SELECT count(*) FROM dead_letters") == 2
+            ),
+            timeout=60,
+            what="the rest",
+        )
+    finally:
+        stop(worker)
+        celery.close()
+    assert count(clean_db, "SELECT count(*) FROM users WHERE user_id = 'u1'") == 1
+    assert count(clean_db, "SELECT count(*) FROM suppressed_ids") == 0
+    with clean_db.connect() as conn:
+        reasons = [r[0] for r in conn.execute(text("SELECT reason FROM dead_letters"))]
+    assert reasons == ["unsigned_envelope"] * 2
+    refused = [r for r in log_records(log) if str(r.get("msg", "")).startswith("message refused")]
+    assert len(refused) == 2 and all(r.get("app_id") == app_id for r in refused)
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
@@ -251,7 +313,7 @@ def test_a_full_redis_loses_no_message_a_worker_takes(
 ) -> None:
     app_id = make_app(clean_db, "full")
     full = replace(settings, redis_url=private_redis.url).verify()
-    publisher = Publisher(make_celery(full), private_redis.client)
+    publisher = Publisher(make_celery(full), private_redis.client, full)
     for i in range(40):
         publisher.publish(env(app_id, [page(f"u{i % 5}")]), INGEST)
     private_redis.fill_to_the_limit()

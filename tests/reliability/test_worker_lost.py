@@ -14,6 +14,7 @@ from shared.celery_app import make_celery
 from shared.envelope import Envelope
 from shared.queues import APPLY_TASK, INGEST
 from shared.settings import Settings
+from tests.support.envelopes import sealed
 from tests.support.factories import make_app
 from tests.support.stack import stack_env, start_worker, wait_for
 from workers.apply.store import lock_key
@@ -45,7 +46,7 @@ def test_killed_worker_message_is_redelivered_and_applied_once(
             text("SELECT pg_advisory_lock(:k)"), {"k": lock_key(app_id, "user", "victim")}
         )
         worker = start_lossy_worker(settings, log)
-        make_celery(settings).send_task(APPLY_TASK, args=[env.to_dict()], queue=INGEST)
+        make_celery(settings).send_task(APPLY_TASK, args=[sealed(env)], queue=INGEST)
 
         def waiting_on_lock() -> bool:
             return bool(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -68,12 +69,7 @@ def test_a_push_without_the_replicas_asked_for_is_refused_after_it_lands(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     """The test Redis has no replica: WAIT 1 answers 0 once its timeout passes."""
-    waiting = Settings(
-        database_url=settings.database_url,
-        redis_url=settings.redis_url,
-        redis_wait_replicas=1,
-        redis_wait_timeout_ms=10,
-    )
+    waiting = dataclasses.replace(settings, redis_wait_replicas=1, redis_wait_timeout_ms=10)
     publisher = Publisher(make_celery(waiting), make_redis(waiting), waiting)
     with pytest.raises(BrokerUnreplicated, match="0 of 1 replicas"):
         publisher.publish(

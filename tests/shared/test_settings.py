@@ -97,6 +97,22 @@ def test_a_missing_or_short_secret_is_refused_without_showing_it(name: str, valu
     assert "e" * SECRET_MIN not in repr(settings) and "s" * SECRET_MIN not in repr(settings)
 
 
+def test_envelope_secret_may_list_secrets_for_a_rotation_the_first_signing() -> None:
+    listed = dataclasses.replace(
+        Settings(**SECRETS), envelope_secret=f" {'n' * SECRET_MIN} , {'o' * SECRET_MIN} "
+    ).verify()
+    assert listed.envelope_secrets == ["n" * SECRET_MIN, "o" * SECRET_MIN]
+    assert Settings(**SECRETS).envelope_secrets == [SECRETS["envelope_secret"]]
+
+
+@pytest.mark.parametrize("value", [f"{'n' * SECRET_MIN},short", "," * SECRET_MIN])
+def test_each_listed_envelope_secret_must_be_long_enough(value: str) -> None:
+    settings = dataclasses.replace(Settings(**SECRETS), envelope_secret=value)
+    with pytest.raises(SettingsError, match="ENVELOPE_SECRET") as err:
+        settings.verify()
+    assert "short" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("changes", "var"),
     [

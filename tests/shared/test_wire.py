@@ -15,6 +15,7 @@ from shared.envelope import Envelope
 from shared.publish import Publisher
 from shared.queues import APPLY_TASK, INGEST, REPLAY
 from shared.settings import Settings
+from tests.support.envelopes import sealed
 
 ENVELOPE = Envelope(
     app_id=7, received_at="2026-11-28T09:15:01.031Z", request_id="r-1",
@@ -30,7 +31,7 @@ def test_kombu_keeps_a_delivered_message_where_and_as_wire_says(
     tests/workers/test_groups.py) and the one queue readings parse."""
     celery = make_celery(settings)
     try:
-        Publisher(celery, redis_client).publish(ENVELOPE, REPLAY)
+        Publisher(celery, redis_client, settings).publish(ENVELOPE, REPLAY)
         with celery.connection_for_write() as conn:
             channel = conn.default_channel
             for queue in celery.conf.task_queues:
@@ -44,7 +45,7 @@ def test_kombu_keeps_a_delivered_message_where_and_as_wire_says(
             parsed = wire.unacked_entry(entry)
             assert parsed is not None and parsed[1] == REPLAY
             assert wire.unacked_queue(entry) == REPLAY
-            assert wire.parse_task_message(wire.encode(parsed[0]))[1] == ENVELOPE
+            assert wire.parse_task_message(wire.encode(parsed[0]))[1] == sealed(ENVELOPE)
             message.ack()
             assert redis_client.hlen(wire.UNACKED) == 0
     finally:

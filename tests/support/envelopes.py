@@ -1,4 +1,5 @@
-"""Envelopes as the receiver makes them, for tests that apply calls directly."""
+"""Envelopes as the receiver makes them, for tests that apply calls directly, and signed as a
+worker takes them from a queue."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import itertools
 import uuid
 from typing import Any
 
-from shared.envelope import Envelope
+import orjson
+
+from shared.envelope import Envelope, EnvelopeKeys
+from shared.settings import Settings
+from tests.support.db import SECRETS
 
 _counter = itertools.count()
 
@@ -29,3 +34,14 @@ def envelope(
         message_ids=ids,
         **kw,
     )
+
+
+KEYS = EnvelopeKeys.of(Settings(**SECRETS))
+"""The test settings' envelope keys (every test process's settings carry SECRETS)."""
+
+
+def sealed(env: Envelope | dict[str, Any], keys: EnvelopeKeys = KEYS) -> dict[str, Any]:
+    """The envelope as a worker's task gets it from a queue: signed (its `mac` last) by `keys`,
+    the tests' ENVELOPE_SECRET unless given."""
+    data = env.to_dict() if isinstance(env, Envelope) else env
+    return dict(orjson.loads(keys.seal(data)))

@@ -61,12 +61,13 @@ def make_applier(
     clean_db: Engine, settings: Settings, redis_client: redis.Redis, clock: FakeClock
 ) -> Iterator[Callable[..., Applier]]:
     """Appliers against the committed test database and the run's Redis, with the test's clock
-    and whatever other seams a test passes (`apply_group`, `keep_letters`, `engine`)."""
+    and whatever other seams a test passes (`apply_group`, `keep_letters`, `engine`), and the
+    test settings unless given `with_settings`."""
     made: list[Applier] = []
 
-    def make(**seams: Any) -> Applier:
+    def make(with_settings: Settings | None = None, **seams: Any) -> Applier:
         seams.setdefault("clock", clock)
-        made.append(Applier(settings, **seams))
+        made.append(Applier(with_settings or settings, **seams))
         return made[-1]
 
     yield make

@@ -17,7 +17,7 @@ from shared.attributes import BUDGET_DEFAULT, IGNORED_NAMES_KEPT
 from shared.settings import Settings
 from tests.support.apply import apply_envelope
 from tests.support.db import SUPPRESSION
-from tests.support.envelopes import envelope
+from tests.support.envelopes import envelope, sealed
 from tests.support.factories import make_app
 from tests.support.tasks import FakeClock, FakeTask
 from workers.applier import Applier
@@ -191,7 +191,7 @@ def test_a_worker_applies_definition_budget_and_counts_refusals_by_scope(
     before = REGISTRY.get_sample_value(name, {"scope": "user"}) or 0.0
     call = {"type": "identify", "userId": "u", "traits": {"a": 1, "b": 2, "c": 3, "d": 4}}
     try:
-        applier.apply(FakeTask(queue="ingest"), envelope(app_id, [call]).to_dict())
+        applier.apply(FakeTask(queue="ingest"), sealed(envelope(app_id, [call])))
     finally:
         applier.close()
     with clean_db.connect() as conn:

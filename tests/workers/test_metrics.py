@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from tests.support.envelopes import envelope
+from tests.support.envelopes import envelope, sealed
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
 from tests.support.tasks import FakeTask
@@ -32,8 +32,8 @@ def test_duplicates_and_lag_are_counted_by_queue(applier: Applier, app_id: int) 
         sample("userdest_duplicates_skipped_total", queue="replay"),
         sample("userdest_apply_lag_seconds_count", queue="replay"),
     )
-    applier.apply(FakeTask(queue="replay"), env.to_dict())
-    applier.apply(FakeTask(queue="replay"), env.to_dict())
+    applier.apply(FakeTask(queue="replay"), sealed(env))
+    applier.apply(FakeTask(queue="replay"), sealed(env))
     assert sample("userdest_duplicates_skipped_total", queue="replay") - before[0] == 2
     assert sample("userdest_apply_lag_seconds_count", queue="replay") - before[1] == 2
 
@@ -43,7 +43,7 @@ def test_a_retry_is_counted_by_queue(make_applier: Callable[..., Applier], app_i
     applier = make_applier(apply_group=failing(2, deadlock, apply_messages))
     before = sample("userdest_task_retries_total", queue="ingest")
     applier.apply(
-        FakeTask(queue="ingest"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
+        FakeTask(queue="ingest"), sealed(envelope(app_id, [{"type": "page", "userId": "u"}]))
     )
     assert sample("userdest_task_retries_total", queue="ingest") - before == 2
 
@@ -51,11 +51,9 @@ def test_a_retry_is_counted_by_queue(make_applier: Callable[..., Applier], app_i
 def test_an_unknown_queue_is_labelled_other(applier: Applier, app_id: int) -> None:
     before = sample("userdest_apply_lag_seconds_count", queue="other")
     applier.apply(
-        FakeTask(queue="made-up"), envelope(app_id, [{"type": "page", "userId": "u"}]).to_dict()
+        FakeTask(queue="made-up"), sealed(envelope(app_id, [{"type": "page", "userId": "u"}]))
     )
-    applier.apply(
-        FakeTask(queue=None), envelope(app_id, [{"type": "page", "userId": "v"}]).to_dict()
-    )
+    applier.apply(FakeTask(queue=None), sealed(envelope(app_id, [{"type": "page", "userId": "v"}])))
     assert sample("userdest_apply_lag_seconds_count", queue="other") - before == 2
     assert sample("userdest_apply_lag_seconds_count", queue="made-up") == 0
 
@@ -73,7 +71,7 @@ def test_ignored_values_are_counted_by_scope_and_reason_not_by_name(
         )
     before = sample("userdest_coercions_ignored_total", scope="user", reason="uncoercible")
     call = {"type": "identify", "userId": "u", "traits": {"age": "ancient"}}
-    applier.apply(FakeTask(queue="ingest"), envelope(app_id, [call]).to_dict())
+    applier.apply(FakeTask(queue="ingest"), sealed(envelope(app_id, [call])))
     assert (
         sample("userdest_coercions_ignored_total", scope="user", reason="uncoercible") == before + 1
     )
@@ -91,7 +89,7 @@ def test_a_string_stored_cut_is_counted_as_truncated(
 ) -> None:
     before = sample("userdest_coercions_ignored_total", scope="event", reason="truncated")
     call = {"type": "track", "userId": "u", "event": "Note Left", "properties": {"note": "n" * 400}}
-    applier.apply(FakeTask(queue="ingest"), envelope(app_id, [call]).to_dict())
+    applier.apply(FakeTask(queue="ingest"), sealed(envelope(app_id, [call])))
     assert (
         sample("userdest_coercions_ignored_total", scope="event", reason="truncated") == before + 1
     )

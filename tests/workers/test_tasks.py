@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from shared import dedupe
 from shared.celery_app import make_celery
 from shared.settings import Settings
-from tests.support.envelopes import envelope
+from tests.support.envelopes import envelope, sealed
 from tests.support.factories import make_app
 from tests.support.faults import PgError, failing
 from tests.support.readmodel import shown_profile
@@ -46,7 +46,7 @@ def dead_letters(engine: Engine) -> list[tuple[Any, ...]]:
 
 def test_applies_and_commits(applier: Applier, clean_db: Engine, app_id: int) -> None:
     env = envelope(app_id, [{"type": "page", "userId": "u1"}])
-    applier.apply(FakeTask(), env.to_dict())
+    applier.apply(FakeTask(), sealed(env))
     with clean_db.connect() as conn:
         assert shown_profile(conn, app_id, "u1")["page_views"] == 1
 
@@ -54,8 +54,8 @@ def test_applies_and_commits(applier: Applier, clean_db: Engine, app_id: int) ->
 def test_a_message_that_is_not_an_envelope_is_a_dead_letter(
     applier: Applier, clean_db: Engine
 ) -> None:
-    applier.apply(FakeTask("t-1"), {"v": 1, "calls": [{"type": "page"}]})
-    applier.apply(FakeTask("t-2"), {"v": 99, "calls": [{"type": "page"}]})
+    applier.apply(FakeTask("t-1"), sealed({"v": 1, "calls": [{"type": "page"}]}))
+    applier.apply(FakeTask("t-2"), sealed({"v": 99, "calls": [{"type": "page"}]}))
     assert dead_letters(clean_db) == [
         (None, "bad_envelope", {"type": "page"}),
         (None, "envelope_version", {"type": "page"}),
@@ -63,7 +63,7 @@ def test_a_message_that_is_not_an_envelope_is_a_dead_letter(
 
 
 def test_an_unknown_app_is_a_dead_letter(applier: Applier, clean_db: Engine) -> None:
-    applier.apply(FakeTask(), envelope(424242, [{"type": "page", "userId": "u"}]).to_dict())
+    applier.apply(FakeTask(), sealed(envelope(424242, [{"type": "page", "userId": "u"}])))
     assert dead_letters(clean_db) == [(None, "unknown_app", {"type": "page", "userId": "u"})]
 
 
@@ -72,7 +72,7 @@ def test_transient_errors_retry_in_the_task_with_growing_jittered_waits(
 ) -> None:
     deadlock = OperationalError("SELECT", {}, PgError("40P01"))
     applier = make_applier(apply_group=failing(3, deadlock, apply_messages))
-    applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    applier.apply(FakeTask(), sealed(envelope(app_id, [{"type": "page", "userId": "u1"}])))
     assert len(clock.sleeps) == 3
     assert all(0 <= w <= RETRY_PAUSE * 2 ** (i + 1) for i, w in enumerate(clock.sleeps))
     assert dead_letters(clean_db) == []
@@ -87,7 +87,7 @@ def test_exhausted_retries_become_dead_letters(
         raise ProfileVanished("moved")
 
     applier = make_applier(apply_group=race)
-    applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+    applier.apply(FakeTask(), sealed(envelope(app_id, [{"type": "page", "userId": "u1"}])))
     assert [(r[0], r[1]) for r in dead_letters(clean_db)] == [(app_id, "retries_exhausted")]
 
 
@@ -111,7 +111,7 @@ def test_an_unexpected_error_keeps_the_calls(
 
     applier = make_applier(apply_group=bug)
     calls = [{"type": "page", "userId": "u1"}, {"type": "track", "userId": "u1", "event": "E"}]
-    applier.apply(FakeTask(), envelope(app_id, calls).to_dict())
+    applier.apply(FakeTask(), sealed(envelope(app_id, calls)))
     assert [(r[1], r[2]) for r in dead_letters(clean_db)] == [("worker_error", c) for c in calls]
 
 
@@ -129,7 +129,7 @@ def test_after_a_message_the_task_prunes_dedupe_records_older_than_dedupe_days(
         )
     task = register(make_celery(settings), settings)
     env = envelope(app_id, [{"type": "page", "userId": "u1", "messageId": "new"}])
-    task.apply(args=[env.to_dict()], throw=True)  # the real task, run in this process
+    task.apply(args=[sealed(env)], throw=True)  # the real task, run in this process
     with clean_db.connect() as conn:
         kept = set(conn.scalars(text("SELECT key FROM processed_messages")))
     assert kept == {keys["recent"], keys["new"]}
@@ -160,7 +160,7 @@ def test_an_unreachable_postgres_pauses_the_task_until_it_answers(
     """Even the dead letter of a bad message waits for Postgres: nothing is acknowledged away."""
     down = OperationalError("INSERT", {}, PgError(None))
     applier = make_applier(keep_letters=failing(2, down, keep))
-    applier.apply(FakeTask(), {"v": 99, "calls": [{"type": "page"}]})
+    applier.apply(FakeTask(), sealed({"v": 99, "calls": [{"type": "page"}]}))
     assert len(clock.sleeps) == 2  # one wait a pause, then Postgres answered the probe
     assert all(0.5 <= w <= 1.0 for w in clock.sleeps)
     assert [r[1] for r in dead_letters(clean_db)] == ["envelope_version"]
@@ -184,7 +184,7 @@ def test_a_pause_waits_with_jitter_and_gives_the_message_back_after_half_the_tim
     clock = FakeClock(0.0, sleeps_advance=True)
     applier = make_applier(engine=_DownEngine(), clock=clock)
     with pytest.raises(Reject):
-        applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+        applier.apply(FakeTask(), sealed(envelope(app_id, [{"type": "page", "userId": "u1"}])))
     assert clock.now > applier.settings.task_time_limit / 2
     assert all(w <= MAX_BACKOFF for w in clock.sleeps)
     assert clock.sleeps[0] <= 1.0 and max(clock.sleeps) > MAX_BACKOFF / 2
@@ -200,13 +200,13 @@ def test_a_single_call_that_crashes_is_a_dead_letter_and_applies_after_a_fix(
         raise RuntimeError("worker code crashed")
 
     env = envelope(app_id, [{"type": "page", "userId": "u1", "messageId": "m-1"}])
-    make_applier(apply_group=applying(page=crash)).apply(FakeTask(), env.to_dict())
+    make_applier(apply_group=applying(page=crash)).apply(FakeTask(), sealed(env))
     assert [(r[1], r[2]["messageId"]) for r in dead_letters(clean_db)] == [("apply_failed", "m-1")]
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM processed_messages")) == 0
         assert conn.scalar(text("SELECT count(*) FROM users")) == 0
 
-    make_applier().apply(FakeTask(), env.to_dict())  # the same message again, after the fix
+    make_applier().apply(FakeTask(), sealed(env))  # the same message again, after the fix
     with clean_db.connect() as conn:
         assert shown_profile(conn, app_id, "u1")["page_views"] == 1
 
@@ -229,7 +229,7 @@ def test_a_retry_never_logs_the_failing_statement_s_values(
         "UPDATE users ...", {"rows": "secret@example.com"}, PgError("40P01")
     )
     env = envelope(app_id, [{"type": "page", "userId": "u1"}], remote_addr="203.0.113.9")
-    make_applier(apply_group=failing(1, deadlock, apply_messages)).apply(FakeTask(), env.to_dict())
+    make_applier(apply_group=failing(1, deadlock, apply_messages)).apply(FakeTask(), sealed(env))
     retry = next(r for r in caplog.records if r.getMessage() == "transient failure, retrying")
     assert retry.__dict__["error"] == "OperationalError (SQLSTATE 40P01)"
     assert "secret@example.com" not in caplog.text
@@ -249,5 +249,5 @@ def test_a_dead_letter_that_cannot_be_written_gives_the_message_back(
 
     applier = make_applier(apply_group=race, keep_letters=broken)
     with pytest.raises(Reject) as caught:
-        applier.apply(FakeTask(), envelope(app_id, [{"type": "page", "userId": "u1"}]).to_dict())
+        applier.apply(FakeTask(), sealed(envelope(app_id, [{"type": "page", "userId": "u1"}])))
     assert caught.value.requeue is True
