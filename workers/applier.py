@@ -40,7 +40,7 @@ from shared.timeparse import parse_iso, utcnow
 from workers.apply import deadletters
 from workers.apply.deadletters import LetterToKeep, letter_key
 from workers.apply.messages import Outcome, Prepared, apply_messages, message_letters, prepare
-from workers.broker import SET_ASIDE
+from workers.broker import SET_ASIDE, SET_ASIDE_TOKEN
 from workers.drain import Drainer, RedisFull, Taken
 from workers.failures import (
     Action,
@@ -249,7 +249,7 @@ class Applier:
         ENVELOPE_SECRET signed keeps its signature's reason, so that it is never replayed as one
         that merely failed."""
         app_id = payload.get("app_id") if isinstance(payload, dict) else None
-        if isinstance(payload, dict) and SET_ASIDE not in payload:
+        if isinstance(payload, dict) and not _set_aside(payload):
             try:
                 self._keys.verify(payload)
             except SignatureError as exc:
@@ -355,10 +355,19 @@ def _narrower(step: Step, *, grouped: bool) -> Step | None:
     return None
 
 
+def _set_aside(payload: Any) -> bool:
+    """Whether `payload` is a set-aside envelope this worker's decoder made (workers/broker.py)."""
+    return (
+        isinstance(payload, dict)
+        and isinstance(payload.get(SET_ASIDE), str)
+        and payload.get("token") == SET_ASIDE_TOKEN
+    )
+
+
 def _leader(leader: str, payload: Any) -> tuple[str, Any, Any]:
     """The leader as `_decode` gives a taken message: workers/broker.py delivers a message that
     is not ours as an envelope `{"set_aside": reason, "raw": text}`."""
-    if isinstance(payload, dict) and isinstance(payload.get(SET_ASIDE), str):
+    if _set_aside(payload):
         reason = payload[SET_ASIDE]
         foreign = wire.ForeignMessage(reason, f"set aside by the worker: {reason}")
         return leader, foreign, payload.get("raw")

@@ -30,6 +30,7 @@ Redis, so an upgrade of kombu that changes either fails there.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 SET_ASIDE = "set_aside"
 """The key of the envelope that stands for a message set aside; its value is the reason."""
+SET_ASIDE_TOKEN = secrets.token_hex(16)
+"""Made at import, before the pool forks: what a set-aside envelope carries to show it was made by
+this worker's decoder, not written into Redis by someone who wants to pick its dead letters'
+reason and app (such a payload is an unsigned envelope like any other)."""
 
 _APPEND = """#!lua flags=allow-oom
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
@@ -76,7 +81,11 @@ def set_aside(raw: bytes | str, reason: str, celery: Celery) -> dict[str, Any]:
     """An APPLY_TASK message, in kombu's shape, standing for a message that cannot be one."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     return wire.task_message(
-        celery, {SET_ASIDE: reason, "raw": text}, INGEST, f"[set aside: {reason}]", exchange=INGEST
+        celery,
+        {SET_ASIDE: reason, "raw": text, "token": SET_ASIDE_TOKEN},
+        INGEST,
+        f"[set aside: {reason}]",
+        exchange=INGEST,
     )
 
 

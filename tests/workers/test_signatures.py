@@ -320,3 +320,14 @@ def test_the_leader_celery_decodes_is_the_object_that_was_signed(
 
     assert letters(clean_db) == []
     assert scalar(clean_db, "SELECT count(*) FROM processed_messages") == 1
+
+
+def test_a_set_aside_payload_written_into_redis_is_an_unsigned_envelope(
+    applier: Applier, clean_db: Engine, victim: int
+) -> None:
+    """Only this worker's decoder makes set-aside envelopes: one pushed by hand cannot pick its
+    dead letters' reason (any text, past the column's 60 characters) or pass as the worker's."""
+    forged = {**forged_deletion(victim, None), "set_aside": "x" * 100, "raw": "{}"}
+    applier.apply(FakeTask("forged"), forged)
+    assert letters(clean_db) == [(victim, "unsigned_envelope", DELETE)]
+    assert_untouched(clean_db, victim)
