@@ -24,8 +24,10 @@ from shared.settings import Settings
 from shared.tenancy import create_key
 from tests.support.db import SUPPRESSION
 from tests.support.readmodel import seed
+from tests.support.stack import free_ports
 
-PORT = 8500
+PORTS = free_ports(6)
+"""The ports of the servers these tests start, one each, free when the module loads."""
 
 
 class Client(requests.Session):
@@ -86,15 +88,15 @@ def _keys(engine: Engine) -> tuple[str, str, int]:
 def reader(served: Any, clean_db: Engine, settings: Settings) -> Iterator[tuple[Client, str]]:
     read, write, _ = _keys(clean_db)
     # No rate limit here: the feed test polls as fast as it can (the limit has its own test).
-    base = served(readapi.create_app(replace(settings, read_rate_limit_per_second=0)), PORT)
+    base = served(readapi.create_app(replace(settings, read_rate_limit_per_second=0)), PORTS[0])
     with Client(base, read) as client:
         yield client, write
 
 
 def test_keys_have_a_scope_on_both_sides(served: Any, clean_db: Engine, settings: Settings) -> None:
     read, write, _ = _keys(clean_db)
-    base = served(readapi.create_app(settings), PORT + 1)
-    receiver = served(api.create_app(settings), PORT + 2)
+    base = served(readapi.create_app(settings), PORTS[1])
+    receiver = served(api.create_app(settings), PORTS[2])
     with requests.Session() as client:
         wrong = client.get(f"{base}/v1/users/u1", headers={"Authorization": f"Bearer {write}"})
         assert (wrong.status_code, wrong.json()["code"]) == (403, "wrong_scope")
@@ -186,13 +188,13 @@ def test_filters_are_bounded(reader: tuple[Client, str]) -> None:
 
 def test_rate_limit_and_postgres_down(served: Any, clean_db: Engine, settings: Settings) -> None:
     read, _, _ = _keys(clean_db)
-    limited = served(readapi.create_app(replace(settings, read_rate_limit_per_second=1)), PORT + 3)
+    limited = served(readapi.create_app(replace(settings, read_rate_limit_per_second=1)), PORTS[3])
     with Client(limited, read) as client:
         answers = [client.get("/v1/definitions") for _ in range(3)]
         refused = [a for a in answers if a.status_code == 429]
         assert refused and refused[0].headers["Retry-After"] == str(settings.retry_after_seconds)
     down = replace(settings, database_url="postgresql://postgres@127.0.0.1:8509/none")
-    base = served(readapi.create_app(down), PORT + 4)
+    base = served(readapi.create_app(down), PORTS[4])
     answer = requests.get(
         f"{base}/v1/users/u1", headers={"Authorization": f"Bearer {read}"}, timeout=30
     )
@@ -299,7 +301,7 @@ def test_erased_people_and_revoked_keys(served: Any, clean_db: Engine, settings:
 
     read, _, shop_id = _keys(clean_db)
     app = readapi.create_app(settings)
-    base = served(app, PORT + 5)
+    base = served(app, PORTS[5])
     with Client(base, read) as client:
         assert client.get("/v1/users/u1").status_code == 200
         with Session(clean_db) as session:

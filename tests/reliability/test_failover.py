@@ -28,7 +28,7 @@ from tests.support.ha import (
     redis_missing,
 )
 from tests.support.receiver import make_tenant
-from tests.support.stack import stack_env, start_worker, stop, wait_for
+from tests.support.stack import free_ports, stack_env, start_worker, stop, wait_for
 from workers.apply.store import lock_key
 
 pytestmark = [
@@ -36,9 +36,9 @@ pytestmark = [
     pytest.mark.skipif(redis_missing() is not None, reason=str(redis_missing())),
 ]
 
-REDIS_PORTS = [6480, 6481, 6482]
-SENTINEL_PORTS = [26480, 26481, 26482]
-RECEIVER_PORT = 8480
+REDIS_PORTS = free_ports(3)
+SENTINEL_PORTS = free_ports(3)
+(RECEIVER_PORT,) = free_ports(1)
 
 
 def _settle(sender: Sender, engine: Engine) -> tuple[int, int]:

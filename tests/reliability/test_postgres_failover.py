@@ -27,7 +27,7 @@ from shared.settings import Settings
 from tests.support.db import SECRETS
 from tests.support.factories import make_app
 from tests.support.ha import PostgresPair, postgres_bin, redis_group, redis_missing
-from tests.support.stack import stack_env, start_worker, stop, wait_for
+from tests.support.stack import free_ports, stack_env, start_worker, stop, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -35,9 +35,9 @@ pytestmark = [
     pytest.mark.skipif(redis_missing() is not None, reason=str(redis_missing())),
 ]
 
-PG_PORTS = (5480, 5481)
-REDIS_PORTS = [6483, 6484, 6485]
-SENTINEL_PORTS = [26483, 26484, 26485]
+PG_PORTS = tuple(free_ports(2))
+REDIS_PORTS = free_ports(3)
+SENTINEL_PORTS = free_ports(3)
 MESSAGES = 400
 
 

@@ -33,6 +33,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different ports the system says are free now, for servers a test starts: two test
+    runs on one machine (a developer's and a helper's) must never share a Redis or a Postgres."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def stack_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
