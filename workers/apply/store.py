@@ -24,7 +24,7 @@ from shared.attributes import (
     Caps,
 )
 from shared.calls import DELETION
-from shared.db import json_dumps
+from shared.db import array_literal, json_dumps
 from shared.ids import lock_key, normalize_id
 from shared.models import (
     CANONICAL_PROFILES,
@@ -86,7 +86,7 @@ def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
             "SELECT k FROM unnest(CAST(:keys AS uuid[])) AS k ORDER BY k "
             "ON CONFLICT DO NOTHING RETURNING key"
         ),
-        {"keys": sorted(by_key)},
+        {"keys": array_literal(sorted(by_key))},
     )
     return {by_key[r[0]] for r in rows}
 
@@ -181,9 +181,9 @@ def _load_profiles(
         ),
         {
             "app": state.app_id,
-            "kinds": [kind for kind, _ in ordered],
-            "values": [value for _, value in ordered],
-            "skeys": [suppression.key(state.app_id, k, v) for k, v in ordered],
+            "kinds": array_literal(kind for kind, _ in ordered),
+            "values": array_literal(value for _, value in ordered),
+            "skeys": array_literal(suppression.key(state.app_id, k, v) for k, v in ordered),
         },
     ).all()
     rows = [(kind, value, pk) for kind, value, pk, _ in probed if pk is not None]
@@ -200,9 +200,10 @@ def _load_profiles(
     found = conn.execute(
         text(
             f"SELECT id, user_id, page_views, first_seen, last_seen, attributes, field_times, "  # noqa: S608 (fixed column names)
-            f"merged_into, {columns} FROM users WHERE id = ANY(:pks) ORDER BY id FOR UPDATE"
+            f"merged_into, {columns} FROM users WHERE id = ANY(CAST(:pks AS bigint[])) "
+            "ORDER BY id FOR UPDATE"
         ),
-        {"pks": pks},
+        {"pks": array_literal(pks)},
     ).mappings()
     for row in found:
         if row["merged_into"] is not None:
