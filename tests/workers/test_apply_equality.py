@@ -14,7 +14,7 @@ calls the workers refuse. Then every table that calls write is read back, normal
 The expected digests were recorded from the code before any change to how calls are applied. A
 faster apply path must leave them unchanged; a deliberate change of behaviour rewrites them:
 `.venv/bin/python -m tests.workers.test_apply_equality` prints the current digests as JSON (paste
-them into tests/fixtures/apply_digests.json with the reason in the commit message).
+them into tests/workers/apply_digests.json with the reason in the commit message).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tests.support.db import SUPPRESSION
 from tests.support.envelopes import envelope
 from workers.apply.messages import apply_messages, prepare
 
-EXPECTED = Path(__file__).resolve().parents[1] / "fixtures" / "apply_digests.json"
+EXPECTED = Path(__file__).with_name("apply_digests.json")
 CALLS = 20_000
 USERS = 400
 PER_MESSAGE = 100
