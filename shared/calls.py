@@ -169,8 +169,12 @@ def check_call(
     fixed_type: str | None,
     deletions: bool = False,
     deletions_after: datetime | None = None,
+    times: dict[str, datetime | None] | None = None,
 ) -> list[dict[str, str]]:
     """Every structural problem of one call; an empty list when it can be enqueued.
+
+    `times`, where given, receives each time field the call has, parsed (None if it does not
+    parse), so that the workers' event time reads them without parsing them again.
 
     `fixed_type` is the type the endpoint implies (`/v1/track`), or None where the call must name
     its own (`/v1/batch`, `/webhook`). `deletions`: whether this call may be a DELETION (a signature
@@ -242,7 +246,12 @@ def check_call(
             errors.append(error(f"invalid_{name}", f"{name} must be an object"))
     for name in _TIME_FIELDS:
         value = get(name)
-        if value is not None and parse_iso(value) is None:
+        if value is None:
+            continue
+        parsed = parse_iso(value)
+        if times is not None:
+            times[name] = parsed
+        if parsed is None:
             errors.append(error("invalid_timestamp", f"{name} must be an ISO-8601 date and time"))
     return errors
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,12 +24,20 @@ def event_time(
     received_at: datetime,
     batch_sent_at: datetime | None = None,
     replayed: bool = False,
+    times: Mapping[str, datetime | None] | None = None,
 ) -> datetime:
     """The time a call's event happened, as an aware UTC datetime.
 
     Only a replayed call's own `receivedAt` counts (it was received before, and keeps that time);
-    a live sender's is its own invention and is ignored.
+    a live sender's is its own invention and is ignored. `times`: the call's time fields already
+    parsed (by shared.calls.check_call), by name; a field not in it is parsed here.
     """
+
+    def parsed(name: str) -> datetime | None:
+        if times is not None and name in times:
+            return times[name]
+        return parse_iso(call.get(name))
+
     receiver_received = _utc(received_at)
     received = parse_iso(call.get("receivedAt")) if replayed else None
     # A call cannot have been received long after we received it: rule 4 applied to the call's
@@ -36,14 +45,14 @@ def event_time(
     if received is None or received > receiver_received + MAX_FUTURE:
         received = receiver_received
 
-    timestamp = parse_iso(call.get("timestamp"))
-    original = parse_iso(call.get("originalTimestamp"))
+    timestamp = parsed("timestamp")
+    original = parsed("originalTimestamp")
     if timestamp is not None and original is not None:
         # Segment already corrected this call (Webhooks destination, an export); do not again.
         result = timestamp
     else:
         own = timestamp if timestamp is not None else original
-        sent = parse_iso(call.get("sentAt"))
+        sent = parsed("sentAt")
         if sent is None and batch_sent_at is not None:
             sent = _utc(batch_sent_at)
         if own is None:

@@ -57,7 +57,8 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
     body = merge_defaults(raw, env.defaults)
     # The receiver's own checks (shared/calls.py): a call it would refuse fails here with the
     # same code, whichever way it reached the queue. Only Segment's webhook may ask for an erasure.
-    errors = check_call(body, None, deletions=env.source == "webhook")
+    times: dict[str, datetime | None] = {}
+    errors = check_call(body, None, deletions=env.source == "webhook", times=times)
     if errors:
         raise BadCall(errors[0]["code"], "; ".join(e["message"] for e in errors))
     kind = body["type"]
@@ -71,6 +72,8 @@ def parse_call(index: int, raw: Any, message_id: str, env: Envelope, received_at
         message_id=clean_text(message_id),
         user_id=user_id,
         anonymous_id=anonymous_id,
-        time=event_time(body, received_at, parse_iso(env.sent_at), env.source == REPLAY_SOURCE),
+        time=event_time(
+            body, received_at, parse_iso(env.sent_at), env.source == REPLAY_SOURCE, times
+        ),
         client_ip=env.client_ip(),
     )
