@@ -37,6 +37,7 @@ FIGURES: dict[str, str] = {
     "drain_batch_calls_per_s": "calls/s a worker drains from a backlog of the same calls in 100s",
     "drain_single_to_batch": "one-call drain ÷ batch drain (target >= 0.5)",
     "receiver_wait_to_no_wait": "single calls/s with REDIS_WAIT_REPLICAS=1 ÷ without, same run (target >= 0.85)",
+    "receiver_to_bare_flask": "single calls/s of the receiver ÷ a bare Flask JSON→LPUSH app, same gunicorn settings, same run (target >= 0.9)",
     "drain_batch_to_postgres": "batch drain ÷ Postgres rows/s (target >= 0.09)",
     "apply_lag_p99_ms": "sent to committed, 99th percentile, single calls at half the receiver's "
     "rate (target <= 1000)",
@@ -166,6 +167,10 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     row("with WAIT 1 ÷ without", f"{f['receiver_wait_to_no_wait']:.3f}",
         f"{waits['with_calls_per_s']:,.0f} ÷ {waits['without_calls_per_s']:,.0f} single calls/s, "
         "a local replica; target >= 0.85")  # fmt: skip
+    lean = report["receiver_to_bare"]
+    row("receiver ÷ bare Flask", f"{f['receiver_to_bare_flask']:.3f}",
+        f"{lean['receiver_calls_per_s']:,.0f} ÷ {lean['bare_calls_per_s']:,.0f} single calls/s, "
+        "no worker running; target >= 0.9")  # fmt: skip
     row("apply lag p99", f"{f['apply_lag_p99_ms']:,.0f} ms",
         f"p50 {lag['p50_ms']:,.0f} ms; {lag['calls']:,} single calls at {lag['rate_per_s']:,.0f}/s "
         "(half the receiver's rate); target <= 1000 ms")  # fmt: skip

@@ -29,7 +29,7 @@ from rich.console import Console
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from bench import ceilings, cpu, drain, replicas, report
+from bench import bare, ceilings, cpu, drain, replicas, report
 from bench.lag import paced_lag
 from bench.load import PhaseResult, Request, batch_requests, send, single_requests
 from bench.stack import (
@@ -254,6 +254,10 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
         waits = replicas.wait_cost(
             target, api_key, singles[:wait_n], opts.clients, opts.max_seconds, logs
         )
+        say(f"sending {wait_n:,} single calls to the receiver and to a bare Flask app")
+        lean = bare.receiver_to_bare(
+            target, api_key, singles[:wait_n], opts.clients, opts.max_seconds, logs
+        )
         machine = report.machine(target.database_url, client)
     finally:
         engine.dispose()
@@ -284,6 +288,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
         receiver, end_to_end, redis_figures, pg, base, len(batch_calls) / max(1, len(batches))
     ) | _worker_figures(drains, pg, lag)
     figures["receiver_wait_to_no_wait"] = waits["ratio"]
+    figures["receiver_to_bare_flask"] = lean["ratio"]
     result = {
         "bench": "userdest",
         "format": 1,
@@ -309,6 +314,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
         "drains": drains,
         "apply_lag": lag,
         "replica_wait": waits,
+        "receiver_to_bare": lean,
         "problems": _problems(single, batch, end_to_end, base, len(singles), len(batches))
         + (
             [f"the lag phase applied {lag['applied']} of {lag['calls']} calls"]

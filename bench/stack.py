@@ -135,7 +135,8 @@ def free_port() -> int:
 
 
 class Stack:
-    """gunicorn serving the receiver and a Celery worker on `ingest`, against the bench's target.
+    """gunicorn serving the receiver (or `app`) and a Celery worker on `ingest` (unless not
+    `worker`), against the bench's target.
 
     Use as a context manager: leaving it, by any exception or KeyboardInterrupt included, stops both.
     """
@@ -146,7 +147,11 @@ class Stack:
         logs: Path,
         log_level: str = "INFO",
         env: dict[str, str] | None = None,
+        app: str = "api:create_app()",
+        worker: bool = True,
     ) -> None:
+        self.app = app
+        self.worker = worker
         self.target = target
         self.env = env or {}
         self.logs = logs
@@ -191,7 +196,7 @@ class Stack:
         env.pop("WEB_CONCURRENCY", None)  # -w below is the bench's parameter
         commands = {
             "receiver": [
-                str(BIN / "gunicorn"), "--config", "python:api.gunicorn_conf", "api:create_app()",
+                str(BIN / "gunicorn"), "--config", "python:api.gunicorn_conf", self.app,
                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(RECEIVER_PROCESSES),
             ],
             "worker": [
@@ -200,6 +205,8 @@ class Stack:
                 "--without-heartbeat",
             ],
         }  # fmt: skip
+        if not self.worker:
+            del commands["worker"]
         for name, command in commands.items():
             with (self.logs / f"{name}.log").open("wb") as log:
                 self._procs[name] = subprocess.Popen(  # noqa: S603 (our own venv's programs)

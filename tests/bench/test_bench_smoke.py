@@ -43,6 +43,7 @@ FIGURES = (
     "drain_single_to_batch",
     "drain_batch_to_postgres",
     "receiver_wait_to_no_wait",
+    "receiver_to_bare_flask",
     "apply_lag_p99_ms",
 )
 
