@@ -222,13 +222,21 @@ def test_the_canonical_time_parses_as_the_general_path_parses_it(moment: datetim
     written = moment.isoformat(timespec="milliseconds") + "Z"
     assert timeparse.parse_iso(written) == timeparse._parse_general(written)
     assert timeparse.parse_iso(written.replace("T", " ")) == timeparse._parse_general(written)
+    python = moment.isoformat(timespec="microseconds") + "+00:00"  # analytics-python's shape
+    assert timeparse.parse_iso(python) == timeparse._parse_general(python)
+    assert timeparse.parse_iso(written[:-1] + "+00:00") == timeparse._parse_general(written)
 
 
 @pytest.mark.parametrize(
     "value",
     ["2026-11-28T09:15:01.031Z", "2026-11-28t09:15:01.031z", "2026-13-28T09:15:01.031Z",
      "2026-11-28X09:15:01.031Z", "2026-11-28T09:15:01,031Z", "2026-11-28T09:15:0x.031Z",
-     "\uff12\uff10\uff12\uff16-11-28T09:15:01.031Z", "2026-02-30T09:15:01.031Z"],
+     "\uff12\uff10\uff12\uff16-11-28T09:15:01.031Z", "2026-02-30T09:15:01.031Z",
+     "2026-11-28T09:15:01.031123+00:00", "2026-11-28T09:15:01.031+00:00",
+     "2026-11-28T09:15:01.031123-00:00", "2026-11-28T09:15:01.0311+00:00",
+     "2026-11-28T09:15:01.03112x+00:00", "2026-11-28T09:15:01+00:00:00",
+     "2026-11-28T09:15:01.031123+00:00 ", "2026-02-30T09:15:01.031123+00:00",
+     "2026-11-28 09:15:01.031123+00:00", "2026-11-28T09:15:01.0311235+00:00"],
 )  # fmt: skip
 def test_the_fast_path_agrees_with_the_general_one_on_odd_strings(value: str) -> None:
     assert timeparse.parse_iso(value) == timeparse._parse_general(value)
