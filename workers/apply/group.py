@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from shared.ids import normalize_id
-from shared.timeparse import iso
 from workers.apply.call import Call
 from workers.apply.resolve import resolve
 from workers.apply.state import BatchState
-from workers.traits import map_company_traits
 
 
 def apply_group(state: BatchState, call: Call) -> None:
     profile = resolve(state, call)
     group_id = normalize_id(call.body.get("groupId"))
     company = state.companies[group_id or ""]  # the store loaded or created every groupId
-    when = iso(call.time)
-    standard, custom, refused = map_company_traits(call.obj("traits"))
+    when = call.when
+    standard, custom, refused = call.traits()  # workers/traits.py
     for name, value in standard.items():
         company.write(name, value, when)
     state.definitions.count_refused("company", refused)

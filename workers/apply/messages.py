@@ -115,6 +115,7 @@ def prepare(env: Envelope, delivery_id: str | None = None) -> Prepared:
         if routed_away(call.body):
             prepared.routed_away[call.type] += 1  # accepted, not applied
             continue
+        call.work_out()  # before any lock is taken
         prepared.calls.append(call)
     return prepared
 

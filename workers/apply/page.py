@@ -6,7 +6,6 @@ from typing import Any
 
 from shared.ids import clean_text
 from shared.models import PAGE_FIELDS
-from shared.timeparse import iso
 from workers.apply.call import Call
 from workers.apply.identify import write_context
 from workers.apply.resolve import resolve
@@ -21,7 +20,7 @@ def apply_page(state: BatchState, call: Call) -> None:
     profile = resolve(state, call)
     profile.page_views += 1
     profile.seen(call.time)
-    write_context(profile, call, iso(call.time))
+    write_context(profile, call)
 
     properties = call.obj("properties")
     page = call.obj("context").get("page")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -42,7 +43,6 @@ from workers.apply.state import (
     Record,
 )
 from workers.coerce import clears
-from workers.traits import identify_traits, map_company_traits, map_user_traits
 
 
 class UnknownApp(LookupError):
@@ -79,7 +79,7 @@ def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
     """Insert the dedupe records; the ids returned are the ones never applied before."""
     if not message_ids:
         return set()
-    by_key = {dedupe.key(app_id, m): m for m in message_ids}
+    by_key = {dedupe.key_hex(app_id, m): m for m in message_ids}
     rows = conn.execute(
         text(
             "INSERT INTO processed_messages (key) "
@@ -88,7 +88,7 @@ def claim(conn: Connection, app_id: int, message_ids: list[str]) -> set[str]:
         ),
         {"keys": array_literal(sorted(by_key))},
     )
-    return {by_key[r[0]] for r in rows}
+    return {by_key[r[0].hex] for r in rows}
 
 
 def load(
@@ -98,6 +98,7 @@ def load(
     their ids and contacts belong to erased people."""
     keys = id_keys(calls)
     locks = sorted({lock_key(app_id, kind, value) for kind, value in keys})
+    probe = _Probe.of(app_id, keys | _contacts(calls), suppression)  # worked out before the locks
     definitions = _lock_and_load_definitions(conn, app_id, caps, calls, locks)
     if _defines_new_names(definitions, calls):
         # New names count against the app's caps and its budget: one definer at a time, reading
@@ -108,13 +109,17 @@ def load(
         )
         definitions = _lock_and_load_definitions(conn, app_id, caps, calls, [])
     state = BatchState(app_id=app_id, definitions=definitions)
-    for _ in range(3):
+    # Merged-away profiles are rare and short-lived (move_merged empties them): the first read
+    # assumes there are none, and is made again following merge chains if it meets one.
+    for attempt in range(4):
         try:
-            _load_profiles(conn, state, keys, _contacts(calls), suppression)
+            _load_profiles(conn, state, probe, follow_merges=attempt > 0)
             break
         except ProfileVanished:
             state.ids.clear()
             state.profiles.clear()
+            state.before.clear()
+            state.suppressed.clear()
     else:
         raise ProfileVanished("profiles kept moving under concurrent merges")
     _load_companies(conn, state, calls)
@@ -130,10 +135,9 @@ def _defines_new_names(defs: Definitions, calls: list[Call]) -> bool:
     """
     for call in calls:
         if call.type == "identify":
-            traits = identify_traits(call.body, call.user_id)
-            scope, event, values = "user", "", map_user_traits(traits)[1]
+            scope, event, values = "user", "", call.traits()[1]
         elif call.type == "group":
-            scope, event, values = "company", "", map_company_traits(call.obj("traits"))[1]
+            scope, event, values = "company", "", call.traits()[1]
         elif call.type == "track":
             if defs.may_define_event(call.event):
                 return True
@@ -157,15 +161,31 @@ def _contacts(calls: list[Call]) -> set[IdKey]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """The parameters of the identity and suppression probe: every id and contact of a group,
+    with its suppression key, computed before the transaction takes its locks."""
+
+    app_id: int
+    kinds: str
+    values: str
+    skeys: str
+
+    @classmethod
+    def of(cls, app_id: int, keys: set[IdKey], suppression: erasure.Suppression) -> _Probe:
+        # Contacts ride along: their identity probe finds nothing (no identity has their kinds).
+        ordered = sorted(keys)
+        return cls(
+            app_id,
+            array_literal(kind for kind, _ in ordered),
+            array_literal(value for _, value in ordered),
+            array_literal(suppression.key(app_id, k, v) for k, v in ordered),
+        )
+
+
 def _load_profiles(
-    conn: Connection,
-    state: BatchState,
-    keys: set[IdKey],
-    contacts: set[IdKey],
-    suppression: erasure.Suppression,
+    conn: Connection, state: BatchState, probe: _Probe, *, follow_merges: bool
 ) -> None:
-    # Contacts ride along: their identity probe finds nothing (no identity has their kinds).
-    ordered = sorted(keys | contacts)
     # One primary-key probe per id, whatever the statistics say: LIMIT 1 in a LATERAL subquery
     # keeps the planner from flattening it into a join that could scan the app's identities. The
     # same round trip says which ids belong to erased people.
@@ -179,18 +199,13 @@ def _load_profiles(
             "LEFT JOIN LATERAL (SELECT true AS gone FROM suppressed_ids "
             "WHERE app_id = :app AND key = k.skey LIMIT 1) AS s ON true"
         ),
-        {
-            "app": state.app_id,
-            "kinds": array_literal(kind for kind, _ in ordered),
-            "values": array_literal(value for _, value in ordered),
-            "skeys": array_literal(suppression.key(state.app_id, k, v) for k, v in ordered),
-        },
+        {"app": probe.app_id, "kinds": probe.kinds, "values": probe.values, "skeys": probe.skeys},
     ).all()
     rows = [(kind, value, pk) for kind, value, pk, _ in probed if pk is not None]
     state.suppressed.update((kind, value) for kind, value, _, gone in probed if gone)
     # An identity may still name a profile merged away: it answers for the profile it was merged
     # into (until the background move points the identity there too).
-    canonical = _canonical(conn, {pk for _, _, pk in rows})
+    canonical = _canonical(conn, {pk for _, _, pk in rows}) if follow_merges else {}
     for kind, value, pk in rows:
         state.ids[kind, value] = canonical.get(pk, pk)
     pks = sorted(set(state.ids.values()))
@@ -207,7 +222,7 @@ def _load_profiles(
     ).mappings()
     for row in found:
         if row["merged_into"] is not None:
-            raise ProfileVanished("a profile was merged away between reading and locking it")
+            raise ProfileVanished("a profile read was merged away (before or meanwhile)")
         profile = state.profiles[row["id"]] = Profile(
             pk=row["id"],
             fields={name: row[name] for name in PROFILE_FIELDS},
