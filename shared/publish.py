@@ -117,7 +117,8 @@ class Publisher:
         the envelope signed with ENVELOPE_SECRET (its `mac` last)."""
         summary = f"[envelope app_id={envelope.get('app_id')} calls={len(envelope['calls'])}]"
         sealed = orjson.Fragment(self._keys.seal(envelope))
-        return wire.encode(wire.task_message(self._celery, sealed, queue, summary))
+        calls = len(envelope["calls"])
+        return wire.encode(wire.task_message(self._celery, sealed, queue, summary, calls=calls))
 
     def publish(self, envelope: dict[str, Any], queue: str) -> int:
         """Returns once Redis has the message, with its size; BrokerUnavailable if it cannot be

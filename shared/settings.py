@@ -125,9 +125,12 @@ class Settings:
     """WORKER_PREFETCH: messages each worker process reserves ahead."""
     worker_queues: str = "ingest,replay"
     """WORKER_QUEUES: the queues a worker consumes, comma separated (its -Q option wins)."""
-    worker_batch_messages: int = 500
+    worker_batch_messages: int = 2_000
     """WORKER_BATCH_MESSAGES: the most queued messages a worker process applies in one transaction."""
-    worker_batch_bytes: int = 262_144
+    worker_batch_calls: int = 2_000
+    """WORKER_BATCH_CALLS: a worker stops adding messages to a transaction once they hold this many
+    calls."""
+    worker_batch_bytes: int = 4_194_304
     """WORKER_BATCH_BYTES: a worker stops adding messages to a transaction past this many bytes."""
     task_max_retries: int = 8
     """TASK_MAX_RETRIES: retries of a transient database failure before a dead letter."""
@@ -217,8 +220,10 @@ class Settings:
             raise SettingsError(f"DEFINITION_BUDGET must be 0 to {CAP_MAX}")
         if self.replay_batch_size <= 0:
             raise SettingsError("REPLAY_BATCH_SIZE must be positive")
-        if self.worker_batch_messages <= 0 or self.worker_batch_bytes <= 0:
-            raise SettingsError("WORKER_BATCH_MESSAGES and WORKER_BATCH_BYTES must be positive")
+        if min(self.worker_batch_messages, self.worker_batch_calls, self.worker_batch_bytes) <= 0:
+            raise SettingsError(
+                "WORKER_BATCH_MESSAGES, WORKER_BATCH_CALLS and WORKER_BATCH_BYTES must be positive"
+            )
         if not 0 < self.auth_cache_ttl <= 10:
             raise SettingsError("AUTH_CACHE_TTL must be above 0 and at most 10 seconds")
         if not 0 <= self.readyz_cache_ttl <= 10:

@@ -42,6 +42,11 @@ UNACKED: str = kombu_redis.Channel.unacked_key
 UNACKED_INDEX: str = kombu_redis.Channel.unacked_index_key
 """kombu's sorted set of the same messages' delivery times (tag -> seconds since the epoch)."""
 
+CALLS_PROPERTY = "userdest_calls"
+"""A message property: how many calls its envelope carries, so that a worker's take script can
+fill a group up to WORKER_BATCH_CALLS without decoding bodies. kombu and Celery ignore it; a
+message without it counts as one call."""
+
 RAW_MARK = "userdest_raw"
 """A property marking a message of another shape kept wrapped in kombu's shape (its bytes as
 `body`), so that kombu can restore it from `unacked` and the worker can set it aside unharmed."""
@@ -61,12 +66,19 @@ class ForeignMessage(ValueError):
 
 
 def task_message(
-    celery: Celery, argument: Any, queue: str, argsrepr: str, *, exchange: str = ""
+    celery: Celery,
+    argument: Any,
+    queue: str,
+    argsrepr: str,
+    *,
+    exchange: str = "",
+    calls: int | None = None,
 ) -> dict[str, Any]:
     """The message `celery.send_task(APPLY_TASK, args=[argument], queue=queue)` would write, as a
     dict. Celery's own `as_task_v2` makes the headers and body, so the task protocol stays
     Celery's; `argsrepr` replaces the repr of the arguments that Celery would put where Flower
-    and `celery events` show it (trait values, and work for nothing)."""
+    and `celery events` show it (trait values, and work for nothing). `calls`, the number of
+    calls the envelope carries, goes into CALLS_PROPERTY."""
     headers, properties, body, _ = celery.amqp.as_task_v2(
         str(uuid.uuid4()),
         APPLY_TASK,
@@ -82,6 +94,8 @@ def task_message(
         body_encoding="base64",
         delivery_tag=str(uuid.uuid4()),
     )
+    if calls is not None:
+        properties[CALLS_PROPERTY] = calls
     return {
         "body": b64encode(orjson.dumps(body)).decode("ascii"),
         "content-encoding": "utf-8",
@@ -282,11 +296,13 @@ local function kept(item, suffix)
         and type(m.properties.delivery_info) == 'table' then
       local id = m.headers.id
       if type(id) ~= 'string' then id = nil end
-      return '[' .. item .. suffix, id
+      local calls = m.properties.userdest_calls
+      if type(calls) ~= 'number' or calls < 1 then calls = 1 end
+      return '[' .. item .. suffix, id, calls
     end
   end
   local wrapped = {body = item, headers = {}, properties = {delivery_info = {}, userdest_raw = 1}}
-  return '[' .. cjson.encode(wrapped) .. suffix, nil
+  return '[' .. cjson.encode(wrapped) .. suffix, nil, 1
 end
 local function unkept(entry, suffix)
   local m = cjson.decode(entry)[1]
@@ -311,24 +327,27 @@ end
 """
 
 # KEYS: queue, unacked, unacked_index, group. ARGV: most messages, most bytes, now, leader id,
-# group record ttl, the end of an `unacked` entry after its payload, GROUP_PREFIX. Returns the
-# taken messages, oldest first, as tag, raw, tag, raw... Its shebang declares it may write, so a
-# full Redis refuses it before it runs rather than after a pop.
+# group record ttl, the end of an `unacked` entry after its payload, GROUP_PREFIX, most calls
+# (CALLS_PROPERTY). Returns the taken messages, oldest first, as tag, raw, tag, raw... Its shebang
+# declares it may write, so a full Redis refuses it before it runs rather than after a pop.
 TAKE_SCRIPT = """#!lua
 local suffix = ARGV[6]
 give_back(KEYS[4], KEYS[1], KEYS[2], KEYS[3], suffix)
 local out = {}
 local n = 0
 local bytes = 0
+local calls = 0
 local limit = tonumber(ARGV[1])
 local budget = tonumber(ARGV[2])
-while n < limit and bytes < budget do
+local most_calls = tonumber(ARGV[8])
+while n < limit and bytes < budget and calls < most_calls do
   local item = redis.call('RPOP', KEYS[1])
   if not item then break end
   n = n + 1
   bytes = bytes + #item
   local tag = ARGV[4] .. ':' .. n
-  local entry, id = kept(item, suffix)
+  local entry, id, carried = kept(item, suffix)
+  calls = calls + carried
   redis.call('HSET', KEYS[2], tag, entry)
   redis.call('ZADD', KEYS[3], ARGV[3], tag)
   redis.call('RPUSH', KEYS[4], tag)

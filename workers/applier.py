@@ -151,7 +151,7 @@ class Applier:
         attempt = 0
         while True:
             grouped = step is not Step.ALONE and self.settings.worker_batch_messages > 1
-            taken = self._take(queue, leader) if grouped else []
+            taken = self._take(queue, leader, _calls(payload)) if grouped else []
             try:
                 outcome, prepared = self._apply_group(leader, payload, taken, step)
             except Exception as exc:
@@ -266,14 +266,19 @@ class Applier:
         metrics.DEAD_LETTERS.labels(reason=reason).inc(len(letters))
         logger.error("message dead-lettered", extra=_ids(payload) | {"reason": reason})
 
-    def _take(self, queue: str, leader: str) -> list[Taken]:
-        """The messages waiting behind the leader; none if Redis cannot give them now."""
+    def _take(self, queue: str, leader: str, leader_calls: int) -> list[Taken]:
+        """The messages waiting behind the leader, up to the group's limits; none if Redis cannot
+        give them now."""
+        most_calls = self.settings.worker_batch_calls - leader_calls
+        if most_calls <= 0:
+            return []
         try:
             return self.drainer.take(
                 queue,
                 leader,
                 self.settings.worker_batch_messages - 1,
                 self.settings.worker_batch_bytes,
+                most_calls,
             )
         except RedisFull:
             logger.warning(
@@ -467,3 +472,9 @@ def _record_metrics(outcome: Outcome, prepared: list[Prepared], queue: str, seco
             metrics.APPLY_LAG_SECONDS.labels(queue).observe(lag)
     metrics.APPLY_BATCH_SECONDS.observe(seconds)
     metrics.GROUP_MESSAGES.observe(len(prepared))
+
+
+def _calls(payload: Any) -> int:
+    """How many calls the leader carries, for the group's WORKER_BATCH_CALLS."""
+    calls = payload.get("calls") if isinstance(payload, dict) else None
+    return len(calls) if isinstance(calls, list) else 1

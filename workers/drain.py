@@ -51,9 +51,12 @@ class Drainer:
         self._ack = client.register_script(wire.ACK_SCRIPT)
         self._restore = client.register_script(wire.with_helpers(wire.RESTORE_SCRIPT))
 
-    def take(self, queue: str, leader: str, most: int, most_bytes: int) -> list[Taken]:
-        """Up to `most` messages (and about `most_bytes`) waiting in `queue`, oldest first; first
-        puts back whatever an earlier run of this leader took and never acknowledged."""
+    def take(
+        self, queue: str, leader: str, most: int, most_bytes: int, most_calls: int | None = None
+    ) -> list[Taken]:
+        """Up to `most` messages (and about `most_bytes` and `most_calls`, all unbounded if None)
+        waiting in `queue`, oldest first; first puts back whatever an earlier run of this leader
+        took and never acknowledged."""
         try:
             reply = self._take(
                 keys=wire.group_keys(queue, leader),
@@ -65,6 +68,7 @@ class Drainer:
                     self._ttl,
                     wire.unacked_suffix(queue),
                     wire.GROUP_PREFIX,
+                    most_calls if most_calls is not None else most_bytes,
                 ],
             )
         except redis.exceptions.OutOfMemoryError as exc:

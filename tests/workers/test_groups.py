@@ -106,6 +106,37 @@ def test_a_group_holds_at_most_worker_batch_messages(
     assert in_flight(redis_client) == 0
 
 
+def test_a_group_stops_once_it_holds_worker_batch_calls(
+    settings: Settings,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+) -> None:
+    """One-call messages and batches fill a group alike: it is measured in calls, so a group of
+    one-call messages is as large as a group of batches (the message cap alone made it smaller)."""
+    applier = Applier(Settings(**{**_fields(settings), "worker_batch_calls": 25}))
+    try:
+        for i in range(4):  # 10 calls each: the leader's 5, then 10 + 10, and the group is full
+            publisher.publish(
+                envelope(app_id, [page(f"u{i}") for _ in range(10)]).to_dict(), INGEST
+            )
+        applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0") for _ in range(5)])))
+        assert count(clean_db, "SELECT count(*) FROM processed_messages") == 25
+        assert redis_client.llen(INGEST) == 2
+        for i in range(30):
+            publisher.publish(envelope(app_id, [page(f"v{i}")]).to_dict(), INGEST)
+        redis_client.delete(INGEST)  # leave only one-call messages
+        for i in range(30):
+            publisher.publish(envelope(app_id, [page(f"w{i}")]).to_dict(), INGEST)
+        applier.apply(FakeTask("leader2"), sealed(envelope(app_id, [page("w")])))
+    finally:
+        applier.close()
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 25 + 25
+    assert redis_client.llen(INGEST) == 30 - 24
+    assert in_flight(redis_client) == 0
+
+
 def _fields(settings: Settings) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
 
