@@ -36,7 +36,7 @@ from shared.erasure import Suppression
 from shared.queues import INGEST
 from shared.redisconn import make_redis
 from shared.settings import Settings
-from shared.timeparse import parse_iso, utcnow
+from shared.timeparse import utcnow
 from workers.apply import deadletters
 from workers.apply.deadletters import LetterToKeep, letter_key
 from workers.apply.messages import Outcome, Prepared, apply_messages, message_letters, prepare
@@ -343,11 +343,12 @@ class Applier:
             _record_metrics(outcome, prepared, label, seconds)
         except Exception:  # metrics must never undo or fail applied work
             logger.error("could not record metrics")
+        info = logger.isEnabledFor(logging.INFO)  # the lines' fields cost as much as a call
         for p in prepared:
             if p.env.app_id in outcome.unknown_apps:
                 fields = _log_fields(p, len(prepared)) | {"reason": "unknown_app"}
                 logger.error("message dead-lettered", extra=fields)
-            else:
+            elif info:
                 logger.info("message applied", extra=_log_fields(p, len(prepared)))
 
 
@@ -465,11 +466,10 @@ def _record_metrics(outcome: Outcome, prepared: list[Prepared], queue: str, seco
     if outcome.duplicates:
         metrics.DUPLICATES_SKIPPED.labels(queue).inc(outcome.duplicates)
     now = utcnow()
+    lag = metrics.APPLY_LAG_SECONDS.labels(queue)
     for p in prepared:
-        received = parse_iso(p.env.received_at)
-        if received is not None:
-            lag = max(0.0, (now - received).total_seconds())
-            metrics.APPLY_LAG_SECONDS.labels(queue).observe(lag)
+        if p.received_at is not None:
+            lag.observe(max(0.0, (now - p.received_at).total_seconds()))
     metrics.APPLY_BATCH_SECONDS.observe(seconds)
     metrics.GROUP_MESSAGES.observe(len(prepared))
 

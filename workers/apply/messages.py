@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -74,13 +75,16 @@ class Prepared:
     calls: list[Call]
     letters: list[LetterToKeep]
     meta: dict[str, Any]
+    received_at: datetime | None = None
+    """When the receiver took the message (None if its envelope's time does not parse)."""
     duplicates: int = 0
     routed_away: Counter[str] = field(default_factory=Counter)
 
 
 def prepare(env: Envelope, delivery_id: str | None = None) -> Prepared:
     """Parse a message's calls; its rejected and unparseable calls become dead letters."""
-    received_at = parse_iso(env.received_at) or utcnow()
+    received = parse_iso(env.received_at)
+    received_at = received or utcnow()
     # What a dead letter needs to be replayed as it was sent: the batch's defaults and sentAt.
     meta: dict[str, Any] = {
         "received_at": env.received_at,
@@ -91,7 +95,7 @@ def prepare(env: Envelope, delivery_id: str | None = None) -> Prepared:
     }
     rejected = env.rejected if isinstance(env.rejected, list) else [env.rejected]
     letters = [_rejected(env, delivery_id, r, meta) for r in rejected]
-    prepared = Prepared(env, delivery_id, [], letters, meta)
+    prepared = Prepared(env, delivery_id, [], letters, meta, received)
     seen: set[str] = set()
     for index, (raw, message_id) in enumerate(zip(env.calls, env.message_ids, strict=True)):
         if message_id in seen:
