@@ -88,6 +88,9 @@ class CompanyState(Record):
     group_id: str = ""
 
 
+Snapshot = tuple[dict[str, Any], dict[str, Any]]
+"""A record's fields (with a profile's counters and times) and custom attributes, copied."""
+
 IdKey = tuple[str, str]
 """(kind, value): ("user", userId) or ("anonymous", anonymousId)."""
 
@@ -110,8 +113,8 @@ class BatchState:
     applied: dict[str, int] = field(default_factory=dict)
     suppressed: set[IdKey] = field(default_factory=set)
     """Ids of erased people (shared/erasure.py): calls naming any of them are skipped."""
-    before: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
-    """What each loaded profile and company held, by (entity, pk), as `store.snapshot` writes it:
+    before: dict[tuple[str, int], Snapshot] = field(default_factory=dict)
+    """What each loaded profile and company held, by (entity, pk), as `store.snapshot` copies it:
     the change feed names the fields the message changed."""
     new_companies: set[int] = field(default_factory=set)
     _next_temp: int = -1

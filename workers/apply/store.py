@@ -41,6 +41,7 @@ from workers.apply.state import (
     IdKey,
     Profile,
     Record,
+    Snapshot,
 )
 from workers.coerce import clears
 
@@ -461,30 +462,35 @@ def flush(conn: Connection, state: BatchState, key_ids: Iterable[str | None] = (
         )
 
 
-def snapshot(record: Record) -> dict[str, Any]:
-    """A profile's or company's values by the names the change feed gives them (custom attributes
-    as `attributes.<name>`)."""
-    values = {**record.fields}
-    values.update((f"attributes.{k}", v) for k, v in record.attributes.items())
+def snapshot(record: Record) -> Snapshot:
+    """A profile's or company's values: its fields (a profile's counters and times among them) and
+    its custom attributes, copied; the change feed names the latter `attributes.<name>`."""
+    fields = {**record.fields}
     if isinstance(record, Profile):
-        values.update(
+        fields.update(
             user_id=record.user_id,
             page_views=record.page_views,
             first_seen=record.first_seen,
             last_seen=record.last_seen,
         )
-    return values
+    return fields, {**record.attributes}
 
 
 def _changed(state: BatchState, entity: str, record: Record, new: bool) -> list[str] | None:
     """The names of the values the message changed (set ones, for a new record); None if none."""
-    after = snapshot(record)
+    fields, attributes = snapshot(record)
     if new:
-        names = [k for k, v in after.items() if v is not None]
+        names = [k for k, v in fields.items() if v is not None]
+        names += [f"attributes.{k}" for k, v in attributes.items() if v is not None]
     else:
-        before = state.before.get((entity, record.pk), {})
-        names = [k for k in after.keys() | before.keys() if after.get(k) != before.get(k)]
+        old_fields, old_attributes = state.before.get((entity, record.pk), ({}, {}))
+        names = _differ(fields, old_fields)
+        names += [f"attributes.{k}" for k in _differ(attributes, old_attributes)]
     return sorted(names) if names or new else None
+
+
+def _differ(after: dict[str, Any], before: dict[str, Any]) -> list[str]:
+    return [k for k in after.keys() | before.keys() if after.get(k) != before.get(k)]
 
 
 def _record_changes(conn: Connection, state: BatchState, pk: Any) -> None:
