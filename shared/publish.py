@@ -13,7 +13,8 @@ there and not in production. `userdest replay` and `userdest deadletters replay`
 same class, onto the `replay` queue.
 
 The client (shared/redisconn.py) has short socket timeouts (BROKER_TIMEOUT) and retries only a
-dropped connection, once, so an unreachable Redis is reported promptly. With REDIS_WAIT_REPLICAS the
+dropped connection, once, so an unreachable Redis is reported promptly; the LPUSH goes on its
+connections through `redisconn.Commands`, without redis-py's per-command pool bookkeeping. With REDIS_WAIT_REPLICAS the
 LPUSH is followed by WAIT in the same pipeline, and too few replicas raise BrokerUnreplicated.
 """
 
@@ -31,7 +32,7 @@ import redis
 
 from shared import wire
 from shared.envelope import EnvelopeKeys
-from shared.redisconn import NotReplicated, check_replicated, wait_command
+from shared.redisconn import Commands, NotReplicated, check_replicated, wait_command
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class Publisher:
 
     def __init__(self, celery: Celery, client: redis.Redis, settings: Settings) -> None:
         self._client = client
+        self._commands = Commands(client)
         self._settings = settings
         self._keys = EnvelopeKeys.of(settings)
         self._wait = wait_command(settings)
@@ -133,7 +135,7 @@ class Publisher:
         payloads = [self.message(envelope, queue) for envelope in envelopes]
         try:
             if self._wait is None:
-                self._client.lpush(queue, *payloads)
+                self._commands.execute("LPUSH", queue, *payloads)
             else:
                 # WAIT counts the writes of its own connection: one pipeline keeps both on one.
                 pipe = self._client.pipeline(transaction=False)
