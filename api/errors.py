@@ -48,44 +48,44 @@ _HTTP_CODES = {
 }
 
 
-def _request_id() -> str | None:
-    value = request.environ.get("userdest.request_id")
+def _request_id(environ: dict[str, Any]) -> str | None:
+    value = environ.get("userdest.request_id")
     return value if isinstance(value, str) else None
 
 
-def handle_refusal(error: Refusal) -> Response:
+def handle_refusal(error: Refusal, environ: dict[str, Any]) -> Response:
     HTTP_ERRORS.labels(error.code).inc()
     if error.code == "payload_too_large":
         # What is left of an oversize body, if any, is not worth reading for another request.
-        request.environ[CLOSE] = True
-    app = request.environ.get(APP_LABEL)
+        environ[CLOSE] = True
+    app = environ.get(APP_LABEL)
     if app is not None:
         APP_REQUESTS_REFUSED.labels(app).inc()
     # The code and the request id are enough to find the request; never its body or key.
     logger.info(
         "refused",
-        extra={"request_id": _request_id(), "status": error.status, "code": error.code},
+        extra={"request_id": _request_id(environ), "status": error.status, "code": error.code},
     )
     return answer(error)
 
 
-def handle_http_exception(error: HTTPException) -> Response:
+def handle_http_exception(error: HTTPException, environ: dict[str, Any]) -> Response:
     status = error.code or 500
     code = _HTTP_CODES.get(status, f"http_{status}")
     headers = {}
     if status == 405 and error.response is None:
         # werkzeug puts the allowed methods in its own headers; keep the Allow one.
         headers = {k: v for k, v in error.get_headers() if k.lower() == "allow"}
-    return handle_refusal(Refusal(status, code, error.name, headers=headers or None))
+    return handle_refusal(Refusal(status, code, error.name, headers=headers or None), environ)
 
 
-def handle_unexpected(error: Exception) -> Response:
+def handle_unexpected(error: Exception, environ: dict[str, Any]) -> Response:
     # A bug, not bad input: log where it happened, answer without a traceback. The exception's
     # message is left out of the log as it may quote the data being handled (a trait value).
     logger.error(
         "unexpected error",
         extra={
-            "request_id": _request_id(),
+            "request_id": _request_id(environ),
             "error": type(error).__name__,
             "trace": "".join(traceback.format_tb(error.__traceback__)),
         },
@@ -96,7 +96,18 @@ def handle_unexpected(error: Exception) -> Response:
     )
 
 
+def handle(error: Exception, environ: dict[str, Any]) -> Response:
+    """The answer to any exception a request raised, chosen as Flask chooses among the handlers
+    `register_error_handlers` gives it: for the call endpoints, which answer without Flask's
+    request machinery (api/views.py)."""
+    if isinstance(error, Refusal):
+        return handle_refusal(error, environ)
+    if isinstance(error, HTTPException):
+        return handle_http_exception(error, environ)
+    return handle_unexpected(error, environ)
+
+
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(Refusal, handle_refusal)
-    app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(Exception, handle_unexpected)
+    app.register_error_handler(Refusal, lambda e: handle_refusal(e, request.environ))
+    app.register_error_handler(HTTPException, lambda e: handle_http_exception(e, request.environ))
+    app.register_error_handler(Exception, lambda e: handle_unexpected(e, request.environ))

@@ -4,7 +4,8 @@
 library's json and opens a Redis client object per message, several times the cost of the push
 itself (docs/receiver.md has the figures). The receiver publishes a few hundred thousand calls a minute, so it builds
 the same message itself (shared/wire.py: Celery's own `as_task_v2` makes the task headers and body, so
-the task protocol stays Celery's), orjson serializes it once, and one LPUSH on a long-lived
+the task protocol stays Celery's; it does so once per process and queue, into a template whose
+slots each message fills: `wire.TaskTemplate`), orjson serializes the envelope once, and one LPUSH on a long-lived
 connection pool delivers it. Each envelope is signed on the way (`EnvelopeKeys.seal`, serialized once
 with its MAC, the same bytes then go into the message). tests/api/test_publish.py reads such a message back through
 kombu and checks it against one written by `send_task`, so an upgrade that changes the format fails
@@ -12,7 +13,8 @@ there and not in production. `userdest replay` and `userdest deadletters replay`
 same class, onto the `replay` queue.
 
 The client (shared/redisconn.py) has short socket timeouts (BROKER_TIMEOUT) and retries only a
-dropped connection, once, so an unreachable Redis is reported promptly. With REDIS_WAIT_REPLICAS the
+dropped connection, once, so an unreachable Redis is reported promptly; the LPUSH goes on its
+connections through `redisconn.Commands`, without redis-py's per-command pool bookkeeping. With REDIS_WAIT_REPLICAS the
 LPUSH is followed by WAIT in the same pipeline, and too few replicas raise BrokerUnreplicated.
 """
 
@@ -30,7 +32,7 @@ import redis
 
 from shared import wire
 from shared.envelope import EnvelopeKeys
-from shared.redisconn import NotReplicated, check_replicated, wait_command
+from shared.redisconn import Commands, NotReplicated, check_replicated, wait_command
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -106,19 +108,19 @@ class Publisher:
     BrokerUnavailable."""
 
     def __init__(self, celery: Celery, client: redis.Redis, settings: Settings) -> None:
-        self._celery = celery
         self._client = client
+        self._commands = Commands(client)
         self._settings = settings
         self._keys = EnvelopeKeys.of(settings)
         self._wait = wait_command(settings)
+        self._templates = wire.TaskTemplates(celery)
 
     def message(self, envelope: dict[str, Any], queue: str) -> bytes:
         """The bytes kombu's Redis transport would push for `send_task(APPLY_TASK, [envelope])`,
         the envelope signed with ENVELOPE_SECRET (its `mac` last)."""
         summary = f"[envelope app_id={envelope.get('app_id')} calls={len(envelope['calls'])}]"
         sealed = orjson.Fragment(self._keys.seal(envelope))
-        calls = len(envelope["calls"])
-        return wire.encode(wire.task_message(self._celery, sealed, queue, summary, calls=calls))
+        return self._templates.of(queue).encode(sealed, summary, calls=len(envelope["calls"]))
 
     def publish(self, envelope: dict[str, Any], queue: str) -> int:
         """Returns once Redis has the message, with its size; BrokerUnavailable if it cannot be
@@ -133,7 +135,7 @@ class Publisher:
         payloads = [self.message(envelope, queue) for envelope in envelopes]
         try:
             if self._wait is None:
-                self._client.lpush(queue, *payloads)
+                self._commands.execute("LPUSH", queue, *payloads)
             else:
                 # WAIT counts the writes of its own connection: one pipeline keeps both on one.
                 pipe = self._client.pipeline(transaction=False)

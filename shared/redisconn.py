@@ -11,6 +11,7 @@ REDIS_WAIT_REPLICAS makes a write that answers a sender wait for that many repli
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -69,6 +70,51 @@ def make_redis(settings: Settings, read_timeout: float | None = None) -> redis.R
     nodes, db, password = sentinel_nodes(settings.redis_url)
     sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs(settings))
     return sentinel.master_for(settings.redis_sentinel_master, db=db, password=password, **options)
+
+
+class Commands:
+    """Single commands on connections of `client`'s pool that it keeps between calls.
+
+    redis-py's own path for one command (`client.lpush`) checks a connection out of its pool and
+    back under a lock, polls the socket for stray data on each check-out and records observability
+    figures: on the receiver's hot path that cost more CPU than sending the command and reading
+    its answer (docs/receiver.md). Here a connection is taken from this object's own list (from
+    the pool once, where the list is empty) and the command goes through the connection's
+    methods, so its timeouts, health check (`health_check_interval`), retry policy (`make_redis`:
+    one retry of a dropped connection, on a new one) and, through Sentinels, the master's address
+    are the client's. A connection that fails in any way is disconnected and returned to the pool,
+    so none is kept with an answer half read.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+
+    def execute(self, *args: Any) -> Any:
+        """The answer to one command, as the connection's parser reads it; raises RedisError."""
+        if self._pid != os.getpid():  # a forked child: the parent's sockets are not its own
+            self._idle, self._pid = [], os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self._pool.get_connection()
+        try:
+            packed = conn.pack_command(*args)
+            answer = conn.retry.call_with_retry(
+                lambda: _send(conn, packed), lambda _error: conn.disconnect()
+            )
+        except BaseException:
+            conn.disconnect()
+            self._pool.release(conn)
+            raise
+        self._idle.append(conn)
+        return answer
+
+
+def _send(conn: Any, packed: Any) -> Any:
+    conn.send_packed_command(packed)
+    return conn.read_response()
 
 
 class NotReplicated(redis.RedisError):

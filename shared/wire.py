@@ -22,6 +22,8 @@ and reads it back through kombu, and tests/shared/test_wire.py pins the key name
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import uuid
 from base64 import b64decode, b64encode
 from collections.abc import Iterator
@@ -108,6 +110,79 @@ def task_message(
 def encode(message: dict[str, Any]) -> bytes:
     """A message's bytes as they go into a queue."""
     return orjson.dumps(message)
+
+
+# What a template's slots hold until a message fills them: strings no task message carries.
+_SLOT = re.compile(rb'"\\u0000(id|tag|argsrepr|body)\\u0000"')
+_ARGUMENT = "\x00argument\x00"
+
+
+class TaskTemplate:
+    """`encode(task_message(celery, argument, queue, argsrepr))` for any argument, with the work
+    done once: Celery's `as_task_v2` builds one message of placeholders, and each message is that
+    one's bytes with its task id, delivery tag, argument summary and body put in their place.
+
+    The message names the process that sent it (`origin`, with its pid), so a template belongs to
+    the process that made it (`TaskTemplates` makes one per process). tests/shared/test_wire.py
+    checks its bytes against `task_message`'s."""
+
+    def __init__(self, celery: Celery, queue: str, *, exchange: str = "") -> None:
+        self.pid = os.getpid()
+        message = task_message(celery, _ARGUMENT, queue, "\x00argsrepr\x00", exchange=exchange)
+        message["properties"][CALLS_PROPERTY] = "\x00calls\x00"
+        message["headers"]["id"] = message["headers"]["root_id"] = "\x00id\x00"
+        message["properties"]["correlation_id"] = "\x00id\x00"
+        message["properties"]["delivery_tag"] = "\x00tag\x00"
+        message["body"] = "\x00body\x00"
+        pieces = _SLOT.split(encode(message))
+        self._text = pieces[0::2]
+        self._slots = pieces[1::2]
+        if sorted(self._slots) != [b"argsrepr", b"body", b"calls", b"id", b"id", b"id", b"tag"]:
+            raise RuntimeError(f"unexpected task message layout: {self._slots!r}")
+        body = task_body(task_message(celery, _ARGUMENT, queue, "", exchange=exchange))
+        before, _, after = orjson.dumps(body).partition(orjson.dumps(_ARGUMENT))
+        self._body = (before, after)
+
+    def encode(
+        self,
+        argument: Any,
+        argsrepr: str,
+        task_id: str | None = None,
+        delivery_tag: str | None = None,
+        *,
+        calls: int,
+    ) -> bytes:
+        """The bytes of the message carrying `argument` (anything orjson writes, an
+        `orjson.Fragment` as is) with its number of `calls` (CALLS_PROPERTY); new UUIDs for the
+        task id and delivery tag unless given."""
+        before, after = self._body
+        values = {
+            b"calls": b"%d" % calls,
+            b"id": b'"%s"' % (task_id or str(uuid.uuid4())).encode(),
+            b"tag": b'"%s"' % (delivery_tag or str(uuid.uuid4())).encode(),
+            b"argsrepr": orjson.dumps(argsrepr),
+            b"body": b'"%s"' % b64encode(before + orjson.dumps(argument) + after),
+        }
+        text = self._text
+        parts = [text[0]]
+        for i, slot in enumerate(self._slots, 1):
+            parts.append(values[slot])
+            parts.append(text[i])
+        return b"".join(parts)
+
+
+class TaskTemplates:
+    """This process's TaskTemplate of each queue, made when first asked for (again after a fork)."""
+
+    def __init__(self, celery: Celery) -> None:
+        self._celery = celery
+        self._made: dict[str, TaskTemplate] = {}
+
+    def of(self, queue: str) -> TaskTemplate:
+        template = self._made.get(queue)
+        if template is None or template.pid != os.getpid():
+            template = self._made[queue] = TaskTemplate(self._celery, queue)
+        return template
 
 
 # --- reading -------------------------------------------------------------------------------------

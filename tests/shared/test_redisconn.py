@@ -14,7 +14,7 @@ from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.publish import BrokerUnreplicated, Publisher
 from shared.queues import INGEST
-from shared.redisconn import make_redis, sentinel_nodes
+from shared.redisconn import Commands, make_redis, sentinel_nodes
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 
@@ -79,3 +79,32 @@ def test_a_push_without_the_replicas_asked_for_is_refused_after_it_lands(
     plain = Publisher(make_celery(settings), make_redis(settings), settings)
     plain.publish(envelope(1, [{"type": "track", "event": "e", "userId": "u"}]).to_dict(), INGEST)
     assert redis_client.llen(INGEST) == 2
+
+
+def test_commands_keep_their_connection_and_take_a_new_one_once_it_drops(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    client = make_redis(settings)
+    commands = Commands(client)
+    assert commands.execute("LPUSH", "commands-test", b"a") == 1
+    mine = commands.execute("CLIENT", "ID")
+    assert commands.execute("CLIENT", "ID") == mine  # the same connection each time
+    redis_client.client_kill_filter(_id=mine)
+    # The dropped connection is retried once, on a new one, as make_redis's clients retry.
+    assert commands.execute("LPUSH", "commands-test", b"b") == 2
+    assert commands.execute("CLIENT", "ID") != mine
+    assert redis_client.lrange("commands-test", 0, -1) == [b"b", b"a"]
+    client.close()
+
+
+def test_a_command_that_fails_gives_its_connection_back_closed(settings: Settings) -> None:
+    client = make_redis(settings)
+    commands = Commands(client)
+    commands.execute("SET", "commands-test", "x")
+    with pytest.raises(redis.ResponseError):
+        commands.execute("LPUSH", "commands-test", b"a")  # the key holds a string
+    assert commands.execute("DEL", "commands-test") == 1
+    client.close()
+    unreachable = make_redis(dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    with pytest.raises(redis.ConnectionError):
+        Commands(unreachable).execute("LPUSH", "commands-test", b"a")

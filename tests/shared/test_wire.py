@@ -112,3 +112,30 @@ def test_an_envelope_of_another_shape_is_a_bad_envelope(settings: Settings) -> N
     assert caught.value.code == "bad_envelope"
     message = wire.task_message(make_celery(settings), ENVELOPE, INGEST, "[x]")
     assert wire.decode_envelope(wire.encode(message)).to_dict() == ENVELOPE
+
+
+@pytest.mark.parametrize("queue", [INGEST, REPLAY])
+@pytest.mark.parametrize(
+    ("argument", "argsrepr"),
+    [
+        (ENVELOPE, "[envelope app_id=7 calls=1]"),
+        (orjson.Fragment(orjson.dumps(ENVELOPE)), 'a "quoted" \\ summary, \u00e9\u2028'),
+        ({"v": 1}, ""),
+    ],
+)
+def test_a_template_writes_the_bytes_task_message_writes(
+    settings: Settings, queue: str, argument: object, argsrepr: str
+) -> None:
+    celery = make_celery(settings)
+    theirs = wire.encode(wire.task_message(celery, argument, queue, argsrepr, calls=3))
+    parsed = orjson.loads(theirs)
+    template = wire.TaskTemplates(celery).of(queue)
+    ours = template.encode(
+        argument, argsrepr, parsed["headers"]["id"], parsed["properties"]["delivery_tag"], calls=3
+    )
+    assert ours == theirs
+    fresh = orjson.loads(template.encode(argument, argsrepr, calls=1))
+    assert fresh["headers"]["id"] == fresh["headers"]["root_id"]
+    assert fresh["headers"]["id"] == fresh["properties"]["correlation_id"]
+    assert fresh["headers"]["id"] != parsed["headers"]["id"]
+    assert fresh["properties"]["delivery_tag"] != parsed["properties"]["delivery_tag"]
