@@ -113,7 +113,7 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 # What a template's slots hold until a message fills them: strings no task message carries.
-_SLOT = re.compile(rb'"\\u0000(id|tag|argsrepr|body)\\u0000"')
+_SLOT = re.compile(rb'"\\u0000(id|tag|argsrepr|body|calls)\\u0000"')
 _ARGUMENT = "\x00argument\x00"
 
 

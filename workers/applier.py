@@ -61,6 +61,8 @@ LOCK_TIMEOUT_MS = 10_000
 """A worker's statement waits at most this long for a lock, then its group is retried."""
 STATEMENT_TIMEOUT_MS = 120_000
 """A worker's statement runs at most this long, then its group is retried (TASK_TIME_LIMIT is 300)."""
+UNANSWERED_KEPT = 100
+"""Takes that never answered a process remembers, to put back what they took once Redis answers."""
 MESSAGE_IDS_LOGGED = 20
 """At most this many messageIds on one log line; `calls` says how many the message had."""
 
@@ -121,6 +123,8 @@ class Applier:
         self._keep_letters = keep_letters
         self._clock = clock or SystemClock()
         self._keys = EnvelopeKeys.of(settings)
+        self._unanswered: list[tuple[str, str]] = []
+        """(queue, leader) of takes whose answer never came: they may have taken messages."""
 
     @property
     def engine(self) -> Engine:
@@ -269,6 +273,7 @@ class Applier:
     def _take(self, queue: str, leader: str, leader_calls: int) -> list[Taken]:
         """The messages waiting behind the leader, up to the group's limits; none if Redis cannot
         give them now."""
+        self._give_back_unanswered()
         most_calls = self.settings.worker_batch_calls - leader_calls
         if most_calls <= 0:
             return []
@@ -288,7 +293,28 @@ class Applier:
             logger.warning(
                 "cannot take more messages", extra={"leader": leader, "error": type(exc).__name__}
             )
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                # The script may have run and its answer been lost with the connection (a master
+                # killed, a failover): the messages it took wait in `unacked` under this leader's
+                # group record. They are put back as soon as Redis answers again, not after
+                # VISIBILITY_TIMEOUT.
+                self._unanswered = [*self._unanswered[-(UNANSWERED_KEPT - 1) :], (queue, leader)]
         return []
+
+    def _give_back_unanswered(self) -> None:
+        """Put back what takes that never answered may have taken (nothing, if they took none)."""
+        while self._unanswered:
+            queue, leader = self._unanswered[0]
+            try:
+                restored = self.drainer.restore(queue, leader)
+            except redis.RedisError:
+                return  # still unreachable: next time
+            self._unanswered.pop(0)
+            if restored:
+                logger.warning(
+                    "messages of an unanswered take put back",
+                    extra={"leader": leader, "messages": restored},
+                )
 
     def _put_back(self, queue: str, leader: str) -> None:
         try:

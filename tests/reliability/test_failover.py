@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, text
 from shared.celery_app import make_celery
 from shared.publish import Publisher
 from shared.queues import INGEST
+from shared.redisconn import make_redis
 from shared.settings import Settings
 from tests.support.envelopes import envelope
 from tests.support.ha import (
@@ -26,6 +27,7 @@ from tests.support.ha import (
     receiver_on,
     redis_group,
     redis_missing,
+    whereabouts,
 )
 from tests.support.receiver import make_tenant
 from tests.support.stack import free_ports, stack_env, start_worker, stop, wait_for
@@ -41,8 +43,8 @@ SENTINEL_PORTS = free_ports(3)
 (RECEIVER_PORT,) = free_ports(1)
 
 
-def _settle(sender: Sender, engine: Engine) -> tuple[int, int]:
-    """Stop sending, wait for every 200'd call to be applied; (lost, duplicated)."""
+def _settle(sender: Sender, engine: Engine) -> tuple[list[str], int]:
+    """Stop sending, wait for every 200'd call to be applied; (the lost, how many duplicated)."""
     sender.stop()
     accepted = set(sender.accepted)
 
@@ -53,7 +55,7 @@ def _settle(sender: Sender, engine: Engine) -> tuple[int, int]:
         wait_for(arrived, timeout=45, what="every accepted call to be applied")
     time.sleep(1)  # room for a second application to show
     ids = applied_ids(engine)
-    lost = len(accepted - set(ids))
+    lost = sorted(accepted - set(ids))
     duplicated = sum(n - 1 for n in Counter(ids).values() if n > 1)
     return lost, duplicated
 
@@ -104,7 +106,19 @@ def test_a_master_killed_under_traffic_loses_nothing(
                     blocker.commit()
                 applying_again = first_applied_after(clean_db, last_before, killed, timeout=30)
                 wait_for(lambda: len(sender.accepted) >= 400, timeout=30, what="400 calls")
-                lost, duplicated = _settle(sender, clean_db)
+                missing, duplicated = _settle(sender, clean_db)
+                lost = len(missing)
+                where = (
+                    whereabouts(
+                        make_redis(Settings.from_env(env)),
+                        clean_db,
+                        tenant.app_id,
+                        missing[:20],
+                        tmp_path / "worker.log",
+                    )
+                    if missing
+                    else {}
+                )
             alive = worker.poll() is None
         finally:
             stop(worker)
@@ -113,7 +127,7 @@ def test_a_master_killed_under_traffic_loses_nothing(
         f"{duplicated}, non-200 window {sender.error_window():.1f} s "
         f"({len(sender.errors)} answers), applying again after {applying_again:.1f} s"
     )
-    assert (lost, duplicated) == (0, 0)
+    assert (lost, duplicated) == (0, 0), where
     assert alive, "the worker process died in the failover"
     assert sender.error_window() < 10
     assert applying_again < 15
@@ -147,7 +161,8 @@ def test_a_frozen_replication_link_then_a_lost_master_loses_nothing_with_wait(
                 for port in replicas:
                     group.signal(port, signal.SIGCONT)
                 wait_for(lambda: len(sender.accepted) >= frozen + 100, timeout=40, what="100 more")
-                lost, duplicated = _settle(sender, clean_db)
+                missing, duplicated = _settle(sender, clean_db)
+                lost = len(missing)
             alive = worker.poll() is None
         finally:
             stop(worker)

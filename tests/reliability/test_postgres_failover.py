@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from shared import dedupe, messages, wire
+from shared import wire
 from shared.celery_app import make_celery
 from shared.db import make_engine
 from shared.envelope import Envelope
@@ -26,7 +26,7 @@ from shared.redisconn import make_redis
 from shared.settings import Settings
 from tests.support.db import SECRETS
 from tests.support.factories import make_app
-from tests.support.ha import PostgresPair, postgres_bin, redis_group, redis_missing
+from tests.support.ha import PostgresPair, postgres_bin, redis_group, redis_missing, whereabouts
 from tests.support.stack import free_ports, stack_env, start_worker, stop, wait_for
 
 pytestmark = [
@@ -64,31 +64,6 @@ def _publish_steadily(publisher: Publisher, app_id: int, sent: list[str]) -> Non
                 time.sleep(0.2)
         sent.append(f"m-{n:06d}")
         time.sleep(0.02)
-
-
-def _whereabouts(
-    settings: Settings, engine: Engine, app_id: int, ids: list[str], log: Path
-) -> dict[str, object]:
-    """Where calls that were never applied are, for the failure message: the new Redis master's
-    queues and unacknowledged messages, dead letters, the dedupe records, the worker's last lines."""
-    client = make_redis(settings)
-    found: dict[str, object] = {}
-    with engine.connect() as conn:
-        for mid in ids:
-            letters = conn.scalar(
-                text("SELECT count(*) FROM dead_letters WHERE message_id = :m"), {"m": mid}
-            )
-            deduped = conn.scalar(
-                text("SELECT count(*) FROM processed_messages WHERE key = :k"),
-                {"k": dedupe.key(app_id, mid)},
-            )
-            found[mid] = {
-                "redis": [p["where"] for p in messages.in_redis(client, app_id, mid)],
-                "dead_letters": letters,
-                "dedupe_record": deduped,
-            }
-    found["worker_log_tail"] = log.read_text()[-2000:] if log.exists() else None
-    return found
 
 
 def _applied(engine: Engine) -> list[str]:
@@ -151,7 +126,7 @@ def test_a_primary_killed_and_its_standby_promoted_loses_nothing(
                         missing = sorted(set(sent) - set(_applied(again)))
                         raise AssertionError(
                             f"{len(missing)} never applied; where they are: "
-                            f"{_whereabouts(settings, again, app_id, missing[:20], log)}"
+                            f"{whereabouts(make_redis(settings), again, app_id, missing[:20], log)}"
                         ) from None
                 time.sleep(1)
                 ids = _applied(again)

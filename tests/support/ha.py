@@ -27,6 +27,7 @@ import orjson
 import redis
 from sqlalchemy import Engine, text
 
+from shared import dedupe, messages
 from tests.support.stack import BIN, ROOT, answers, stop, wait_for
 
 MASTER = "userdest"
@@ -285,3 +286,27 @@ class PostgresPair:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def whereabouts(
+    client: redis.Redis, engine: Engine, app_id: int, ids: list[str], log: Path
+) -> dict[str, object]:
+    """Where calls that were never applied are, for the failure message: the new Redis master's
+    queues and unacknowledged messages, dead letters, the dedupe records, the worker's last lines."""
+    found: dict[str, object] = {}
+    with engine.connect() as conn:
+        for mid in ids:
+            letters = conn.scalar(
+                text("SELECT count(*) FROM dead_letters WHERE message_id = :m"), {"m": mid}
+            )
+            deduped = conn.scalar(
+                text("SELECT count(*) FROM processed_messages WHERE key = :k"),
+                {"k": dedupe.key(app_id, mid)},
+            )
+            found[mid] = {
+                "redis": [p["where"] for p in messages.in_redis(client, app_id, mid)],
+                "dead_letters": letters,
+                "dedupe_record": deduped,
+            }
+    found["worker_log_tail"] = log.read_text()[-2000:] if log.exists() else None
+    return found

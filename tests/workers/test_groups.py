@@ -26,6 +26,7 @@ from tests.support.readmodel import shown_profile
 from tests.support.tasks import FakeClock, FakeTask, applying
 from workers.applier import Applier
 from workers.apply.messages import APPLY, apply_messages
+from workers.drain import Drainer, Taken
 
 MakeApplier = Callable[..., Applier]
 
@@ -381,3 +382,39 @@ def test_a_group_past_its_soft_time_limit_keeps_the_leader_and_puts_the_rest_bac
     assert (letter_app, reason, call["messageId"]) == (app_id, "time_limit", "m-leader")
     assert redis_client.llen(INGEST) == 5  # the others wait for another task, none lost
     assert in_flight(redis_client) == 0
+
+
+class AnswerLost(Drainer):
+    """A take that runs in Redis but whose answer is lost with the connection (a master killed
+    between the two, a failover), once."""
+
+    lose = True
+
+    def take(self, *args: Any, **kwargs: Any) -> list[Taken]:
+        taken = super().take(*args, **kwargs)
+        if self.lose:
+            self.lose = False
+            raise redis.ConnectionError("Connection closed by server.")
+        return taken
+
+
+def test_what_a_take_without_an_answer_took_is_put_back_once_redis_answers(
+    make_applier: MakeApplier,
+    clean_db: Engine,
+    app_id: int,
+    publisher: Publisher,
+    redis_client: redis.Redis,
+    settings: Settings,
+) -> None:
+    """Without the put-back, the five taken messages would wait in `unacked` for
+    VISIBILITY_TIMEOUT (15 minutes): 200'd calls missing that long after a failover."""
+    for i in range(5):
+        publisher.publish(envelope(app_id, [page(f"u{i}", f"m-{i}")]).to_dict(), INGEST)
+    applier = make_applier(drainer=AnswerLost(redis_client, settings.visibility_timeout))
+    applier.apply(FakeTask("first"), sealed(envelope(app_id, [page("u0", "m-first")])))
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 1  # the leader alone
+    assert redis_client.llen(INGEST) == 0 and in_flight(redis_client) == 10  # taken, unanswered
+    applier.apply(FakeTask("second"), sealed(envelope(app_id, [page("u9", "m-second")])))
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 7
+    assert in_flight(redis_client) == 0
+    assert not redis_client.exists(GROUP_PREFIX + "first")
