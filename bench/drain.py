@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=4000, help="calls (4000)")
     parser.add_argument("--batch", type=int, default=1, help="calls per message (1)")
     parser.add_argument("--ceiling", action="store_true", help="also the Postgres ceiling")
+    parser.add_argument(
+        "--users", type=int, default=1000, help="users the calls are spread over (1000)"
+    )
     parser.add_argument("worker_args", nargs="*", default=["-c", str(WORKER_PROCESSES)])
     opts = parser.parse_args(argv)
 
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     recreate_database(target)
     client = flush_redis(target)
     engine = make_engine(target.settings(), pool_size=1)
-    calls = generate(20260105, 1000, opts.calls)
+    calls = generate(20260105, opts.users, opts.calls)
     requests = single_requests(calls) if opts.batch == 1 else batch_requests(calls, opts.batch)
     try:
         figures = drain(target, engine, client, requests, f"b{opts.batch}",

@@ -78,6 +78,8 @@ class Options:
     """The most one sending phase may take; the wait for the workers may take twice that."""
     log_level: str = "INFO"
     quick: bool = False
+    lag_rate: float | None = None
+    """Calls per second of the lag phase; None: half the receiver's single-call rate."""
 
 
 QUICK = {"single_calls": 100, "batch_events": 300, "baseline_calls": 50, "clients": 2}
@@ -121,6 +123,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--log-level", default=defaults.log_level, help="the stack's LOG_LEVEL (default INFO)"
     )
+    parser.add_argument(
+        "--lag-rate",
+        type=float,
+        help="single calls a second in the lag phase (default: half the receiver's measured "
+        "rate); a fixed rate compares two versions whose receivers differ",
+    )
     args = parser.parse_args(argv)
     values: dict[str, Any] = dict(QUICK) if args.quick else {}
     if args.calls is not None:
@@ -140,6 +148,7 @@ def parse_args(argv: list[str] | None) -> Options:
         max_seconds=args.max_seconds,
         log_level=args.log_level.upper(),
         quick=args.quick,
+        lag_rate=args.lag_rate,
         **values,
     )
     for name in ("users", "clients", "baseline_calls", "max_seconds"):
@@ -228,6 +237,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
             )
             marks.append(cpu.sample(groups, target.database))
             rate = LAG_LOAD * single.calls / single.seconds if single.seconds > 0 else 1.0
+            rate = opts.lag_rate or rate
             lag_n = min(len(singles), max(1, round(rate * (2.0 if opts.quick else LAG_SECONDS))))
             say(f"sending {lag_n:,} single calls at {rate:,.0f}/s to measure the apply lag")
             lag_app, lag_key = _lag_app(engine)
