@@ -137,11 +137,9 @@ class Publisher:
             if self._wait is None:
                 self._commands.execute("LPUSH", queue, *payloads)
             else:
-                # WAIT counts the writes of its own connection: one pipeline keeps both on one.
-                pipe = self._client.pipeline(transaction=False)
-                pipe.lpush(queue, *payloads)
-                pipe.execute_command(*self._wait)
-                check_replicated(self._settings, int(pipe.execute()[-1]))
+                # WAIT counts the writes of its own connection: both go on one, together.
+                answers = self._commands.pipeline(("LPUSH", queue, *payloads), self._wait)
+                check_replicated(self._settings, int(answers[-1]))
         except NotReplicated as exc:
             logger.warning(
                 "enqueued without replicas",

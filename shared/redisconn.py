@@ -93,6 +93,11 @@ class Commands:
 
     def execute(self, *args: Any) -> Any:
         """The answer to one command, as the connection's parser reads it; raises RedisError."""
+        return self.pipeline(args)[0]
+
+    def pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The answers to `commands`, sent together on one connection (so that a WAIT among them
+        counts the writes before it); raises RedisError at the first error answer."""
         if self._pid != os.getpid():  # a forked child: the parent's sockets are not its own
             self._idle, self._pid = [], os.getpid()
         try:
@@ -100,21 +105,21 @@ class Commands:
         except IndexError:
             conn = self._pool.get_connection()
         try:
-            packed = conn.pack_command(*args)
-            answer = conn.retry.call_with_retry(
-                lambda: _send(conn, packed), lambda _error: conn.disconnect()
+            packed = conn.pack_commands(commands)
+            answers = conn.retry.call_with_retry(
+                lambda: _send(conn, packed, len(commands)), lambda _error: conn.disconnect()
             )
         except BaseException:
             conn.disconnect()
             self._pool.release(conn)
             raise
         self._idle.append(conn)
-        return answer
+        return answers
 
 
-def _send(conn: Any, packed: Any) -> Any:
+def _send(conn: Any, packed: Any, count: int) -> list[Any]:
     conn.send_packed_command(packed)
-    return conn.read_response()
+    return [conn.read_response() for _ in range(count)]
 
 
 class NotReplicated(redis.RedisError):
