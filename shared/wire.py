@@ -402,8 +402,8 @@ end
 """
 
 # KEYS: queue, unacked, unacked_index, group. ARGV: most messages, most bytes, now, leader id,
-# group record ttl, the end of an `unacked` entry after its payload, GROUP_PREFIX, most calls
-# (CALLS_PROPERTY). Returns the taken messages, oldest first, as tag, raw, tag, raw... Its shebang
+# group record ttl, the end of an `unacked` entry after its payload, GROUP_PREFIX, and optionally
+# most calls (CALLS_PROPERTY; unbounded when left out). Returns the taken messages, oldest first, as tag, raw, tag, raw... Its shebang
 # declares it may write, so a full Redis refuses it before it runs rather than after a pop.
 TAKE_SCRIPT = """#!lua
 local suffix = ARGV[6]
@@ -414,7 +414,7 @@ local bytes = 0
 local calls = 0
 local limit = tonumber(ARGV[1])
 local budget = tonumber(ARGV[2])
-local most_calls = tonumber(ARGV[8])
+local most_calls = tonumber(ARGV[8]) or math.huge
 while n < limit and bytes < budget and calls < most_calls do
   local item = redis.call('RPOP', KEYS[1])
   if not item then break end

@@ -21,6 +21,7 @@ import enum
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -123,7 +124,7 @@ class Applier:
         self._keep_letters = keep_letters
         self._clock = clock or SystemClock()
         self._keys = EnvelopeKeys.of(settings)
-        self._unanswered: list[tuple[str, str]] = []
+        self._unanswered: deque[tuple[str, str]] = deque(maxlen=UNANSWERED_KEPT)
         """(queue, leader) of takes whose answer never came: they may have taken messages."""
 
     @property
@@ -298,7 +299,7 @@ class Applier:
                 # killed, a failover): the messages it took wait in `unacked` under this leader's
                 # group record. They are put back as soon as Redis answers again, not after
                 # VISIBILITY_TIMEOUT.
-                self._unanswered = [*self._unanswered[-(UNANSWERED_KEPT - 1) :], (queue, leader)]
+                self._unanswered.append((queue, leader))
         return []
 
     def _give_back_unanswered(self) -> None:
@@ -309,7 +310,7 @@ class Applier:
                 restored = self.drainer.restore(queue, leader)
             except redis.RedisError:
                 return  # still unreachable: next time
-            self._unanswered.pop(0)
+            self._unanswered.popleft()
             if restored:
                 logger.warning(
                     "messages of an unanswered take put back",

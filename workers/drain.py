@@ -68,7 +68,7 @@ class Drainer:
                     self._ttl,
                     wire.unacked_suffix(queue),
                     wire.GROUP_PREFIX,
-                    most_calls if most_calls is not None else most_bytes,
+                    *([] if most_calls is None else [most_calls]),
                 ],
             )
         except redis.exceptions.OutOfMemoryError as exc:

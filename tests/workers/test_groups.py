@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -89,25 +90,24 @@ def test_messages_waiting_behind_one_are_applied_with_it_and_acknowledged(
 
 
 def test_a_group_holds_at_most_worker_batch_messages(
+    make_applier: MakeApplier,
     settings: Settings,
     clean_db: Engine,
     app_id: int,
     publisher: Publisher,
     redis_client: redis.Redis,
 ) -> None:
-    applier = Applier(Settings(**{**_fields(settings), "worker_batch_messages": 5}))
-    try:
-        for i in range(9):
-            publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
-        applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0")])))
-    finally:
-        applier.close()
+    applier = make_applier(with_settings=replace(settings, worker_batch_messages=5))
+    for i in range(9):
+        publisher.publish(envelope(app_id, [page(f"u{i}")]).to_dict(), INGEST)
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0")])))
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 5
     assert redis_client.llen(INGEST) == 5
     assert in_flight(redis_client) == 0
 
 
 def test_a_group_stops_once_it_holds_worker_batch_calls(
+    make_applier: MakeApplier,
     settings: Settings,
     clean_db: Engine,
     app_id: int,
@@ -116,30 +116,19 @@ def test_a_group_stops_once_it_holds_worker_batch_calls(
 ) -> None:
     """One-call messages and batches fill a group alike: it is measured in calls, so a group of
     one-call messages is as large as a group of batches (the message cap alone made it smaller)."""
-    applier = Applier(Settings(**{**_fields(settings), "worker_batch_calls": 25}))
-    try:
-        for i in range(4):  # 10 calls each: the leader's 5, then 10 + 10, and the group is full
-            publisher.publish(
-                envelope(app_id, [page(f"u{i}") for _ in range(10)]).to_dict(), INGEST
-            )
-        applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0") for _ in range(5)])))
-        assert count(clean_db, "SELECT count(*) FROM processed_messages") == 25
-        assert redis_client.llen(INGEST) == 2
-        for i in range(30):
-            publisher.publish(envelope(app_id, [page(f"v{i}")]).to_dict(), INGEST)
-        redis_client.delete(INGEST)  # leave only one-call messages
-        for i in range(30):
-            publisher.publish(envelope(app_id, [page(f"w{i}")]).to_dict(), INGEST)
-        applier.apply(FakeTask("leader2"), sealed(envelope(app_id, [page("w")])))
-    finally:
-        applier.close()
+    applier = make_applier(with_settings=replace(settings, worker_batch_calls=25))
+    for i in range(4):  # 10 calls each: the leader's 5, then 10 + 10, and the group is full
+        publisher.publish(envelope(app_id, [page(f"u{i}") for _ in range(10)]).to_dict(), INGEST)
+    applier.apply(FakeTask("leader"), sealed(envelope(app_id, [page("u0") for _ in range(5)])))
+    assert count(clean_db, "SELECT count(*) FROM processed_messages") == 25
+    assert redis_client.llen(INGEST) == 2
+    redis_client.delete(INGEST)  # now one-call messages only
+    for i in range(30):
+        publisher.publish(envelope(app_id, [page(f"w{i}")]).to_dict(), INGEST)
+    applier.apply(FakeTask("leader2"), sealed(envelope(app_id, [page("w")])))
     assert count(clean_db, "SELECT count(*) FROM processed_messages") == 25 + 25
     assert redis_client.llen(INGEST) == 30 - 24
     assert in_flight(redis_client) == 0
-
-
-def _fields(settings: Settings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
 
 
 def test_the_replay_queue_groups_too_and_a_lone_message_takes_nothing(
